@@ -1,0 +1,95 @@
+// Cgroups for containers on cgroup v1, v2 and hybrid hosts (v1 controllers plus a cgroup2
+// mount, as on this machine). Split as crun does: layout detection here, the v1 and v2
+// backends side by side (cgroup_v1.cc, cgroup_v2.cc), statistics in stats.cc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace conductor {
+
+enum class CgroupMode { V1, V2, Hybrid };
+
+struct CgroupLayout {
+  CgroupMode mode = CgroupMode::V2;
+  // v1 (and hybrid): controller name → its hierarchy's mount point. Co-mounted controllers
+  // ("cpu,cpuacct") map each name to the same mount. Named hierarchies ("name=systemd") skipped.
+  std::map<std::string, std::string> v1;
+  // The cgroup2 mount: the only hierarchy on v2, the extra one on hybrid hosts ("" if none).
+  std::string unified;
+
+  // Reads /proc/self/mountinfo. CONDUCTOR_CGROUP_ROOT and CONDUCTOR_CGROUP_MODE (v1|v2) override
+  // it for tests that exercise a backend this host does not have (a fake tree on tmpfs).
+  static CgroupLayout detect();
+  std::string describe() const;
+};
+
+// linux.resources, the subset Conductor applies. Unset fields are left alone.
+struct CgroupResources {
+  std::optional<int64_t> memory_limit;        // bytes, -1 = unlimited
+  std::optional<int64_t> memory_swap;         // memory+swap bytes (v1 semantics), -1 = unlimited
+  std::optional<uint64_t> cpu_shares;         // v1 shares; v2 weight = 1 + ((shares-2)*9999)/262142
+  std::optional<int64_t> cpu_quota;           // µs per period, -1 = unlimited
+  std::optional<uint64_t> cpu_period;         // µs
+  std::optional<std::string> cpuset_cpus, cpuset_mems;
+  std::optional<int64_t> pids_limit;          // -1 or 0 = unlimited (as runc)
+  struct Device {
+    bool allow = false;
+    char type = 'a';           // a, c, b
+    int64_t major = -1, minor = -1;  // -1 = wildcard
+    std::string access = "rwm";
+  };
+  std::vector<Device> devices;  // rules in order; empty = no device rules
+};
+
+struct CgroupStats {
+  uint64_t cpu_usage_ns = 0;
+  uint64_t memory_usage = 0;      // bytes in use, page cache included
+  uint64_t memory_working_set = 0;  // usage minus inactive file cache (as the kubelet reports)
+  int64_t memory_limit = -1;      // -1 = unlimited
+  uint64_t pids_current = 0;
+  int64_t pids_limit = -1;
+  uint64_t oom_kills = 0;
+};
+
+// One container's cgroup: `path` is linux.cgroupsPath (absolute, e.g. "/conductor/abc").
+class Cgroup {
+ public:
+  Cgroup(CgroupLayout layout, std::string path);
+
+  const std::string& path() const { return path_; }
+  const CgroupLayout& layout() const { return layout_; }
+
+  // Creates the directories (v2: enables the needed controllers in each parent's
+  // cgroup.subtree_control). Throws if the cgroup already holds processes.
+  void create(const CgroupResources& wanted);
+  // Writes the limits; a limit the host cannot apply is an error naming the field.
+  void apply(const CgroupResources& res);
+  void add_process(pid_t pid);
+  std::vector<pid_t> pids() const;
+  // Kills every process left (SIGKILL, through the freezer on v1 / cgroup.kill on v2 when
+  // available) and removes the directories. Missing directories are fine.
+  void destroy();
+  bool exists() const;
+  CgroupStats stats() const;
+  uint64_t oom_kills() const;
+
+  // Directory of this cgroup in the hierarchy that holds `controller` (v2: the one directory).
+  std::string dir_for(const std::string& controller) const;
+  // Every directory that make up this cgroup (one per hierarchy).
+  std::vector<std::string> dirs() const;
+
+ private:
+  CgroupLayout layout_;
+  std::string path_;
+};
+
+// "/conductor/abc" must be absolute, normalized and free of "..".
+void validate_cgroup_path(const std::string& path);
+
+}  // namespace conductor

@@ -1,0 +1,1 @@
+#include "cgroups/cgroups.h"
