@@ -16,6 +16,8 @@ class Error : public std::runtime_error {
   int code() const { return err_; }
   // A new error whose message is `context: <this message>`, keeping errno.
   Error wrap(const std::string& context) const;
+  // An error whose message is already complete (e.g. received from the container's init).
+  static Error preformatted(std::string message, int err) { return Error(message, err, true); }
 
  private:
   Error(std::string message, int err, bool);

@@ -1,0 +1,197 @@
+// conductor::Cgroup: the directories, membership and removal; limits are in the backends.
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <set>
+#include <sstream>
+
+#include "cgroups/backend.h"
+#include "cgroups/cgroups.h"
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace conductor {
+
+using cgroup_backend::apply_v1;
+using cgroup_backend::apply_v2;
+
+namespace {
+
+void sleep_ms(int ms) {
+  timespec ts{0, ms * 1000000L};
+  nanosleep(&ts, nullptr);
+}
+
+std::vector<pid_t> read_procs(const std::string& dir) {
+  std::vector<pid_t> out;
+  auto s = read_file_if_exists(dir + "/cgroup.procs");
+  if (!s) return out;
+  std::istringstream in(*s);
+  long p;
+  while (in >> p) out.push_back(static_cast<pid_t>(p));
+  return out;
+}
+
+// In a v1 cpuset hierarchy a new cgroup starts with empty cpus/mems and refuses tasks until
+// they are set: copy them down from the nearest parent that has them (runc does the same).
+void init_cpuset_v1(const std::string& mount, const std::string& path) {
+  std::string dir = mount;
+  std::string cpus = trim(read_file(mount + "/cpuset.cpus"));
+  std::string mems = trim(read_file(mount + "/cpuset.mems"));
+  std::istringstream in(path.substr(1));
+  std::string part;
+  while (std::getline(in, part, '/')) {
+    dir += "/" + part;
+    if (trim(read_file(dir + "/cpuset.cpus")).empty()) write_file(dir + "/cpuset.cpus", cpus);
+    if (trim(read_file(dir + "/cpuset.mems")).empty()) write_file(dir + "/cpuset.mems", mems);
+    cpus = trim(read_file(dir + "/cpuset.cpus"));
+    mems = trim(read_file(dir + "/cpuset.mems"));
+  }
+}
+
+// mkdir -p that tolerates a concurrent remove of an empty shared parent (another container's
+// destroy() removing /conductor just as we create /conductor/ID): retry a few times.
+void mkdir_cgroup(const std::string& dir) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      mkdir_p(dir, 0755);
+      return;
+    } catch (const Error& e) {
+      if (e.code() != ENOENT || attempt >= 5) throw;
+    }
+  }
+}
+
+}  // namespace
+
+Cgroup::Cgroup(CgroupLayout layout, std::string path)
+    : layout_(std::move(layout)), path_(std::move(path)) {
+  validate_cgroup_path(path_);
+}
+
+std::string Cgroup::dir_for(const std::string& controller) const {
+  if (layout_.mode == CgroupMode::V2) return layout_.unified + path_;
+  auto it = layout_.v1.find(controller);
+  if (it == layout_.v1.end()) return "";
+  return it->second + path_;
+}
+
+std::vector<std::string> Cgroup::dirs() const {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  if (layout_.mode != CgroupMode::V2) {
+    for (const auto& [ctrl, mount] : layout_.v1) {
+      if (seen.insert(mount).second) out.push_back(mount + path_);
+    }
+  }
+  if (!layout_.unified.empty()) out.push_back(layout_.unified + path_);
+  return out;
+}
+
+bool Cgroup::exists() const {
+  for (const auto& d : dirs())
+    if (path_exists(d)) return true;
+  return false;
+}
+
+void Cgroup::create(const CgroupResources& wanted) {
+  for (const auto& d : dirs()) {
+    if (!read_procs(d).empty())
+      throw Error("cgroup `" + d + "` already holds processes (another container with this id?)",
+                  EEXIST);
+  }
+  try {
+    if (layout_.mode == CgroupMode::V2) {
+      mkdir_cgroup(layout_.unified + path_);
+      cgroup_backend::enable_v2_controllers(layout_.unified, layout_.unified + path_);
+    } else {
+      for (const auto& d : dirs()) mkdir_cgroup(d);
+      auto cs = layout_.v1.find("cpuset");
+      if (cs != layout_.v1.end()) init_cpuset_v1(cs->second, path_);
+    }
+    apply(wanted);
+  } catch (const Error& e) {
+    try {
+      destroy();
+    } catch (const Error&) {
+      // The creation error is the one to report; a leftover directory is named by the next run.
+    }
+    throw e.wrap("cgroup " + path_);
+  }
+}
+
+void Cgroup::apply(const CgroupResources& res) {
+  if (layout_.mode == CgroupMode::V2) {
+    apply_v2(layout_.unified + path_, res);
+  } else {
+    apply_v1(*this, res);
+    // On a hybrid host the unified hierarchy carries no resource controllers, but eBPF device
+    // programs attached to it are enforced on top of the v1 devices controller: attach the same
+    // rules there, so the v2 device filter is exercised on hybrid hosts too.
+    if (layout_.mode == CgroupMode::Hybrid && !res.devices.empty())
+      cgroup_backend::apply_v2_devices(layout_.unified + path_, res.devices);
+  }
+}
+
+void Cgroup::add_process(pid_t pid) {
+  const std::string p = std::to_string(pid);
+  for (const auto& d : dirs()) {
+    try {
+      write_file(d + "/cgroup.procs", p);
+    } catch (const Error& e) {
+      throw e.wrap("join cgroup");
+    }
+  }
+}
+
+std::vector<pid_t> Cgroup::pids() const {
+  std::set<pid_t> all;
+  for (const auto& d : dirs())
+    for (pid_t p : read_procs(d)) all.insert(p);
+  return {all.begin(), all.end()};
+}
+
+void Cgroup::destroy() {
+  auto dirs_ = dirs();
+  // Kill what is left. v2 has cgroup.kill (5.14+); v1 freezes first so nothing forks while we
+  // kill, then thaws so the SIGKILLs are delivered.
+  std::string unified_kill = layout_.unified.empty() ? "" : layout_.unified + path_ + "/cgroup.kill";
+  std::string freezer = dir_for("freezer");
+  for (int round = 0; round < 200; ++round) {
+    auto left = pids();
+    if (left.empty()) break;
+    if (layout_.mode == CgroupMode::V2 && path_exists(unified_kill)) {
+      write_file(unified_kill, "1");
+    } else {
+      bool frozen = !freezer.empty() && path_exists(freezer + "/freezer.state");
+      if (frozen) write_file(freezer + "/freezer.state", "FROZEN");
+      for (pid_t p : left) ::kill(p, SIGKILL);
+      if (frozen) write_file(freezer + "/freezer.state", "THAWED");
+    }
+    sleep_ms(5);
+  }
+  // rmdir each hierarchy's directory, then its parents while they are empty (leave the host as
+  // it was: no empty /conductor left behind). EBUSY while dying tasks are released: retry.
+  for (const auto& d : dirs_) {
+    for (int i = 0; i < 200; ++i) {
+      if (::rmdir(d.c_str()) == 0 || errno == ENOENT) break;
+      if (errno != EBUSY) throw_errno("rmdir `" + d + "`");
+      sleep_ms(5);
+      if (i == 199) throw_errno("rmdir `" + d + "`");
+    }
+  }
+  std::string parent = path_.substr(0, path_.rfind('/'));
+  while (!parent.empty()) {
+    bool any = false;
+    for (const auto& d : dirs_) {
+      std::string hier = d.substr(0, d.size() - path_.size());
+      if (::rmdir((hier + parent).c_str()) == 0) any = true;
+    }
+    (void)any;
+    parent = parent.substr(0, parent.rfind('/'));
+  }
+}
+
+}  // namespace conductor

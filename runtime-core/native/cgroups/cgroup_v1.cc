@@ -1,0 +1,74 @@
+// cgroup v1 backend: one hierarchy per controller (or co-mounted group).
+#include "cgroups/backend.h"
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace conductor::cgroup_backend {
+
+namespace {
+
+std::string need(const Cgroup& cg, const std::string& controller, const std::string& field) {
+  std::string d = cg.dir_for(controller);
+  if (d.empty())
+    throw Error("cannot apply " + field + ": the cgroup v1 `" + controller +
+                    "` controller is not mounted",
+                ENOTSUP);
+  return d;
+}
+
+std::string device_rule(const CgroupResources::Device& d) {
+  if (d.type == 'a') return "a";
+  auto num = [](int64_t v) { return v < 0 ? std::string("*") : std::to_string(v); };
+  return std::string(1, d.type) + " " + num(d.major) + ":" + num(d.minor) + " " + d.access;
+}
+
+}  // namespace
+
+void apply_v1(const Cgroup& cg, const CgroupResources& res) {
+  if (res.memory_limit) {
+    std::string d = need(cg, "memory", "linux.resources.memory.limit");
+    write_file(d + "/memory.limit_in_bytes", std::to_string(*res.memory_limit));
+  }
+  if (res.memory_swap) {
+    std::string d = need(cg, "memory", "linux.resources.memory.swap");
+    if (path_exists(d + "/memory.memsw.limit_in_bytes")) {
+      write_file(d + "/memory.memsw.limit_in_bytes", std::to_string(*res.memory_swap));
+    } else if (*res.memory_swap != -1 && res.memory_limit && *res.memory_swap != *res.memory_limit) {
+      throw Error("cannot apply linux.resources.memory.swap: swap accounting is off on this host",
+                  ENOTSUP);
+    }
+  }
+  if (res.cpu_shares) {
+    write_file(need(cg, "cpu", "linux.resources.cpu.shares") + "/cpu.shares",
+               std::to_string(*res.cpu_shares));
+  }
+  if (res.cpu_period) {
+    write_file(need(cg, "cpu", "linux.resources.cpu.period") + "/cpu.cfs_period_us",
+               std::to_string(*res.cpu_period));
+  }
+  if (res.cpu_quota) {
+    write_file(need(cg, "cpu", "linux.resources.cpu.quota") + "/cpu.cfs_quota_us",
+               std::to_string(*res.cpu_quota));
+  }
+  if (res.cpuset_cpus)
+    write_file(need(cg, "cpuset", "linux.resources.cpu.cpus") + "/cpuset.cpus", *res.cpuset_cpus);
+  if (res.cpuset_mems)
+    write_file(need(cg, "cpuset", "linux.resources.cpu.mems") + "/cpuset.mems", *res.cpuset_mems);
+  if (res.pids_limit) {
+    int64_t v = *res.pids_limit;
+    write_file(need(cg, "pids", "linux.resources.pids.limit") + "/pids.max",
+               v <= 0 ? "max" : std::to_string(v));
+  }
+  if (!res.devices.empty()) {
+    std::string d = need(cg, "devices", "linux.resources.devices");
+    for (const auto& rule : res.devices) {
+      try {
+        write_file(d + (rule.allow ? "/devices.allow" : "/devices.deny"), device_rule(rule));
+      } catch (const Error& e) {
+        throw e.wrap("linux.resources.devices");
+      }
+    }
+  }
+}
+
+}  // namespace conductor::cgroup_backend

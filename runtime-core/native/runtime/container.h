@@ -1,0 +1,50 @@
+// The verbs of the OCI runtime command line; one file each (container_<verb>.cc).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/channel.h"
+#include "runtime/state.h"
+
+namespace conductor {
+
+struct GlobalOptions {
+  std::string root = "/run/conductor-runtime";
+  std::string log;                   // --log FILE: where the runtime's own errors go
+  std::string log_format = "text";  // text | json
+};
+
+struct CreateOptions {
+  std::string id, bundle = ".", pid_file;
+  // `run`: the init waits on the channel for START instead of exec.fifo.
+  bool for_run = false;
+};
+
+struct Created {
+  ContainerState state;
+  Channel channel;  // parent side; for_run only
+};
+
+Created container_create(const GlobalOptions& g, const CreateOptions& o);
+void container_start(const GlobalOptions& g, const std::string& id);
+int container_run(const GlobalOptions& g, const CreateOptions& o, bool detach);
+void container_state(const GlobalOptions& g, const std::string& id);
+void container_kill(const GlobalOptions& g, const std::string& id, int sig, bool all);
+void container_delete(const GlobalOptions& g, const std::string& id, bool force);
+
+struct ExecOptions {
+  std::string id, process_file, cwd, user, pid_file;
+  std::vector<std::string> env, args;
+  bool detach = false;
+};
+int container_exec(const GlobalOptions& g, const ExecOptions& o);
+void container_list(const GlobalOptions& g, const std::string& format);
+
+// Shared by run and exec: waits for `pid`, forwarding the usual termination signals to it,
+// and returns its exit status the way a shell reports it (128+N for signal N).
+int wait_forwarding_signals(pid_t pid);
+// Removes what a stopped (or force-killed) container left: its cgroup and state directory.
+void cleanup_container(const GlobalOptions& g, const ContainerState& s);
+
+}  // namespace conductor

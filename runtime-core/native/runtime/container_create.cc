@@ -1,0 +1,243 @@
+// create: everything up to the container's execve. The runtime (parent) prepares the cgroup,
+// the seccomp program and the state; the container's init (child, cloned into its new
+// namespaces) joins the cgroup, builds its filesystem view, pivots into it and waits to be
+// started. Every step's failure unwinds what was made: no process, cgroup, mount namespace or
+// state directory is left behind by a failed create.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "cgroups/cgroups.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/fs.h"
+#include "runtime/container.h"
+#include "runtime/rootfs.h"
+#include "runtime/security.h"
+#include "runtime/spec.h"
+
+extern char** environ;
+
+namespace conductor {
+
+namespace {
+
+// The device rules every container needs to use what setup_dev created (runc adds the same).
+void add_default_device_rules(CgroupResources& res, const Spec& spec) {
+  if (res.devices.empty()) return;
+  auto allow = [&](char type, int64_t major, int64_t minor) {
+    res.devices.push_back({true, type, major, minor, "rwm"});
+  };
+  allow('c', 1, 3);    // null
+  allow('c', 1, 5);    // zero
+  allow('c', 1, 7);    // full
+  allow('c', 1, 8);    // random
+  allow('c', 1, 9);    // urandom
+  allow('c', 5, 0);    // tty
+  allow('c', 5, 2);    // ptmx
+  allow('c', 136, -1); // pts/*
+  for (const auto& d : spec.devices) {
+    if (d.type == 'c' || d.type == 'b') allow(d.type, d.major, d.minor);
+  }
+}
+
+// Joins the namespaces the spec names by path; mount last, so the paths above still resolve.
+void join_namespaces(const Spec& spec, bool include_pid) {
+  std::vector<const NamespaceSpec*> order;
+  for (const auto& n : spec.namespaces)
+    if (!n.path.empty() && n.flag != CLONE_NEWNS && (include_pid || n.flag != CLONE_NEWPID))
+      order.push_back(&n);
+  if (const NamespaceSpec* m = spec.ns(CLONE_NEWNS); m && !m->path.empty()) order.push_back(m);
+  for (const auto* n : order) {
+    UniqueFd fd(::open(n->path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("linux.namespaces " + n->type + ": open `" + n->path + "`");
+    if (::setns(fd.get(), n->flag) < 0)
+      throw_errno("linux.namespaces " + n->type + ": setns `" + n->path + "`");
+  }
+}
+
+struct InitArgs {
+  const Spec* spec;
+  const CgroupLayout* layout;
+  const SeccompProgram* seccomp;
+  Channel* channel;
+  std::string fifo;  // empty for `run`
+};
+
+void wait_for_start(const InitArgs& a, int fifo_fd) {
+  if (a.fifo.empty()) {
+    a.channel->expect(Msg::kStart);
+    return;
+  }
+  // A reader opened O_NONBLOCK before any writer sees no HUP: poll sleeps until `start` opens
+  // the FIFO for writing and writes its byte.
+  pollfd p{fifo_fd, POLLIN, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("wait on exec.fifo");
+    char b;
+    ssize_t r = ::read(fifo_fd, &b, 1);
+    if (r == 1) return;
+    if (r < 0 && errno == EAGAIN) continue;
+    if (r == 0) throw Error("exec.fifo closed without a start");
+  }
+}
+
+[[noreturn]] void init_main(const InitArgs& a) {
+  const Spec& spec = *a.spec;
+  bool started = false;
+  try {
+    a.channel->expect(Msg::kGo);
+    join_namespaces(spec, false);
+    // After joining the cgroup, so the namespace's root is the container's own cgroup.
+    if (spec.has_new_ns(CLONE_NEWCGROUP) && ::unshare(CLONE_NEWCGROUP) < 0)
+      throw_errno("unshare the cgroup namespace");
+    if (spec.hostname && ::sethostname(spec.hostname->c_str(), spec.hostname->size()) < 0)
+      throw_errno("sethostname `" + *spec.hostname + "`");
+    UniqueFd fifo;
+    if (!a.fifo.empty()) {
+      fifo.reset(::open(a.fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      if (!fifo) throw_errno("open `" + a.fifo + "`");
+    }
+    setup_rootfs(spec, *a.layout);
+    finish_rootfs(spec);
+    const Process& p = spec.process;
+    mkdir_p(p.cwd, 0755);
+    if (::chdir(p.cwd.c_str()) < 0) throw_errno("process.cwd: chdir `" + p.cwd + "`");
+    std::string exe = find_executable(p);
+    if (::setsid() < 0) throw_errno("setsid");
+    // From here the container outlives the runtime that created it.
+    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    a.channel->send(Msg::kReady);
+    wait_for_start(a, fifo.get());
+    started = true;
+    fifo.reset();
+    apply_rlimits(p);
+    if (p.capabilities) drop_bounding(*p.capabilities);
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+    if (!p.no_new_privileges) load_seccomp(*a.seccomp);
+    set_user(p);
+    if (p.capabilities) apply_capabilities(*p.capabilities);
+    if (p.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+      throw_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+    if (p.umask) ::umask(*p.umask);
+    if (p.no_new_privileges) load_seccomp(*a.seccomp);
+    std::vector<char*> argv, envp;
+    for (const auto& s : p.args) argv.push_back(const_cast<char*>(s.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& s : p.env) envp.push_back(const_cast<char*>(s.c_str()));
+    envp.push_back(nullptr);
+    ::execve(exe.c_str(), argv.data(), envp.data());
+    throw_errno("exec `" + exe + "`");
+  } catch (const std::exception& e) {
+    if (started && a.fifo.size()) {
+      // `create` has exited: the container's stderr is the only place left to say why.
+      std::string msg = std::string("conductor-runtime: ") + e.what() + "\n";
+      ssize_t ignored = ::write(2, msg.data(), msg.size());
+      (void)ignored;
+      ::_exit(127);
+    }
+    a.channel->send_error(e);
+    ::_exit(1);
+  }
+}
+
+}  // namespace
+
+Created container_create(const GlobalOptions& g, const CreateOptions& o) {
+  validate_id(o.id);
+  Spec spec = load_spec(o.bundle, o.id);
+  CgroupLayout layout = CgroupLayout::detect();
+  Cgroup cgroup(layout, spec.cgroups_path);
+  SeccompProgram seccomp;
+  if (spec.seccomp) seccomp = compile_seccomp(*spec.seccomp, g.root + "/.seccomp-cache");
+
+  StateStore store(g.root);
+  store.create_dir(o.id);
+  pid_t child = -1;
+  bool cgroup_made = false;
+  try {
+    std::string fifo;
+    if (!o.for_run) {
+      fifo = store.fifo(o.id);
+      if (::mkfifo(fifo.c_str(), 0600) < 0) throw_errno("mkfifo `" + fifo + "`");
+    }
+    CgroupResources res = spec.resources;
+    add_default_device_rules(res, spec);
+    cgroup.create(res);
+    cgroup_made = true;
+
+    Channel parent, child_side;
+    Channel::pair(parent, child_side);
+    // A joined pid namespace applies to children: enter it here, before the clone.
+    if (const NamespaceSpec* pidns = spec.ns(CLONE_NEWPID); pidns && !pidns->path.empty()) {
+      UniqueFd fd(::open(pidns->path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd || ::setns(fd.get(), CLONE_NEWPID) < 0)
+        throw_errno("linux.namespaces pid: join `" + pidns->path + "`");
+    }
+    unsigned long flags = SIGCHLD;
+    for (const auto& n : spec.namespaces)
+      if (n.path.empty() && n.flag != CLONE_NEWCGROUP) flags |= static_cast<unsigned long>(n.flag);
+    InitArgs args{&spec, &layout, &seccomp, &child_side, fifo};
+    // clone without a new stack behaves as fork, into new namespaces in one step.
+    child = static_cast<pid_t>(::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
+    if (child < 0) throw_errno("clone the container's init");
+    if (child == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+      parent.close();
+      init_main(args);
+    }
+    child_side.close();
+    cgroup.add_process(child);
+    if (spec.process.oom_score_adj)
+      write_file("/proc/" + std::to_string(child) + "/oom_score_adj",
+                 std::to_string(*spec.process.oom_score_adj));
+    parent.send(Msg::kGo);
+    parent.expect(Msg::kReady);
+
+    Created out;
+    ContainerState& s = out.state;
+    s.id = o.id;
+    s.bundle = spec.bundle;
+    s.cgroups_path = spec.cgroups_path;
+    s.created = now_rfc3339();
+    s.pid = child;
+    s.pid_start_time = process_start_time(child);
+    for (const auto& n : spec.namespaces) s.namespaces.push_back(n.type);
+    s.annotations = spec.annotations;
+    store.save(s);
+    if (!o.pid_file.empty()) write_file_atomic(o.pid_file, std::to_string(child), 0644);
+    out.channel = std::move(parent);
+    return out;
+  } catch (const std::exception& e) {
+    // Unwind in reverse; a cleanup failure is reported with, never instead of, the cause.
+    std::string also;
+    if (child > 0) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+    }
+    try {
+      if (cgroup_made) cgroup.destroy();
+    } catch (const Error& ce) {
+      also += std::string("; cleanup: ") + ce.what();
+    }
+    try {
+      store.remove(o.id);
+    } catch (const Error& ce) {
+      also += std::string("; cleanup: ") + ce.what();
+    }
+    const auto* ce = dynamic_cast<const Error*>(&e);
+    throw Error::preformatted(std::string(e.what()) + also, ce ? ce->code() : 0);
+  }
+}
+
+}  // namespace conductor

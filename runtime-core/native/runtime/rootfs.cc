@@ -1,0 +1,322 @@
+#include "runtime/rootfs.h"
+
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/fs.h"
+
+namespace conductor {
+
+namespace {
+
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+int openat2_in_root(int rootfd, const std::string& rel, int flags) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(::syscall(SYS_openat2, rootfd, rel.c_str(), &how, sizeof how));
+}
+
+std::vector<std::string> components(const std::string& path) {
+  std::vector<std::string> out;
+  std::istringstream in(path);
+  std::string part;
+  while (std::getline(in, part, '/')) {
+    if (part.empty() || part == ".") continue;
+    out.push_back(part);
+  }
+  return out;
+}
+
+// Opens (O_PATH) `path` inside the root, creating missing directories on the way and the last
+// component as a directory or, for `as_file`, an empty file (a bind target for a file).
+UniqueFd ensure_in_root(int rootfd, const std::string& path, bool as_file) {
+  auto parts = components(path);
+  std::string rel = ".";
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i] == "..") throw Error("path `" + path + "` must not contain `..`");
+    std::string next = rel + "/" + parts[i];
+    bool last = i + 1 == parts.size();
+    UniqueFd fd(openat2_in_root(rootfd, next, O_PATH));
+    if (!fd && errno == ENOENT) {
+      UniqueFd parent(openat2_in_root(rootfd, rel, O_PATH | O_DIRECTORY));
+      if (!parent) throw_errno("open `" + rel.substr(1) + "` in the rootfs");
+      if (last && as_file) {
+        UniqueFd f(::openat(parent.get(), parts[i].c_str(),
+                            O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
+        if (!f && errno != EEXIST) throw_errno("create `" + path + "` in the rootfs");
+      } else if (::mkdirat(parent.get(), parts[i].c_str(), 0755) < 0 && errno != EEXIST) {
+        throw_errno("mkdir `" + next.substr(1) + "` in the rootfs");
+      }
+      fd.reset(openat2_in_root(rootfd, next, O_PATH));
+    }
+    if (!fd) throw_errno("open `" + next.substr(1) + "` in the rootfs");
+    if (last) return fd;
+    rel = next;
+  }
+  return UniqueFd(::dup(rootfd));
+}
+
+void do_mount(const std::string& src, const std::string& target, const char* type,
+              unsigned long flags, const std::string& data, const std::string& shown) {
+  if (::mount(src.empty() ? nullptr : src.c_str(), target.c_str(), type, flags,
+              data.empty() ? nullptr : data.c_str()) < 0) {
+    throw_errno(std::string("mount ") + (type ? type : "") + " `" + src + "` on `" + shown + "`" +
+                (data.empty() ? "" : " (" + data + ")"));
+  }
+}
+
+unsigned long existing_flags(const std::string& path) {
+  struct statvfs sv;
+  if (::statvfs(path.c_str(), &sv) < 0) return 0;
+  unsigned long f = 0;
+  if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
+  if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
+  if (sv.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+  return f;
+}
+
+void bind_mount(const Mount& m, const std::string& bundle, int rootfd) {
+  std::string src = m.source[0] == '/' ? m.source : bundle + "/" + m.source;
+  struct stat st;
+  if (::stat(src.c_str(), &st) < 0) throw_errno("bind mount source `" + src + "`");
+  UniqueFd target = ensure_in_root(rootfd, m.destination, !S_ISDIR(st.st_mode));
+  std::string t = fd_path(target.get());
+  do_mount(src, t, nullptr, MS_BIND | (m.recursive ? MS_REC : 0), "", m.destination);
+  unsigned long want = m.flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
+                                  MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME);
+  // A bind mount takes its flags only on a remount; keep the flags the source mount already
+  // had (nosuid, nodev, noexec) unless the spec clears them explicitly.
+  unsigned long keep = existing_flags(src) & ~m.clear_flags;
+  if (want || keep) {
+    // Re-open: the mount now covers the target, so the old O_PATH fd is beneath it.
+    UniqueFd mounted = ensure_in_root(rootfd, m.destination, !S_ISDIR(st.st_mode));
+    do_mount("", fd_path(mounted.get()), nullptr, MS_REMOUNT | MS_BIND | want | keep, "",
+             m.destination);
+    if (m.recursive && (want & MS_RDONLY)) {
+      // rbind + ro: make every submount read-only too (mount_setattr, Linux 5.12).
+      mount_attr attr{};
+      attr.attr_set = MOUNT_ATTR_RDONLY;
+      if (::syscall(SYS_mount_setattr, mounted.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
+                    sizeof attr) < 0)
+        throw_errno("make `" + m.destination + "` read-only recursively");
+    }
+  }
+  if (m.propagation) {
+    UniqueFd mounted = ensure_in_root(rootfd, m.destination, !S_ISDIR(st.st_mode));
+    do_mount("", fd_path(mounted.get()), nullptr, m.propagation, "", m.destination);
+  }
+}
+
+// A "cgroup" mount: the container's own cgroup directories, read-only, at the destination.
+// v2: the cgroup2 filesystem (inside a new cgroup namespace it shows the container's subtree).
+// v1/hybrid: a tmpfs with one bind of the container's directory per hierarchy, as runc does.
+void cgroup_mount(const Mount& m, const Spec& spec, const CgroupLayout& layout, int rootfd) {
+  UniqueFd target = ensure_in_root(rootfd, m.destination, false);
+  unsigned long ro = m.flags & MS_RDONLY;
+  unsigned long base = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  if (layout.mode == CgroupMode::V2) {
+    if (spec.has_new_ns(CLONE_NEWCGROUP)) {
+      do_mount("cgroup2", fd_path(target.get()), "cgroup2", base | ro, "", m.destination);
+    } else {
+      do_mount(layout.unified + spec.cgroups_path, fd_path(target.get()), nullptr, MS_BIND, "",
+               m.destination);
+      UniqueFd again = ensure_in_root(rootfd, m.destination, false);
+      do_mount("", fd_path(again.get()), nullptr, MS_REMOUNT | MS_BIND | base | ro, "",
+               m.destination);
+    }
+    return;
+  }
+  do_mount("tmpfs", fd_path(target.get()), "tmpfs", base, "mode=755", m.destination);
+  std::set<std::string> done;
+  std::vector<std::pair<std::string, std::string>> hierarchies;  // name under dest, host dir
+  for (const auto& [ctrl, mount] : layout.v1) {
+    if (!done.insert(mount).second) continue;
+    hierarchies.emplace_back(mount.substr(mount.rfind('/') + 1), mount + spec.cgroups_path);
+  }
+  if (!layout.unified.empty())
+    hierarchies.emplace_back(layout.unified.substr(layout.unified.rfind('/') + 1),
+                             layout.unified + spec.cgroups_path);
+  for (const auto& [name, host] : hierarchies) {
+    std::string dest = m.destination + "/" + name;
+    UniqueFd t = ensure_in_root(rootfd, dest, false);
+    do_mount(host, fd_path(t.get()), nullptr, MS_BIND, "", dest);
+    UniqueFd again = ensure_in_root(rootfd, dest, false);
+    do_mount("", fd_path(again.get()), nullptr, MS_REMOUNT | MS_BIND | base | ro, "", dest);
+  }
+  // Co-mounted controllers are reachable under each name (cpu → cpu,cpuacct), as on the host.
+  for (const auto& [ctrl, mount] : layout.v1) {
+    std::string name = mount.substr(mount.rfind('/') + 1);
+    if (name == ctrl) continue;
+    UniqueFd dir = ensure_in_root(rootfd, m.destination, false);
+    ::symlinkat(name.c_str(), dir.get(), ctrl.c_str());
+  }
+  if (ro) {
+    UniqueFd again = ensure_in_root(rootfd, m.destination, false);
+    do_mount("", fd_path(again.get()), nullptr, MS_REMOUNT | base | MS_RDONLY, "", m.destination);
+  }
+}
+
+struct DefaultDev {
+  const char* name;
+  int major, minor;
+};
+const DefaultDev kDefaultDevices[] = {{"null", 1, 3},    {"zero", 1, 5}, {"full", 1, 7},
+                                      {"random", 1, 8},  {"urandom", 1, 9}, {"tty", 5, 0}};
+
+void make_device(int rootfd, const DeviceNode& d) {
+  auto parts = components(d.path);
+  std::string parent_path = "/";
+  for (size_t i = 0; i + 1 < parts.size(); ++i) parent_path += parts[i] + "/";
+  UniqueFd parent = ensure_in_root(rootfd, parent_path, false);
+  const std::string& name = parts.back();
+  mode_t type = d.type == 'b' ? S_IFBLK : d.type == 'p' ? S_IFIFO : S_IFCHR;
+  ::unlinkat(parent.get(), name.c_str(), 0);
+  // O_PATH directory fds do not work with mknodat on every kernel: use a real directory fd.
+  UniqueFd dir(::openat(parent.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) throw_errno("open `" + parent_path + "`");
+  if (::mknodat(dir.get(), name.c_str(), type | (d.file_mode & 07777),
+                makedev(static_cast<unsigned>(d.major), static_cast<unsigned>(d.minor))) < 0)
+    throw_errno("mknod `" + d.path + "`");
+  if (::fchownat(dir.get(), name.c_str(), d.uid, d.gid, AT_SYMLINK_NOFOLLOW) < 0)
+    throw_errno("chown `" + d.path + "`");
+  if (::fchmodat(dir.get(), name.c_str(), d.file_mode & 07777, 0) < 0)
+    throw_errno("chmod `" + d.path + "`");
+}
+
+void setup_dev(const Spec& spec, int rootfd) {
+  bool dev_mounted = false;
+  for (const auto& m : spec.mounts) dev_mounted = dev_mounted || m.destination == "/dev";
+  std::set<std::string> explicit_paths;
+  for (const auto& d : spec.devices) explicit_paths.insert(d.path);
+  if (dev_mounted) {
+    for (const auto& dd : kDefaultDevices) {
+      std::string path = std::string("/dev/") + dd.name;
+      if (explicit_paths.count(path)) continue;
+      make_device(rootfd, DeviceNode{path, 'c', dd.major, dd.minor, 0666, 0, 0});
+    }
+    UniqueFd dev = ensure_in_root(rootfd, "/dev", false);
+    const std::pair<const char*, const char*> links[] = {
+        {"/proc/self/fd", "fd"},           {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"},     {"/proc/self/fd/2", "stderr"},
+        {"pts/ptmx", "ptmx"},              {"/proc/kcore", "core"}};
+    for (const auto& [target, name] : links) {
+      if (::symlinkat(target, dev.get(), name) < 0 && errno != EEXIST)
+        throw_errno(std::string("symlink /dev/") + name);
+    }
+  }
+  for (const auto& d : spec.devices) make_device(rootfd, d);
+}
+
+void pivot_into(const std::string& rootfs) {
+  UniqueFd oldroot(::open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+  if (!oldroot) throw_errno("open /");
+  UniqueFd newroot(::open(rootfs.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+  if (!newroot) throw_errno("open `" + rootfs + "`");
+  if (::fchdir(newroot.get()) < 0) throw_errno("chdir `" + rootfs + "`");
+  // pivot_root(".", "."): the old root is stacked under the new one and detached right away,
+  // so no directory for it is needed inside the rootfs.
+  if (::syscall(SYS_pivot_root, ".", ".") < 0) throw_errno("pivot_root `" + rootfs + "`");
+  if (::fchdir(oldroot.get()) < 0) throw_errno("fchdir old root");
+  if (::mount(nullptr, ".", nullptr, MS_SLAVE | MS_REC, nullptr) < 0)
+    throw_errno("make the old root a slave");
+  if (::umount2(".", MNT_DETACH) < 0) throw_errno("unmount the old root");
+  if (::chdir("/") < 0) throw_errno("chdir /");
+}
+
+}  // namespace
+
+void setup_rootfs(const Spec& spec, const CgroupLayout& layout) {
+  unsigned long prop = spec.rootfs_propagation ? spec.rootfs_propagation : (MS_SLAVE | MS_REC);
+  if (::mount(nullptr, "/", nullptr, prop, nullptr) < 0) throw_errno("set propagation of /");
+  // pivot_root needs the new root to be a mount point.
+  do_mount(spec.root_path, spec.root_path, nullptr, MS_BIND | MS_REC, "", spec.root_path);
+  UniqueFd rootfd(::open(spec.root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!rootfd) throw_errno("open rootfs `" + spec.root_path + "`");
+  for (size_t i = 0; i < spec.mounts.size(); ++i) {
+    const Mount& m = spec.mounts[i];
+    try {
+      if (m.bind) {
+        bind_mount(m, spec.bundle, rootfd.get());
+      } else if (m.type == "cgroup" || m.type == "cgroup2") {
+        cgroup_mount(m, spec, layout, rootfd.get());
+      } else {
+        UniqueFd target = ensure_in_root(rootfd.get(), m.destination, false);
+        do_mount(m.source.empty() ? m.type : m.source, fd_path(target.get()), m.type.c_str(),
+                 m.flags, m.data, m.destination);
+        if (m.propagation) {
+          UniqueFd again = ensure_in_root(rootfd.get(), m.destination, false);
+          do_mount("", fd_path(again.get()), nullptr, m.propagation, "", m.destination);
+        }
+      }
+    } catch (const Error& e) {
+      throw e.wrap("mounts[" + std::to_string(i) + "] (" + m.destination + ")");
+    }
+  }
+  mode_t old = ::umask(0);
+  try {
+    setup_dev(spec, rootfd.get());
+  } catch (...) {
+    ::umask(old);
+    throw;
+  }
+  ::umask(old);
+  pivot_into(spec.root_path);
+}
+
+void finish_rootfs(const Spec& spec) {
+  for (const auto& [key, value] : spec.sysctl) {
+    std::string path = key;
+    for (char& c : path) c = c == '.' ? '/' : c;
+    try {
+      write_file("/proc/sys/" + path, value);
+    } catch (const Error& e) {
+      throw e.wrap("linux.sysctl." + key);
+    }
+  }
+  for (const auto& p : spec.masked_paths) {
+    UniqueFd fd(::open(p.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT) continue;
+      throw_errno("linux.maskedPaths: open `" + p + "`");
+    }
+    struct stat st;
+    if (::fstat(fd.get(), &st) < 0) throw_errno("linux.maskedPaths: stat `" + p + "`");
+    if (S_ISDIR(st.st_mode)) {
+      do_mount("tmpfs", fd_path(fd.get()), "tmpfs", MS_RDONLY, "size=0", p);
+    } else {
+      do_mount("/dev/null", fd_path(fd.get()), nullptr, MS_BIND, "", p);
+    }
+  }
+  for (const auto& p : spec.readonly_paths) {
+    UniqueFd fd(::open(p.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT) continue;
+      throw_errno("linux.readonlyPaths: open `" + p + "`");
+    }
+    do_mount(fd_path(fd.get()), fd_path(fd.get()), nullptr, MS_BIND | MS_REC, "", p);
+    UniqueFd again(::open(p.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!again) throw_errno("linux.readonlyPaths: reopen `" + p + "`");
+    do_mount("", fd_path(again.get()), nullptr,
+             MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "", p);
+  }
+  if (spec.root_readonly) {
+    if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) < 0)
+      throw_errno("root.readonly: remount / read-only");
+  }
+}
+
+}  // namespace conductor

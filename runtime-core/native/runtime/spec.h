@@ -1,0 +1,115 @@
+// The OCI runtime-spec config.json, the subset conductor-runtime honours, parsed and validated.
+// A field that is present but not supported, where ignoring it would weaken isolation, is an
+// error naming the field (spec.cc, reject_unsupported).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cgroups/cgroups.h"
+
+namespace conductor {
+
+struct Rlimit {
+  int resource;
+  std::string name;
+  uint64_t soft, hard;
+};
+
+struct Capabilities {
+  std::vector<int> bounding, effective, permitted, inheritable, ambient;
+};
+
+struct Process {
+  std::vector<std::string> args;
+  std::vector<std::string> env;
+  std::string cwd = "/";
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> additional_gids;
+  std::optional<Capabilities> capabilities;
+  std::vector<Rlimit> rlimits;
+  bool no_new_privileges = false;
+  std::optional<int> oom_score_adj;
+  std::optional<mode_t> umask;
+};
+
+struct Mount {
+  std::string destination, type, source;
+  unsigned long flags = 0;          // MS_* set
+  unsigned long clear_flags = 0;    // MS_* explicitly cleared (rw, suid, dev, exec ...)
+  unsigned long propagation = 0;    // MS_PRIVATE / MS_SLAVE / MS_SHARED [| MS_REC]
+  bool bind = false, recursive = false;
+  std::string data;                 // filesystem options ("mode=755,size=65536k")
+};
+
+struct NamespaceSpec {
+  int flag;                 // CLONE_NEW*
+  std::string type, path;   // path empty = a new namespace
+};
+
+struct DeviceNode {
+  std::string path;
+  char type;  // c, b, u, p
+  int64_t major = 0, minor = 0;
+  mode_t file_mode = 0666;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct SeccompSpec {
+  std::string json;  // canonical dump of linux.seccomp, the cache key
+  std::string default_action;
+  std::optional<int> default_errno;
+  std::vector<std::string> architectures;
+  std::vector<std::string> flags;
+  struct Arg {
+    unsigned index;
+    uint64_t value, value_two;
+    std::string op;
+  };
+  struct Rule {
+    std::vector<std::string> names;
+    std::string action;
+    std::optional<int> errno_ret;
+    std::vector<Arg> args;
+  };
+  std::vector<Rule> syscalls;
+};
+
+struct Spec {
+  std::string bundle;        // absolute
+  std::string root_path;     // absolute (resolved against the bundle)
+  bool root_readonly = false;
+  std::optional<std::string> hostname;
+  Process process;
+  std::vector<Mount> mounts;
+  std::vector<NamespaceSpec> namespaces;
+  std::string cgroups_path;
+  CgroupResources resources;
+  std::vector<DeviceNode> devices;
+  std::vector<std::string> masked_paths, readonly_paths;
+  unsigned long rootfs_propagation = 0;
+  std::map<std::string, std::string> sysctl;
+  std::optional<SeccompSpec> seccomp;
+  std::map<std::string, std::string> annotations;
+
+  bool has_new_ns(int flag) const;
+  const NamespaceSpec* ns(int flag) const;
+};
+
+// Reads and validates BUNDLE/config.json. `id` fills a default cgroupsPath.
+Spec load_spec(const std::string& bundle, const std::string& id);
+// Parses a runtime-spec "process" object (also used by `exec --process FILE`).
+Process parse_process(const std::string& json_text, const std::string& where);
+
+int capability_from_name(const std::string& name);  // "CAP_SYS_ADMIN" → 21; throws if unknown
+int signal_from_name(const std::string& name);      // "TERM", "SIGTERM", "15" → 15; throws
+std::string signal_name(int sig);                   // 9 → "SIGKILL"
+
+}  // namespace conductor
