@@ -1,0 +1,101 @@
+// conductor-shim: one small process per container (see runtime-core/README.md, "conductor-shim").
+// It is self-contained on purpose (no common/, no iostreams, no heap on the steady path): it lives
+// as long as its container and its resident memory is a benchmark figure.
+#pragma once
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+namespace shim {
+
+// What failed, on what, and errno, e.g. "open `/x/status.json.tmp`: ENOENT". The text ends up in
+// the caller's {"ok":false,"error":...}, so there is no other place an error needs to go.
+struct Error {
+  char msg[1024] = "";
+};
+// Both return false so a failing step can `return fail(...)`.
+bool fail(Error& e, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+bool fail_errno(Error& e, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// ---- util.cc
+bool write_all(int fd, const void* data, size_t n);
+// Writes `path` through `path.tmp` + rename, so readers see the old or the new file, never half.
+bool write_file_atomic(const char* path, const char* data, size_t n, Error& e);
+// JSON string body for s[0..n) into out (always NUL-terminated, truncated to fit).
+void json_escape(char* out, size_t cap, const char* s, size_t n);
+// RFC 3339 in UTC with nanoseconds: 2026-11-28T12:00:00.123456789Z (31 bytes with the NUL).
+constexpr size_t kTimeLen = 40;
+void format_time(char* out, const timespec& ts);  // out: kTimeLen bytes
+timespec now();
+// Calls fn(line, len) for each line of fd from its current offset; longer lines are cut to
+// the buffer. Returns false on a read error.
+using LineFn = void (*)(void* ctx, const char* line, size_t len);
+bool for_each_line(int fd, LineFn fn, void* ctx);
+// "SIGKILL" for 9; "SIG42" when the C library has no name.
+void signal_name(int sig, char (&out)[16]);
+
+// ---- runtime_cmd.cc: running the OCI runtime (conductor-runtime, runc, crun).
+// Starts argv[0] (PATH lookup if it has no slash) with the given stdio and every signal unblocked.
+// An exec failure comes back through a close-on-exec pipe, so it is an error here, not a 127.
+pid_t spawn(const char* const argv[], int in, int out, int err, Error& e);
+// Waits for pid (only that one: the shim reaps everything else in its loop). Returns the status.
+int wait_for(pid_t pid);
+// Last {"level":"error","msg":...} (or fatal) in the runtime's JSON log after byte `offset`,
+// decoded into out. Returns false when there is none.
+bool last_runtime_error(const char* log_path, off_t offset, char* out, size_t cap);
+
+// ---- status.cc: CTRDIR/status.json and the OOM counter.
+struct ContainerStatus {
+  pid_t pid = 0;
+  timespec started_at{};
+  bool stopped = false;
+  timespec finished_at{};
+  int exit_code = 0;
+  int signal = 0;  // 0: exited normally
+  bool oom_killed = false;
+};
+bool write_status(const char* dir, const ContainerStatus& s, Error& e);
+
+// Where the kernel counts OOM kills for pid's memory cgroup: memory.oom_control on v1,
+// memory.events on v2 (both have an "oom_kill N" line). Empty when there is no memory cgroup.
+struct OomCounter {
+  char path[PATH_MAX] = "";
+  bool find(pid_t pid);
+  // -1 when unreadable (no counter, cgroup gone).
+  long read() const;
+};
+
+// ---- cri_log.cc: container.log in the kubelet's CRI format, rotated by size.
+class CriLog {
+ public:
+  bool open(const char* path, uint64_t max_size, int max_files, Error& e);
+  // One record: "<time> <stream> F|P <data>\n". Write errors drop the record: the container
+  // must not block on a full disk.
+  void write(const char* stream, bool partial, const char* data, size_t n);
+
+ private:
+  void rotate();
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  uint64_t max_size_ = 0;
+  int max_files_ = 0;
+  char path_[PATH_MAX] = "";
+};
+
+// One of the container's output pipes. Complete lines go out as F records; a line longer than
+// the buffer, or the rest at EOF, as P.
+struct OutputStream {
+  static constexpr size_t kLineMax = 16 * 1024;
+  const char* name = nullptr;  // "stdout" | "stderr"
+  int fd = -1;
+  size_t len = 0;
+  char* buf = nullptr;  // kLineMax bytes
+  // Reads what the pipe has. Returns false at EOF (the rest is flushed and fd closed).
+  bool pump(CriLog& log);
+  void close_and_flush(CriLog& log);
+};
+
+}  // namespace shim
