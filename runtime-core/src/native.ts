@@ -1,0 +1,120 @@
+/**
+ * The native addon (build/Release/conductor_native.node, from runtime-core/native/addon/):
+ * what Node cannot do in-process — wait for any process by pidfd, mount overlays, read cgroup
+ * statistics, inspect namespaces. Nothing here blocks the event loop: mounts and cgroup reads
+ * run on the libuv pool, exits are watched by one epoll thread.
+ *
+ * Errors from a failed syscall name the call and its argument, and carry `code` ('ESRCH',
+ * 'EINVAL', ...) and `errno` as Node's own fs errors do.
+ */
+import { createRequire } from 'node:module';
+
+import { buildOutput } from './paths.js';
+
+export type NamespaceKind = 'pid' | 'uts' | 'ipc' | 'mnt' | 'net' | 'cgroup';
+
+export interface OverlayOptions {
+  /** Read-only layers, first = top (overlayfs's lowerdir order). Absolute, no ':' ',' '\'. */
+  lower: readonly string[];
+  /** The writable layer and overlayfs's work dir: absolute, on the same file system. */
+  upper: string;
+  work: string;
+  /** Mount point (an existing directory). */
+  target: string;
+  /** Mount read-only (MS_RDONLY). */
+  readonly?: boolean;
+}
+
+export interface UnmountOptions {
+  /** MNT_DETACH: detach now, finish when the mount is no longer busy. */
+  detach?: boolean;
+}
+
+export interface CgroupStats {
+  /** Total CPU time in nanoseconds (a bigint: it passes 2^53 after 104 days). */
+  cpuUsageNs: bigint;
+  /** Bytes in use, page cache included. */
+  memoryUsage: number;
+  /** Usage minus inactive file cache, as the kubelet reports it. */
+  memoryWorkingSet: number;
+  /** Bytes; null = unlimited. */
+  memoryLimit: number | null;
+  pidsCurrent: number;
+  /** null = unlimited. */
+  pidsLimit: number | null;
+  oomKills: number;
+}
+
+/** An error from the addon: `code`/`errno` are set when a syscall failed. */
+export interface NativeError extends Error {
+  code?: string;
+  errno?: number;
+}
+
+interface Addon {
+  waitForExit(pid: number): Promise<void>;
+  pidStartTime(pid: number): bigint | null;
+  mountOverlay(opts: OverlayOptions): Promise<void>;
+  unmount(target: string, opts?: UnmountOptions): Promise<void>;
+  cgroupStats(cgroupsPath: string): Promise<CgroupStats>;
+  nsInodes(pid: number): Record<NamespaceKind, string>;
+}
+
+/** Path of the addon, found from this module's location (works from src/ and dist/). */
+export const addonPath: string = buildOutput('conductor_native.node');
+
+let loaded: Addon | undefined;
+
+// Loaded on first use, so importing this module (for types, or in unit tests that inject a
+// fake) does not need a native build.
+function addon(): Addon {
+  loaded ??= createRequire(import.meta.url)(addonPath) as Addon;
+  return loaded;
+}
+
+/**
+ * Resolves when process `pid` exits — any process, not only our children (a pidfd is readable
+ * once its process has exited, whoever reaps it). Rejects with code ESRCH when it does not
+ * exist. A pending wait keeps the process alive; an idle addon does not.
+ */
+export async function waitForExit(pid: number): Promise<void> {
+  return addon().waitForExit(pid);
+}
+
+/**
+ * The process's start time (field 22 of /proc/PID/stat, clock ticks since boot), or null when
+ * it does not exist. Compare it with a recorded value to tell a reused PID from the original.
+ */
+export function pidStartTime(pid: number): bigint | null {
+  return addon().pidStartTime(pid);
+}
+
+/**
+ * Mounts an overlay of `lower` (first = top) under `upper` on `target`. Invalid paths reject
+ * with EINVAL naming the field; layer lists too long for mount(2)'s one page of options use
+ * the new mount API (fsconfig lowerdir+, Linux 6.8+).
+ */
+export async function mountOverlay(opts: OverlayOptions): Promise<void> {
+  return addon().mountOverlay(opts);
+}
+
+/** umount2(target, UMOUNT_NOFOLLOW [| MNT_DETACH]). `target` must be absolute. */
+export async function unmount(target: string, opts?: UnmountOptions): Promise<void> {
+  return addon().unmount(target, opts ?? {});
+}
+
+/**
+ * Usage of the cgroup at `cgroupsPath` (linux.cgroupsPath, e.g. "/conductor/abc") on whatever
+ * layout the host has (v1, v2, hybrid). Rejects with ENOENT when the cgroup does not exist.
+ */
+export async function cgroupStats(cgroupsPath: string): Promise<CgroupStats> {
+  return addon().cgroupStats(cgroupsPath);
+}
+
+/**
+ * The namespaces process `pid` is in, as /proc/PID/ns/* links ("pid:[4026531836]"): two
+ * processes share a namespace exactly when their links are equal.
+ */
+export function nsInodes(pid: number): Record<NamespaceKind, string> {
+  return addon().nsInodes(pid);
+}
