@@ -157,7 +157,8 @@ void Cgroup::destroy() {
   auto dirs_ = dirs();
   // Kill what is left. v2 has cgroup.kill (5.14+); v1 freezes first so nothing forks while we
   // kill, then thaws so the SIGKILLs are delivered.
-  std::string unified_kill = layout_.unified.empty() ? "" : layout_.unified + path_ + "/cgroup.kill";
+  std::string unified_kill =
+      layout_.unified.empty() ? "" : layout_.unified + path_ + "/cgroup.kill";
   std::string freezer = dir_for("freezer");
   for (int round = 0; round < 200; ++round) {
     auto left = pids();

@@ -10,9 +10,9 @@ namespace {
 std::string need(const Cgroup& cg, const std::string& controller, const std::string& field) {
   std::string d = cg.dir_for(controller);
   if (d.empty())
-    throw Error("cannot apply " + field + ": the cgroup v1 `" + controller +
-                    "` controller is not mounted",
-                ENOTSUP);
+    throw Error(
+        "cannot apply " + field + ": the cgroup v1 `" + controller + "` controller is not mounted",
+        ENOTSUP);
   return d;
 }
 
@@ -33,7 +33,8 @@ void apply_v1(const Cgroup& cg, const CgroupResources& res) {
     std::string d = need(cg, "memory", "linux.resources.memory.swap");
     if (path_exists(d + "/memory.memsw.limit_in_bytes")) {
       write_file(d + "/memory.memsw.limit_in_bytes", std::to_string(*res.memory_swap));
-    } else if (*res.memory_swap != -1 && res.memory_limit && *res.memory_swap != *res.memory_limit) {
+    } else if (*res.memory_swap != -1 && res.memory_limit &&
+               *res.memory_swap != *res.memory_limit) {
       throw Error("cannot apply linux.resources.memory.swap: swap accounting is off on this host",
                   ENOTSUP);
     }

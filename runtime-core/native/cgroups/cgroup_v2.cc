@@ -83,8 +83,7 @@ void apply_v2(const std::string& dir, const CgroupResources& res) {
       if (mem < 0)
         throw Error("linux.resources.memory.swap needs memory.limit on cgroup v2", EINVAL);
       if (swap < mem)
-        throw Error("linux.resources.memory.swap must be >= memory.limit (it counts both)",
-                    EINVAL);
+        throw Error("linux.resources.memory.swap must be >= memory.limit (it counts both)", EINVAL);
       v = std::to_string(swap - mem);
     }
     write_limit(dir, "memory.swap.max", v, "linux.resources.memory.swap", "memory");
@@ -96,10 +95,10 @@ void apply_v2(const std::string& dir, const CgroupResources& res) {
   if (res.cpu_quota || res.cpu_period) {
     int64_t quota = res.cpu_quota.value_or(-1);
     uint64_t period = res.cpu_period.value_or(100000);
-    write_limit(dir, "cpu.max",
-                (quota < 0 ? std::string("max") : std::to_string(quota)) + " " +
-                    std::to_string(period),
-                "linux.resources.cpu.quota", "cpu");
+    write_limit(
+        dir, "cpu.max",
+        (quota < 0 ? std::string("max") : std::to_string(quota)) + " " + std::to_string(period),
+        "linux.resources.cpu.quota", "cpu");
   }
   if (res.cpuset_cpus)
     write_limit(dir, "cpuset.cpus", *res.cpuset_cpus, "linux.resources.cpu.cpus", "cpuset");

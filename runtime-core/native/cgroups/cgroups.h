@@ -31,16 +31,16 @@ struct CgroupLayout {
 
 // linux.resources, the subset Conductor applies. Unset fields are left alone.
 struct CgroupResources {
-  std::optional<int64_t> memory_limit;        // bytes, -1 = unlimited
-  std::optional<int64_t> memory_swap;         // memory+swap bytes (v1 semantics), -1 = unlimited
-  std::optional<uint64_t> cpu_shares;         // v1 shares; v2 weight = 1 + ((shares-2)*9999)/262142
-  std::optional<int64_t> cpu_quota;           // µs per period, -1 = unlimited
-  std::optional<uint64_t> cpu_period;         // µs
+  std::optional<int64_t> memory_limit;  // bytes, -1 = unlimited
+  std::optional<int64_t> memory_swap;   // memory+swap bytes (v1 semantics), -1 = unlimited
+  std::optional<uint64_t> cpu_shares;   // v1 shares; v2 weight = 1 + ((shares-2)*9999)/262142
+  std::optional<int64_t> cpu_quota;     // µs per period, -1 = unlimited
+  std::optional<uint64_t> cpu_period;   // µs
   std::optional<std::string> cpuset_cpus, cpuset_mems;
-  std::optional<int64_t> pids_limit;          // -1 or 0 = unlimited (as runc)
+  std::optional<int64_t> pids_limit;  // -1 or 0 = unlimited (as runc)
   struct Device {
     bool allow = false;
-    char type = 'a';           // a, c, b
+    char type = 'a';                 // a, c, b
     int64_t major = -1, minor = -1;  // -1 = wildcard
     std::string access = "rwm";
   };
@@ -49,9 +49,9 @@ struct CgroupResources {
 
 struct CgroupStats {
   uint64_t cpu_usage_ns = 0;
-  uint64_t memory_usage = 0;      // bytes in use, page cache included
+  uint64_t memory_usage = 0;        // bytes in use, page cache included
   uint64_t memory_working_set = 0;  // usage minus inactive file cache (as the kubelet reports)
-  int64_t memory_limit = -1;      // -1 = unlimited
+  int64_t memory_limit = -1;        // -1 = unlimited
   uint64_t pids_current = 0;
   int64_t pids_limit = -1;
   uint64_t oom_kills = 0;

@@ -33,10 +33,9 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
-const std::set<std::string> kKnownControllers = {"cpu",     "cpuacct", "cpuset", "memory",
-                                                 "pids",    "devices", "freezer", "blkio",
-                                                 "hugetlb", "net_cls", "net_prio", "perf_event",
-                                                 "rdma",    "misc"};
+const std::set<std::string> kKnownControllers = {
+    "cpu",   "cpuacct", "cpuset",  "memory",   "pids",       "devices", "freezer",
+    "blkio", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma",    "misc"};
 
 CgroupLayout fake_layout(const std::string& root, const std::string& mode) {
   CgroupLayout l;

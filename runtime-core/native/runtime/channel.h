@@ -11,10 +11,10 @@
 namespace conductor {
 
 enum class Msg : int {
-  kGo = 1,       // parent → child: cgroup joined, set up the container
-  kReady = 2,    // child → parent: everything up to execve is done; waiting for start
-  kStart = 3,    // parent → child (`run` only): execve now
-  kError = 4,    // child → parent: a step failed (errno + message)
+  kGo = 1,     // parent → child: cgroup joined, set up the container
+  kReady = 2,  // child → parent: everything up to execve is done; waiting for start
+  kStart = 3,  // parent → child (`run` only): execve now
+  kError = 4,  // child → parent: a step failed (errno + message)
 };
 
 class Channel {

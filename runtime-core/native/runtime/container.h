@@ -11,7 +11,7 @@ namespace conductor {
 
 struct GlobalOptions {
   std::string root = "/run/conductor-runtime";
-  std::string log;                   // --log FILE: where the runtime's own errors go
+  std::string log;                  // --log FILE: where the runtime's own errors go
   std::string log_format = "text";  // text | json
 };
 

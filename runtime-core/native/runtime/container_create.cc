@@ -36,14 +36,14 @@ void add_default_device_rules(CgroupResources& res, const Spec& spec) {
   auto allow = [&](char type, int64_t major, int64_t minor) {
     res.devices.push_back({true, type, major, minor, "rwm"});
   };
-  allow('c', 1, 3);    // null
-  allow('c', 1, 5);    // zero
-  allow('c', 1, 7);    // full
-  allow('c', 1, 8);    // random
-  allow('c', 1, 9);    // urandom
-  allow('c', 5, 0);    // tty
-  allow('c', 5, 2);    // ptmx
-  allow('c', 136, -1); // pts/*
+  allow('c', 1, 3);     // null
+  allow('c', 1, 5);     // zero
+  allow('c', 1, 7);     // full
+  allow('c', 1, 8);     // random
+  allow('c', 1, 9);     // urandom
+  allow('c', 5, 0);     // tty
+  allow('c', 5, 2);     // ptmx
+  allow('c', 136, -1);  // pts/*
   for (const auto& d : spec.devices) {
     if (d.type == 'c' || d.type == 'b') allow(d.type, d.major, d.minor);
   }

@@ -23,9 +23,9 @@ namespace conductor {
 
 namespace {
 
-const std::map<std::string, int> kNsFlags = {
-    {"pid", CLONE_NEWPID}, {"network", CLONE_NEWNET}, {"mount", CLONE_NEWNS},
-    {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},     {"cgroup", CLONE_NEWCGROUP}};
+const std::map<std::string, int> kNsFlags = {{"pid", CLONE_NEWPID},  {"network", CLONE_NEWNET},
+                                             {"mount", CLONE_NEWNS}, {"ipc", CLONE_NEWIPC},
+                                             {"uts", CLONE_NEWUTS},  {"cgroup", CLONE_NEWCGROUP}};
 
 void apply_user_flag(Process& p, const std::string& user) {
   size_t colon = user.find(':');

@@ -12,8 +12,7 @@ void container_start(const GlobalOptions& g, const std::string& id) {
   StateStore store(g.root);
   ContainerState s = store.load(id);
   std::string status = store.status(s);
-  if (status != "created")
-    throw Error("container `" + id + "` cannot be started: it is " + status);
+  if (status != "created") throw Error("container `" + id + "` cannot be started: it is " + status);
   UniqueFd fifo(::open(store.fifo(id).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fifo) {
     if (errno == ENXIO) throw Error("container `" + id + "`: its init is not waiting to start");

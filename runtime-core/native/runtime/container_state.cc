@@ -11,14 +11,10 @@ using json = nlohmann::json;
 namespace {
 json state_json(const StateStore& store, const ContainerState& s) {
   std::string status = store.status(s);
-  return {{"ociVersion", "1.0.2"},
-          {"id", s.id},
-          {"status", status},
-          {"pid", status == "stopped" ? 0 : s.pid},
-          {"bundle", s.bundle},
-          {"rootfs", s.bundle + "/rootfs"},
-          {"created", s.created},
-          {"annotations", s.annotations}};
+  return {{"ociVersion", "1.0.2"}, {"id", s.id},
+          {"status", status},      {"pid", status == "stopped" ? 0 : s.pid},
+          {"bundle", s.bundle},    {"rootfs", s.bundle + "/rootfs"},
+          {"created", s.created},  {"annotations", s.annotations}};
 }
 }  // namespace
 

@@ -70,10 +70,10 @@ void log_error(const GlobalOptions& g, const std::string& msg) {
     std::fprintf(stderr, "conductor-runtime: %s\n", msg.c_str());
     return;
   }
-  std::string line = g.log_format == "json"
-                         ? nlohmann::json{{"level", "error"}, {"msg", msg}, {"time", now_rfc3339()}}
-                                   .dump() + "\n"
-                         : now_rfc3339() + " error " + msg + "\n";
+  std::string line =
+      g.log_format == "json"
+          ? nlohmann::json{{"level", "error"}, {"msg", msg}, {"time", now_rfc3339()}}.dump() + "\n"
+          : now_rfc3339() + " error " + msg + "\n";
   int fd = ::open(g.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd >= 0) {
     ssize_t n = ::write(fd, line.data(), line.size());
@@ -176,7 +176,8 @@ int dispatch(GlobalOptions& g, Args& a, char** argv) {
         continue;
       }
       if (a.option("--cwd", nullptr, o.cwd) || a.option("--user", "-u", o.user) ||
-          a.option("--process", "-p", o.process_file) || a.option("--pid-file", nullptr, o.pid_file))
+          a.option("--process", "-p", o.process_file) ||
+          a.option("--pid-file", nullptr, o.pid_file))
         continue;
       if (a.flag("--detach", "-d")) {
         o.detach = true;

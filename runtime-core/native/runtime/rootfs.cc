@@ -42,8 +42,11 @@ std::vector<std::string> components(const std::string& path) {
 }
 
 // Opens (O_PATH) `path` inside the root, creating missing directories on the way and the last
-// component as a directory or, for `as_file`, an empty file (a bind target for a file).
-UniqueFd ensure_in_root(int rootfd, const std::string& path, bool as_file) {
+// component as a directory or, for `as_file`, an empty file (a bind target for a file). A
+// dangling symlink on the way is followed inside the root and its target created, as runc's
+// securejoin does: the mount lands inside the rootfs, never on the host.
+UniqueFd ensure_in_root(int rootfd, const std::string& path, bool as_file, int depth = 0) {
+  if (depth > 40) throw Error("path `" + path + "`: too many levels of symbolic links", ELOOP);
   auto parts = components(path);
   std::string rel = ".";
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -54,6 +57,14 @@ UniqueFd ensure_in_root(int rootfd, const std::string& path, bool as_file) {
     if (!fd && errno == ENOENT) {
       UniqueFd parent(openat2_in_root(rootfd, rel, O_PATH | O_DIRECTORY));
       if (!parent) throw_errno("open `" + rel.substr(1) + "` in the rootfs");
+      char link[4096];
+      ssize_t n = ::readlinkat(parent.get(), parts[i].c_str(), link, sizeof link - 1);
+      if (n > 0) {
+        link[n] = 0;
+        std::string target = link[0] == '/' ? std::string(link) : rel.substr(1) + "/" + link;
+        for (size_t j = i + 1; j < parts.size(); ++j) target += "/" + parts[j];
+        return ensure_in_root(rootfd, target, as_file, depth + 1);
+      }
       if (last && as_file) {
         UniqueFd f(::openat(parent.get(), parts[i].c_str(),
                             O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644));
@@ -174,8 +185,8 @@ struct DefaultDev {
   const char* name;
   int major, minor;
 };
-const DefaultDev kDefaultDevices[] = {{"null", 1, 3},    {"zero", 1, 5}, {"full", 1, 7},
-                                      {"random", 1, 8},  {"urandom", 1, 9}, {"tty", 5, 0}};
+const DefaultDev kDefaultDevices[] = {{"null", 1, 3},   {"zero", 1, 5},    {"full", 1, 7},
+                                      {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
 
 void make_device(int rootfd, const DeviceNode& d) {
   auto parts = components(d.path);
@@ -210,9 +221,8 @@ void setup_dev(const Spec& spec, int rootfd) {
     }
     UniqueFd dev = ensure_in_root(rootfd, "/dev", false);
     const std::pair<const char*, const char*> links[] = {
-        {"/proc/self/fd", "fd"},           {"/proc/self/fd/0", "stdin"},
-        {"/proc/self/fd/1", "stdout"},     {"/proc/self/fd/2", "stderr"},
-        {"pts/ptmx", "ptmx"},              {"/proc/kcore", "core"}};
+        {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+        {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},         {"/proc/kcore", "core"}};
     for (const auto& [target, name] : links) {
       if (::symlinkat(target, dev.get(), name) < 0 && errno != EEXIST)
         throw_errno(std::string("symlink /dev/") + name);

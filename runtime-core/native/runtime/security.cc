@@ -24,7 +24,8 @@ namespace conductor {
 
 namespace {
 
-uint32_t action_of(const std::string& name, std::optional<int> errno_ret, const std::string& where) {
+uint32_t action_of(const std::string& name, std::optional<int> errno_ret,
+                   const std::string& where) {
   int e = errno_ret.value_or(EPERM);
   if (name == "SCMP_ACT_ALLOW") return SCMP_ACT_ALLOW;
   if (name == "SCMP_ACT_ERRNO") return SCMP_ACT_ERRNO(static_cast<uint16_t>(e));
@@ -38,9 +39,12 @@ uint32_t action_of(const std::string& name, std::optional<int> errno_ret, const 
 
 scmp_compare op_of(const std::string& op, const std::string& where) {
   static const std::map<std::string, scmp_compare> ops = {
-      {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT},
-      {"SCMP_CMP_LE", SCMP_CMP_LE}, {"SCMP_CMP_EQ", SCMP_CMP_EQ},
-      {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+      {"SCMP_CMP_NE", SCMP_CMP_NE},
+      {"SCMP_CMP_LT", SCMP_CMP_LT},
+      {"SCMP_CMP_LE", SCMP_CMP_LE},
+      {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+      {"SCMP_CMP_GE", SCMP_CMP_GE},
+      {"SCMP_CMP_GT", SCMP_CMP_GT},
       {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
   auto it = ops.find(op);
   if (it == ops.end()) throw Error(where + ": unknown op `" + op + "`");
@@ -59,10 +63,14 @@ uint32_t arch_of(const std::string& name) {
 unsigned flags_of(const std::vector<std::string>& flags) {
   unsigned out = 0;
   for (const auto& f : flags) {
-    if (f == "SECCOMP_FILTER_FLAG_LOG") out |= SECCOMP_FILTER_FLAG_LOG;
-    else if (f == "SECCOMP_FILTER_FLAG_SPEC_ALLOW") out |= SECCOMP_FILTER_FLAG_SPEC_ALLOW;
-    else if (f == "SECCOMP_FILTER_FLAG_TSYNC") out |= SECCOMP_FILTER_FLAG_TSYNC;
-    else throw Error("linux.seccomp.flags: `" + f + "` is not supported");
+    if (f == "SECCOMP_FILTER_FLAG_LOG")
+      out |= SECCOMP_FILTER_FLAG_LOG;
+    else if (f == "SECCOMP_FILTER_FLAG_SPEC_ALLOW")
+      out |= SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+    else if (f == "SECCOMP_FILTER_FLAG_TSYNC")
+      out |= SECCOMP_FILTER_FLAG_TSYNC;
+    else
+      throw Error("linux.seccomp.flags: `" + f + "` is not supported");
   }
   return out;
 }
@@ -226,7 +234,9 @@ void apply_capabilities(const Capabilities& caps) {
   for (int c : caps.ambient) {
     // The kernel only allows ambient capabilities that are permitted and inheritable; runc
     // skips the others rather than failing (they would only have added privilege).
-    auto in = [c](const std::vector<int>& v) { return std::find(v.begin(), v.end(), c) != v.end(); };
+    auto in = [c](const std::vector<int>& v) {
+      return std::find(v.begin(), v.end(), c) != v.end();
+    };
     if (!in(caps.permitted) || !in(caps.inheritable)) continue;
     if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
       throw_errno("process.capabilities.ambient: raise " + std::to_string(c) +

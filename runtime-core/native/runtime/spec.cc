@@ -1,12 +1,12 @@
 #include "runtime/spec.h"
 
-#include <climits>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <climits>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -45,7 +45,8 @@ int64_t as_int(const json& v, const std::string& where) {
 
 uint64_t as_uint(const json& v, const std::string& where) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer() && v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
+  if (v.is_number_integer() && v.get<int64_t>() >= 0)
+    return static_cast<uint64_t>(v.get<int64_t>());
   throw Error(where + ": must be a non-negative integer");
 }
 
@@ -59,31 +60,58 @@ std::vector<std::string> as_strings(const json& v, const std::string& where) {
 }
 
 const std::map<std::string, int> kCaps = {
-    {"CAP_CHOWN", 0},           {"CAP_DAC_OVERRIDE", 1},    {"CAP_DAC_READ_SEARCH", 2},
-    {"CAP_FOWNER", 3},          {"CAP_FSETID", 4},          {"CAP_KILL", 5},
-    {"CAP_SETGID", 6},          {"CAP_SETUID", 7},          {"CAP_SETPCAP", 8},
-    {"CAP_LINUX_IMMUTABLE", 9}, {"CAP_NET_BIND_SERVICE", 10}, {"CAP_NET_BROADCAST", 11},
-    {"CAP_NET_ADMIN", 12},      {"CAP_NET_RAW", 13},        {"CAP_IPC_LOCK", 14},
-    {"CAP_IPC_OWNER", 15},      {"CAP_SYS_MODULE", 16},     {"CAP_SYS_RAWIO", 17},
-    {"CAP_SYS_CHROOT", 18},     {"CAP_SYS_PTRACE", 19},     {"CAP_SYS_PACCT", 20},
-    {"CAP_SYS_ADMIN", 21},      {"CAP_SYS_BOOT", 22},       {"CAP_SYS_NICE", 23},
-    {"CAP_SYS_RESOURCE", 24},   {"CAP_SYS_TIME", 25},       {"CAP_SYS_TTY_CONFIG", 26},
-    {"CAP_MKNOD", 27},          {"CAP_LEASE", 28},          {"CAP_AUDIT_WRITE", 29},
-    {"CAP_AUDIT_CONTROL", 30},  {"CAP_SETFCAP", 31},        {"CAP_MAC_OVERRIDE", 32},
-    {"CAP_MAC_ADMIN", 33},      {"CAP_SYSLOG", 34},         {"CAP_WAKE_ALARM", 35},
-    {"CAP_BLOCK_SUSPEND", 36},  {"CAP_AUDIT_READ", 37},     {"CAP_PERFMON", 38},
-    {"CAP_BPF", 39},            {"CAP_CHECKPOINT_RESTORE", 40},
+    {"CAP_CHOWN", 0},
+    {"CAP_DAC_OVERRIDE", 1},
+    {"CAP_DAC_READ_SEARCH", 2},
+    {"CAP_FOWNER", 3},
+    {"CAP_FSETID", 4},
+    {"CAP_KILL", 5},
+    {"CAP_SETGID", 6},
+    {"CAP_SETUID", 7},
+    {"CAP_SETPCAP", 8},
+    {"CAP_LINUX_IMMUTABLE", 9},
+    {"CAP_NET_BIND_SERVICE", 10},
+    {"CAP_NET_BROADCAST", 11},
+    {"CAP_NET_ADMIN", 12},
+    {"CAP_NET_RAW", 13},
+    {"CAP_IPC_LOCK", 14},
+    {"CAP_IPC_OWNER", 15},
+    {"CAP_SYS_MODULE", 16},
+    {"CAP_SYS_RAWIO", 17},
+    {"CAP_SYS_CHROOT", 18},
+    {"CAP_SYS_PTRACE", 19},
+    {"CAP_SYS_PACCT", 20},
+    {"CAP_SYS_ADMIN", 21},
+    {"CAP_SYS_BOOT", 22},
+    {"CAP_SYS_NICE", 23},
+    {"CAP_SYS_RESOURCE", 24},
+    {"CAP_SYS_TIME", 25},
+    {"CAP_SYS_TTY_CONFIG", 26},
+    {"CAP_MKNOD", 27},
+    {"CAP_LEASE", 28},
+    {"CAP_AUDIT_WRITE", 29},
+    {"CAP_AUDIT_CONTROL", 30},
+    {"CAP_SETFCAP", 31},
+    {"CAP_MAC_OVERRIDE", 32},
+    {"CAP_MAC_ADMIN", 33},
+    {"CAP_SYSLOG", 34},
+    {"CAP_WAKE_ALARM", 35},
+    {"CAP_BLOCK_SUSPEND", 36},
+    {"CAP_AUDIT_READ", 37},
+    {"CAP_PERFMON", 38},
+    {"CAP_BPF", 39},
+    {"CAP_CHECKPOINT_RESTORE", 40},
 };
 
 const std::map<std::string, int> kRlimits = {
-    {"RLIMIT_CPU", RLIMIT_CPU},         {"RLIMIT_FSIZE", RLIMIT_FSIZE},
-    {"RLIMIT_DATA", RLIMIT_DATA},       {"RLIMIT_STACK", RLIMIT_STACK},
-    {"RLIMIT_CORE", RLIMIT_CORE},       {"RLIMIT_RSS", RLIMIT_RSS},
-    {"RLIMIT_NPROC", RLIMIT_NPROC},     {"RLIMIT_NOFILE", RLIMIT_NOFILE},
-    {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK}, {"RLIMIT_AS", RLIMIT_AS},
-    {"RLIMIT_LOCKS", RLIMIT_LOCKS},     {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+    {"RLIMIT_CPU", RLIMIT_CPU},           {"RLIMIT_FSIZE", RLIMIT_FSIZE},
+    {"RLIMIT_DATA", RLIMIT_DATA},         {"RLIMIT_STACK", RLIMIT_STACK},
+    {"RLIMIT_CORE", RLIMIT_CORE},         {"RLIMIT_RSS", RLIMIT_RSS},
+    {"RLIMIT_NPROC", RLIMIT_NPROC},       {"RLIMIT_NOFILE", RLIMIT_NOFILE},
+    {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK},   {"RLIMIT_AS", RLIMIT_AS},
+    {"RLIMIT_LOCKS", RLIMIT_LOCKS},       {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
     {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},
-    {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},   {"RLIMIT_RTTIME", RLIMIT_RTTIME},
+    {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},     {"RLIMIT_RTTIME", RLIMIT_RTTIME},
 };
 
 const std::map<std::string, int> kNamespaces = {
@@ -97,23 +125,34 @@ struct MountOpt {
   bool clear;
 };
 const std::map<std::string, MountOpt> kMountFlags = {
-    {"ro", {MS_RDONLY, false}},        {"rw", {MS_RDONLY, true}},
-    {"nosuid", {MS_NOSUID, false}},    {"suid", {MS_NOSUID, true}},
-    {"nodev", {MS_NODEV, false}},      {"dev", {MS_NODEV, true}},
-    {"noexec", {MS_NOEXEC, false}},    {"exec", {MS_NOEXEC, true}},
-    {"sync", {MS_SYNCHRONOUS, false}}, {"async", {MS_SYNCHRONOUS, true}},
-    {"dirsync", {MS_DIRSYNC, false}},  {"remount", {MS_REMOUNT, false}},
-    {"mand", {MS_MANDLOCK, false}},    {"nomand", {MS_MANDLOCK, true}},
-    {"atime", {MS_NOATIME, true}},     {"noatime", {MS_NOATIME, false}},
-    {"diratime", {MS_NODIRATIME, true}}, {"nodiratime", {MS_NODIRATIME, false}},
-    {"relatime", {MS_RELATIME, false}}, {"norelatime", {MS_RELATIME, true}},
-    {"strictatime", {MS_STRICTATIME, false}}, {"nostrictatime", {MS_STRICTATIME, true}},
+    {"ro", {MS_RDONLY, false}},
+    {"rw", {MS_RDONLY, true}},
+    {"nosuid", {MS_NOSUID, false}},
+    {"suid", {MS_NOSUID, true}},
+    {"nodev", {MS_NODEV, false}},
+    {"dev", {MS_NODEV, true}},
+    {"noexec", {MS_NOEXEC, false}},
+    {"exec", {MS_NOEXEC, true}},
+    {"sync", {MS_SYNCHRONOUS, false}},
+    {"async", {MS_SYNCHRONOUS, true}},
+    {"dirsync", {MS_DIRSYNC, false}},
+    {"remount", {MS_REMOUNT, false}},
+    {"mand", {MS_MANDLOCK, false}},
+    {"nomand", {MS_MANDLOCK, true}},
+    {"atime", {MS_NOATIME, true}},
+    {"noatime", {MS_NOATIME, false}},
+    {"diratime", {MS_NODIRATIME, true}},
+    {"nodiratime", {MS_NODIRATIME, false}},
+    {"relatime", {MS_RELATIME, false}},
+    {"norelatime", {MS_RELATIME, true}},
+    {"strictatime", {MS_STRICTATIME, false}},
+    {"nostrictatime", {MS_STRICTATIME, true}},
     {"defaults", {0, false}},
 };
 const std::map<std::string, unsigned long> kPropagation = {
-    {"private", MS_PRIVATE}, {"rprivate", MS_PRIVATE | MS_REC},
-    {"slave", MS_SLAVE},     {"rslave", MS_SLAVE | MS_REC},
-    {"shared", MS_SHARED},   {"rshared", MS_SHARED | MS_REC},
+    {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
+    {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
+    {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 
@@ -161,7 +200,8 @@ Process parse_process_json(const json& p, const std::string& where) {
   out.env = as_strings(field(p, "env", where), where + ".env");
   for (size_t i = 0; i < out.env.size(); ++i) {
     if (out.env[i].find('=') == std::string::npos || out.env[i][0] == '=')
-      throw Error(where + ".env[" + std::to_string(i) + "]: `" + out.env[i] + "` is not NAME=VALUE");
+      throw Error(where + ".env[" + std::to_string(i) + "]: `" + out.env[i] +
+                  "` is not NAME=VALUE");
   }
   const json& cwd = field(p, "cwd", where);
   if (!cwd.is_null()) out.cwd = as_string(cwd, where + ".cwd");
@@ -177,8 +217,8 @@ Process parse_process_json(const json& p, const std::string& where) {
     if (!add.is_null()) {
       if (!add.is_array()) throw Error(w + ".additionalGids: must be an array");
       for (size_t i = 0; i < add.size(); ++i)
-        out.additional_gids.push_back(static_cast<gid_t>(
-            as_uint(add[i], w + ".additionalGids[" + std::to_string(i) + "]")));
+        out.additional_gids.push_back(
+            static_cast<gid_t>(as_uint(add[i], w + ".additionalGids[" + std::to_string(i) + "]")));
     }
     if (!field(user, "umask", w).is_null())
       out.umask = static_cast<mode_t>(as_uint(field(user, "umask", w), w + ".umask"));
@@ -195,7 +235,9 @@ Process parse_process_json(const json& p, const std::string& where) {
       if (it == kRlimits.end()) throw Error(w + ".type: unknown rlimit `" + type + "`");
       uint64_t soft = as_uint(field(rl[i], "soft", w), w + ".soft");
       uint64_t hard = as_uint(field(rl[i], "hard", w), w + ".hard");
-      if (soft > hard) throw Error(w + ": soft limit " + std::to_string(soft) + " exceeds hard " + std::to_string(hard));
+      if (soft > hard)
+        throw Error(w + ": soft limit " + std::to_string(soft) + " exceeds hard " +
+                    std::to_string(hard));
       out.rlimits.push_back({it->second, type, soft, hard});
     }
   }
@@ -266,9 +308,12 @@ void parse_resources(const json& r, const std::string& where, CgroupResources& o
         throw Error(w + "." + k + ": not supported by conductor-runtime");
       (void)v;
     }
-    if (!field(mem, "limit", w).is_null()) out.memory_limit = as_int(field(mem, "limit", w), w + ".limit");
-    if (!field(mem, "swap", w).is_null()) out.memory_swap = as_int(field(mem, "swap", w), w + ".swap");
-    if (field(mem, "disableOOMKiller", w).is_boolean() && field(mem, "disableOOMKiller", w).get<bool>())
+    if (!field(mem, "limit", w).is_null())
+      out.memory_limit = as_int(field(mem, "limit", w), w + ".limit");
+    if (!field(mem, "swap", w).is_null())
+      out.memory_swap = as_int(field(mem, "swap", w), w + ".swap");
+    if (field(mem, "disableOOMKiller", w).is_boolean() &&
+        field(mem, "disableOOMKiller", w).get<bool>())
       throw Error(w + ".disableOOMKiller: not supported");
     if (out.memory_limit && *out.memory_limit == 0) out.memory_limit.reset();
   }
@@ -280,18 +325,24 @@ void parse_resources(const json& r, const std::string& where, CgroupResources& o
         throw Error(w + "." + k + ": not supported by conductor-runtime");
       (void)v;
     }
-    if (!field(cpu, "shares", w).is_null()) out.cpu_shares = as_uint(field(cpu, "shares", w), w + ".shares");
-    if (!field(cpu, "quota", w).is_null()) out.cpu_quota = as_int(field(cpu, "quota", w), w + ".quota");
-    if (!field(cpu, "period", w).is_null()) out.cpu_period = as_uint(field(cpu, "period", w), w + ".period");
-    if (!field(cpu, "cpus", w).is_null()) out.cpuset_cpus = as_string(field(cpu, "cpus", w), w + ".cpus");
-    if (!field(cpu, "mems", w).is_null()) out.cpuset_mems = as_string(field(cpu, "mems", w), w + ".mems");
+    if (!field(cpu, "shares", w).is_null())
+      out.cpu_shares = as_uint(field(cpu, "shares", w), w + ".shares");
+    if (!field(cpu, "quota", w).is_null())
+      out.cpu_quota = as_int(field(cpu, "quota", w), w + ".quota");
+    if (!field(cpu, "period", w).is_null())
+      out.cpu_period = as_uint(field(cpu, "period", w), w + ".period");
+    if (!field(cpu, "cpus", w).is_null())
+      out.cpuset_cpus = as_string(field(cpu, "cpus", w), w + ".cpus");
+    if (!field(cpu, "mems", w).is_null())
+      out.cpuset_mems = as_string(field(cpu, "mems", w), w + ".mems");
     if (out.cpu_period && (*out.cpu_period < 1000 || *out.cpu_period > 1000000))
       throw Error(w + ".period: must be within 1000..1000000 µs");
     if (out.cpu_quota && *out.cpu_quota > 0 && *out.cpu_quota < 1000)
       throw Error(w + ".quota: must be at least 1000 µs (or -1 for no limit)");
   }
   const json& pids = field(r, "pids", where);
-  if (!pids.is_null()) out.pids_limit = as_int(field(pids, "limit", where + ".pids"), where + ".pids.limit");
+  if (!pids.is_null())
+    out.pids_limit = as_int(field(pids, "limit", where + ".pids"), where + ".pids.limit");
   const json& devs = field(r, "devices", where);
   if (!devs.is_null()) {
     if (!devs.is_array()) throw Error(where + ".devices: must be an array");
@@ -303,8 +354,10 @@ void parse_resources(const json& r, const std::string& where, CgroupResources& o
       std::string type = t.is_null() ? "a" : as_string(t, w + ".type");
       if (type != "a" && type != "c" && type != "b") throw Error(w + ".type: must be a, c or b");
       d.type = type[0];
-      if (!field(devs[i], "major", w).is_null()) d.major = as_int(field(devs[i], "major", w), w + ".major");
-      if (!field(devs[i], "minor", w).is_null()) d.minor = as_int(field(devs[i], "minor", w), w + ".minor");
+      if (!field(devs[i], "major", w).is_null())
+        d.major = as_int(field(devs[i], "major", w), w + ".major");
+      if (!field(devs[i], "minor", w).is_null())
+        d.minor = as_int(field(devs[i], "minor", w), w + ".minor");
       const json& acc = field(devs[i], "access", w);
       d.access = acc.is_null() ? "rwm" : as_string(acc, w + ".access");
       if (d.access.empty() || d.access.find_first_not_of("rwm") != std::string::npos)
@@ -319,7 +372,8 @@ SeccompSpec parse_seccomp(const json& s, const std::string& where) {
   out.json = s.dump();
   out.default_action = as_string(field(s, "defaultAction", where), where + ".defaultAction");
   if (!field(s, "defaultErrnoRet", where).is_null())
-    out.default_errno = static_cast<int>(as_uint(field(s, "defaultErrnoRet", where), where + ".defaultErrnoRet"));
+    out.default_errno =
+        static_cast<int>(as_uint(field(s, "defaultErrnoRet", where), where + ".defaultErrnoRet"));
   out.architectures = as_strings(field(s, "architectures", where), where + ".architectures");
   out.flags = as_strings(field(s, "flags", where), where + ".flags");
   if (!field(s, "listenerPath", where).is_null())
@@ -433,7 +487,8 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
     if (!field(root, "readonly", "root").is_null())
       spec.root_readonly = as_bool(field(root, "readonly", "root"), "root.readonly");
 
-    if (!field(j, "hostname", "").is_null()) spec.hostname = as_string(field(j, "hostname", ""), "hostname");
+    if (!field(j, "hostname", "").is_null())
+      spec.hostname = as_string(field(j, "hostname", ""), "hostname");
     if (!field(j, "domainname", "").is_null()) throw Error("domainname: not supported");
     spec.process = parse_process_json(field(j, "process", ""), "process");
 
@@ -450,8 +505,8 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
 
     const json& linux = field(j, "linux", "");
     if (linux.is_null()) throw Error("linux: required on Linux");
-    for (const char* unsupported : {"uidMappings", "gidMappings", "intelRdt", "personality",
-                                    "mountLabel", "timeOffsets"}) {
+    for (const char* unsupported :
+         {"uidMappings", "gidMappings", "intelRdt", "personality", "mountLabel", "timeOffsets"}) {
       if (!field(linux, unsupported, "linux").is_null())
         throw Error(std::string("linux.") + unsupported + ": not supported by conductor-runtime");
     }
@@ -466,9 +521,11 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
         auto it = kNamespaces.find(n.type);
         if (it == kNamespaces.end()) throw Error(w + ".type: unknown namespace `" + n.type + "`");
         if (n.type == "user" || n.type == "time")
-          throw Error(w + ".type: `" + n.type + "` namespaces are not supported by conductor-runtime");
+          throw Error(w + ".type: `" + n.type +
+                      "` namespaces are not supported by conductor-runtime");
         n.flag = it->second;
-        if (!seen.insert(n.flag).second) throw Error(w + ": namespace `" + n.type + "` listed twice");
+        if (!seen.insert(n.flag).second)
+          throw Error(w + ": namespace `" + n.type + "` listed twice");
         if (!field(nss[i], "path", w).is_null()) {
           n.path = as_string(field(nss[i], "path", w), w + ".path");
           check_container_path(n.path, w + ".path");
@@ -483,7 +540,8 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
     const json& cg = field(linux, "cgroupsPath", "linux");
     spec.cgroups_path = cg.is_null() ? "/conductor/" + id : as_string(cg, "linux.cgroupsPath");
     if (spec.cgroups_path.find(':') != std::string::npos)
-      throw Error("linux.cgroupsPath: systemd slice:prefix:name paths are not supported (no systemd)");
+      throw Error(
+          "linux.cgroupsPath: systemd slice:prefix:name paths are not supported (no systemd)");
     try {
       validate_cgroup_path(spec.cgroups_path);
     } catch (const Error& e) {
@@ -500,16 +558,20 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
         check_container_path(d.path, w + ".path");
         if (d.path.rfind("/dev/", 0) != 0) throw Error(w + ".path: must be under /dev");
         std::string t = as_string(field(devs[i], "type", w), w + ".type");
-        if (t != "c" && t != "b" && t != "u" && t != "p") throw Error(w + ".type: must be c, b, u or p");
+        if (t != "c" && t != "b" && t != "u" && t != "p")
+          throw Error(w + ".type: must be c, b, u or p");
         d.type = t[0];
         if (d.type != 'p') {
           d.major = as_int(field(devs[i], "major", w), w + ".major");
           d.minor = as_int(field(devs[i], "minor", w), w + ".minor");
         }
         if (!field(devs[i], "fileMode", w).is_null())
-          d.file_mode = static_cast<mode_t>(as_uint(field(devs[i], "fileMode", w), w + ".fileMode"));
-        if (!field(devs[i], "uid", w).is_null()) d.uid = static_cast<uid_t>(as_uint(field(devs[i], "uid", w), w + ".uid"));
-        if (!field(devs[i], "gid", w).is_null()) d.gid = static_cast<gid_t>(as_uint(field(devs[i], "gid", w), w + ".gid"));
+          d.file_mode =
+              static_cast<mode_t>(as_uint(field(devs[i], "fileMode", w), w + ".fileMode"));
+        if (!field(devs[i], "uid", w).is_null())
+          d.uid = static_cast<uid_t>(as_uint(field(devs[i], "uid", w), w + ".uid"));
+        if (!field(devs[i], "gid", w).is_null())
+          d.gid = static_cast<gid_t>(as_uint(field(devs[i], "gid", w), w + ".gid"));
         spec.devices.push_back(d);
       }
     }
@@ -521,7 +583,8 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
     if (!prop.is_null()) {
       std::string p = as_string(prop, "linux.rootfsPropagation");
       auto it = kPropagation.find(p);
-      if (it == kPropagation.end()) throw Error("linux.rootfsPropagation: unknown value `" + p + "`");
+      if (it == kPropagation.end())
+        throw Error("linux.rootfsPropagation: unknown value `" + p + "`");
       spec.rootfs_propagation = it->second;
     }
     const json& sysctl = field(linux, "sysctl", "linux");
@@ -529,10 +592,13 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
       for (const auto& [k, v] : sysctl.items()) {
         std::string key = k;
         bool namespaced = key.rfind("net.", 0) == 0 || key.rfind("fs.mqueue.", 0) == 0 ||
-                          key == "kernel.msgmax" || key == "kernel.msgmnb" || key == "kernel.msgmni" ||
-                          key == "kernel.sem" || key == "kernel.shmall" || key == "kernel.shmmax" ||
-                          key == "kernel.shmmni" || key == "kernel.shm_rmid_forced";
-        if (!namespaced) throw Error("linux.sysctl." + key + ": not a namespaced sysctl; it would change the host");
+                          key == "kernel.msgmax" || key == "kernel.msgmnb" ||
+                          key == "kernel.msgmni" || key == "kernel.sem" || key == "kernel.shmall" ||
+                          key == "kernel.shmmax" || key == "kernel.shmmni" ||
+                          key == "kernel.shm_rmid_forced";
+        if (!namespaced)
+          throw Error("linux.sysctl." + key +
+                      ": not a namespaced sysctl; it would change the host");
         if (key.rfind("net.", 0) == 0 && !spec.has_new_ns(CLONE_NEWNET))
           throw Error("linux.sysctl." + key + ": needs a new network namespace");
         if (key.find("..") != std::string::npos || key.find('/') != std::string::npos)

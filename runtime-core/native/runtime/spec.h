@@ -41,16 +41,16 @@ struct Process {
 
 struct Mount {
   std::string destination, type, source;
-  unsigned long flags = 0;          // MS_* set
-  unsigned long clear_flags = 0;    // MS_* explicitly cleared (rw, suid, dev, exec ...)
-  unsigned long propagation = 0;    // MS_PRIVATE / MS_SLAVE / MS_SHARED [| MS_REC]
+  unsigned long flags = 0;        // MS_* set
+  unsigned long clear_flags = 0;  // MS_* explicitly cleared (rw, suid, dev, exec ...)
+  unsigned long propagation = 0;  // MS_PRIVATE / MS_SLAVE / MS_SHARED [| MS_REC]
   bool bind = false, recursive = false;
-  std::string data;                 // filesystem options ("mode=755,size=65536k")
+  std::string data;  // filesystem options ("mode=755,size=65536k")
 };
 
 struct NamespaceSpec {
-  int flag;                 // CLONE_NEW*
-  std::string type, path;   // path empty = a new namespace
+  int flag;                // CLONE_NEW*
+  std::string type, path;  // path empty = a new namespace
 };
 
 struct DeviceNode {
@@ -83,8 +83,8 @@ struct SeccompSpec {
 };
 
 struct Spec {
-  std::string bundle;        // absolute
-  std::string root_path;     // absolute (resolved against the bundle)
+  std::string bundle;     // absolute
+  std::string root_path;  // absolute (resolved against the bundle)
   bool root_readonly = false;
   std::optional<std::string> hostname;
   Process process;

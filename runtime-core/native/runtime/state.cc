@@ -16,9 +16,11 @@ using json = nlohmann::json;
 
 void validate_id(const std::string& id) {
   bool ok = !id.empty() && id.size() <= 64 && std::isalnum(static_cast<unsigned char>(id[0]));
-  for (char c : id) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
+  for (char c : id)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
   if (!ok)
-    throw Error("invalid container id `" + id + "`: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit");
+    throw Error("invalid container id `" + id +
+                "`: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit");
 }
 
 uint64_t process_start_time(pid_t pid, bool* zombie) {
