@@ -1,0 +1,705 @@
+/**
+ * Containers: the part of the runtime core the Container reconciler calls.
+ *
+ * Each container is a directory under <state>/containers/<id> (runtime-core/README.md): an OCI
+ * bundle whose rootfs is an overlay of the image layers, and a detached conductor-shim that
+ * started it through the OCI runtime, copies its output into container.log and records its exit
+ * in status.json. The disk is the source of truth, so a new ContainerRuntime (after a controller
+ * restart) adopts running containers instead of restarting them; what this object keeps in
+ * memory is only the exit watchers.
+ */
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+
+import { readCriLog, type LogEntry } from './cri-log.js';
+import * as addon from './native.js';
+import type { CgroupStats } from './native.js';
+import { silentLogger, type Logger } from './logger.js';
+import {
+  buildOciConfig,
+  cgroupsPathFor,
+  InvalidSpecError,
+  validateContainerId,
+  type ContainerSpec,
+  type OciConfigOptions,
+} from './oci-config.js';
+import { buildOutput, DEFAULT_STATE_DIR, StateLayout, type ContainerPaths } from './paths.js';
+import { OciRuntimeCli } from './runtime-cli.js';
+
+export { InvalidSpecError, type ContainerSpec } from './oci-config.js';
+export { RuntimeCommandError } from './runtime-cli.js';
+export type { LogEntry } from './cri-log.js';
+export type { Logger } from './logger.js';
+export type { CgroupStats } from './native.js';
+
+/** What the facade uses of the addon; tests may inject their own. */
+export type NativeOps = Pick<
+  typeof addon,
+  'waitForExit' | 'pidStartTime' | 'mountOverlay' | 'unmount' | 'cgroupStats'
+>;
+
+export interface ContainerRuntimeOptions {
+  stateDir?: string;
+  /** OCI runtime executable: default build/Release/conductor-runtime; runc or crun work too. */
+  runtimePath?: string;
+  shimPath?: string;
+  /** Rotate container.log at this size (bytes); the shim's default is 10 MiB. */
+  logMaxSize?: number;
+  logMaxFiles?: number;
+  logger?: Logger;
+  /** Default: the addon. */
+  native?: NativeOps;
+  oci?: OciConfigOptions;
+  /** How long the shim may take to report the container started. */
+  startTimeoutMs?: number;
+}
+
+/** status.json as the shim writes it. */
+export interface ShimStatus {
+  status: 'running' | 'stopped';
+  pid: number;
+  startedAt: string;
+  finishedAt?: string;
+  exitCode?: number;
+  signal?: string | null;
+  oomKilled?: boolean;
+}
+
+export type ContainerState =
+  /** The shim is starting it. */
+  | 'creating'
+  | 'running'
+  | 'stopped'
+  /** Its shim is gone without recording an exit (crashed, or killed with the host state). */
+  | 'unknown';
+
+export interface ContainerInfo {
+  id: string;
+  name?: string;
+  status: ContainerState;
+  pid?: number;
+  shimPid?: number;
+  shimAlive: boolean;
+  exitCode?: number;
+  signal?: string | null;
+  oomKilled?: boolean;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+export interface CreatedContainer {
+  id: string;
+  pid: number;
+  shimPid: number;
+  startedAt: string;
+}
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: { uid: number; gid?: number };
+  stdio?: StdioOptions;
+}
+
+export interface ExecResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A failed step of a container operation; cleanup failures never hide the cause. */
+export class ContainerError extends Error {
+  constructor(
+    readonly id: string,
+    readonly step: string,
+    cause: unknown,
+    readonly cleanupErrors: unknown[] = [],
+  ) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    const extra = cleanupErrors.length
+      ? `; cleanup also failed: ${cleanupErrors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ')}`
+      : '';
+    super(`container ${id}: ${step}: ${why}${extra}`, { cause });
+    this.name = 'ContainerError';
+  }
+}
+
+export class ContainerNotFoundError extends Error {
+  constructor(readonly id: string) {
+    super(`container ${id}: not found`);
+    this.name = 'ContainerNotFoundError';
+  }
+}
+
+interface SpecRecord {
+  spec: ContainerSpec;
+  layers: string[];
+  createdAt: string;
+}
+
+/** shim.json: who the shim is, so a reused pid is never taken for it. */
+interface ShimRecord {
+  shimPid: number;
+  shimStartTime: string;
+  pid: number;
+  /** The container's init, for when its shim is gone. */
+  startTime?: string;
+}
+
+interface Watch {
+  shimPid: number;
+  /** Settles once the shim has exited: the container is gone and status.json is final. */
+  exited: Promise<ContainerInfo>;
+}
+
+interface ContainerRuntimeEvents {
+  exit: [id: string, info: ContainerInfo];
+}
+
+const errCode = (err: unknown): string | undefined =>
+  (err as NodeJS.ErrnoException | undefined)?.code;
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return undefined;
+    // A torn read cannot happen (tmp + rename); anything else is worth surfacing.
+    throw new Error(`read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  await writeFile(`${path}.tmp`, JSON.stringify(value, null, 2));
+  await rename(`${path}.tmp`, path);
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return false;
+  }
+}
+
+function isMounted(target: string): boolean {
+  const escaped = target.replace(
+    /[ \t\n\\]/g,
+    (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`,
+  );
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[4] === escaped);
+}
+
+/** `promise`, or 'timeout' after `ms`; the timer never outlives the race. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
+  readonly layout: StateLayout;
+  readonly runtime: OciRuntimeCli;
+  readonly shimPath: string;
+  private readonly log: Logger;
+  private readonly opts: ContainerRuntimeOptions;
+  private readonly nativeOps: NativeOps;
+  private readonly watches = new Map<string, Watch>();
+
+  constructor(opts: ContainerRuntimeOptions = {}) {
+    super();
+    this.opts = opts;
+    this.layout = new StateLayout(opts.stateDir ?? DEFAULT_STATE_DIR);
+    this.runtime = new OciRuntimeCli(
+      opts.runtimePath ?? buildOutput('conductor-runtime'),
+      this.layout.runtimeRoot,
+    );
+    this.shimPath = opts.shimPath ?? buildOutput('conductor-shim');
+    this.log = opts.logger ?? silentLogger;
+    this.nativeOps = opts.native ?? addon;
+  }
+
+  private native(): NativeOps {
+    return this.nativeOps;
+  }
+
+  private paths(id: string): ContainerPaths {
+    return this.layout.container(validateContainerId(id));
+  }
+
+  /**
+   * Creates and starts a container: overlay rootfs over `layers` (top first), config.json, and
+   * a detached shim that runs it. On any failure everything made so far is undone and the
+   * error names the step that failed.
+   */
+  async create(spec: ContainerSpec, opts: { layers: string[] }): Promise<CreatedContainer> {
+    const config = buildOciConfig(spec, this.opts.oci);
+    const { id } = spec;
+    if (!Array.isArray(opts.layers) || opts.layers.length === 0) {
+      throw new InvalidSpecError('layers', 'at least one image layer is needed');
+    }
+    for (const [i, layer] of opts.layers.entries()) {
+      const s = await stat(layer).catch((err: unknown) => {
+        throw new InvalidSpecError(`layers[${i}]`, `${layer}: ${errCode(err) ?? String(err)}`);
+      });
+      if (!s.isDirectory())
+        throw new InvalidSpecError(`layers[${i}]`, `${layer} is not a directory`);
+    }
+    const native = this.native();
+    const p = this.paths(id);
+
+    await mkdir(this.layout.containersDir, { recursive: true, mode: 0o711 });
+    await mkdir(this.layout.runtimeRoot, { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(p.dir, { mode: 0o711 });
+    } catch (err) {
+      if (errCode(err) === 'EEXIST')
+        throw new ContainerError(id, 'create', new Error('already exists'));
+      throw new ContainerError(id, 'create state directory', err);
+    }
+
+    const undo: Array<() => Promise<void>> = [() => rm(p.dir, { recursive: true, force: true })];
+    let step = 'create state directory';
+    try {
+      for (const dir of [p.upper, p.work, p.bundle, p.rootfs]) await mkdir(dir, { mode: 0o755 });
+      // The overlay's root takes the upper dir's mode: keep it 0755 whatever the umask.
+      await chmod(p.upper, 0o755);
+
+      step = 'mount rootfs';
+      await native.mountOverlay({
+        lower: opts.layers,
+        upper: p.upper,
+        work: p.work,
+        target: p.rootfs,
+      });
+      undo.push(() => this.unmountRootfs(p));
+
+      step = 'write config.json';
+      await writeFile(p.config, JSON.stringify(config, null, 2));
+      const record: SpecRecord = { spec, layers: opts.layers, createdAt: new Date().toISOString() };
+      await writeJsonAtomic(p.spec, record);
+
+      step = 'start shim';
+      // The shim undoes a failed start itself; this covers a shim that died half-way.
+      undo.push(() => this.deleteRuntimeState(id));
+      const started = await this.startShim(id, p);
+      undo.push(() => this.killAndForget(id, started.shimPid));
+
+      step = 'record shim';
+      const shimRecord: ShimRecord = {
+        shimPid: started.shimPid,
+        shimStartTime: native.pidStartTime(started.shimPid)?.toString() ?? '',
+        pid: started.pid,
+        startTime: native.pidStartTime(started.pid)?.toString() ?? '',
+      };
+      await writeJsonAtomic(p.shim, shimRecord);
+      const status = await readJson<ShimStatus>(p.status);
+      this.watch(id, started.shimPid);
+      const created = {
+        id,
+        pid: started.pid,
+        shimPid: started.shimPid,
+        startedAt: status?.startedAt ?? record.createdAt,
+      };
+      this.log.info('container started', { ...created });
+      return created;
+    } catch (err) {
+      const cleanupErrors: unknown[] = [];
+      for (const fn of undo.reverse()) {
+        try {
+          await fn();
+        } catch (e) {
+          cleanupErrors.push(e);
+        }
+      }
+      this.log.warn('container create failed', { id, step, error: String(err) });
+      throw new ContainerError(id, step, err, cleanupErrors);
+    }
+  }
+
+  /** Runs the shim and reads its one JSON line. */
+  private startShim(id: string, p: ContainerPaths): Promise<{ pid: number; shimPid: number }> {
+    const args = ['--id', id, '--bundle', p.bundle, '--dir', p.dir, '--runtime', this.runtime.path];
+    args.push('--runtime-root', this.layout.runtimeRoot);
+    if (this.opts.logMaxSize !== undefined)
+      args.push('--log-max-size', String(this.opts.logMaxSize));
+    if (this.opts.logMaxFiles !== undefined)
+      args.push('--log-max-files', String(this.opts.logMaxFiles));
+    return new Promise((resolve, reject) => {
+      let child: ChildProcess;
+      try {
+        child = spawn(this.shimPath, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      let out = '';
+      let settled = false;
+      const finish = (err: Error | undefined, value?: { pid: number; shimPid: number }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        child.stdout?.destroy();
+        if (err) reject(err);
+        else if (value) resolve(value);
+      };
+      const timeoutMs = this.opts.startTimeoutMs ?? 60000;
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        finish(new Error(`${this.shimPath} reported nothing within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const parse = (line: string) => {
+        let msg: { ok?: boolean; pid?: number; shimPid?: number; error?: string };
+        try {
+          msg = JSON.parse(line) as typeof msg;
+        } catch {
+          finish(
+            new Error(`${this.shimPath} printed ${JSON.stringify(line)}, expected a JSON line`),
+          );
+          return;
+        }
+        if (msg.ok === true && Number.isInteger(msg.pid) && Number.isInteger(msg.shimPid)) {
+          finish(undefined, { pid: msg.pid as number, shimPid: msg.shimPid as number });
+        } else {
+          finish(new Error(msg.error ?? `shim said ${line}`));
+        }
+      };
+      child.on('error', (err) =>
+        finish(new Error(`spawn ${this.shimPath}: ${err.message}`, { cause: err })),
+      );
+      child.stdout?.setEncoding('utf8');
+      child.stdout?.on('data', (chunk: string) => {
+        out += chunk;
+        const nl = out.indexOf('\n');
+        if (nl >= 0) parse(out.slice(0, nl));
+      });
+      child.on('exit', (code, signal) => {
+        // Output written just before exit may still be in the pipe: give it a moment.
+        setTimeout(() => {
+          if (out.trim()) parse(out.trim());
+          else
+            finish(
+              new Error(
+                `${this.shimPath} exited (${signal ?? `code ${String(code)}`}) without a status line`,
+              ),
+            );
+        }, 50).unref();
+      });
+    });
+  }
+
+  /** Undo for a started container: kill it, wait for its shim, drop the runtime's state. */
+  private async killAndForget(id: string, shimPid: number): Promise<void> {
+    const native = this.native();
+    await this.runtime.kill(id, 'KILL').catch(() => undefined);
+    const waited = await within(
+      native.waitForExit(shimPid).catch(() => undefined),
+      30000,
+    );
+    if (waited === 'timeout')
+      throw new Error(`shim ${shimPid} did not exit after SIGKILL to the container`);
+    await this.deleteRuntimeState(id);
+  }
+
+  private async deleteRuntimeState(id: string): Promise<void> {
+    try {
+      await this.runtime.delete(id, true);
+    } catch (err) {
+      // Gone already (the shim deletes after the exit) is what we want; anything else is not.
+      const left = await stat(`${this.layout.runtimeRoot}/${id}`).then(
+        () => true,
+        () => false,
+      );
+      if (left) throw err;
+    }
+  }
+
+  private async unmountRootfs(p: ContainerPaths): Promise<void> {
+    if (!isMounted(p.rootfs)) return;
+    const native = this.native();
+    try {
+      await native.unmount(p.rootfs);
+    } catch (err) {
+      if (errCode(err) !== 'EBUSY') throw err;
+      this.log.warn('rootfs busy, detaching', { rootfs: p.rootfs });
+      await native.unmount(p.rootfs, { detach: true });
+    }
+  }
+
+  /** Exit watcher on the shim: the shim exits after the container, once status.json is final. */
+  private watch(id: string, shimPid: number): Watch {
+    const existing = this.watches.get(id);
+    if (existing && existing.shimPid === shimPid) return existing;
+    const exited = Promise.resolve()
+      .then(() => this.native().waitForExit(shimPid))
+      .catch((err: unknown) => {
+        // ESRCH: it exited before we started watching.
+        if (errCode(err) !== 'ESRCH')
+          this.log.warn('waitForExit failed', { id, shimPid, error: String(err) });
+      })
+      .then(() => this.inspect(id))
+      .then((info) => {
+        if (this.watches.get(id)?.shimPid === shimPid) this.watches.delete(id);
+        this.log.info('container exited', { ...info });
+        this.emit('exit', id, info);
+        return info;
+      });
+    const w = { shimPid, exited };
+    this.watches.set(id, w);
+    return w;
+  }
+
+  private async shimAlive(
+    p: ContainerPaths,
+    shimPid: number | undefined,
+    rec: ShimRecord | undefined,
+  ): Promise<boolean> {
+    if (!shimPid) return false;
+    const native = this.native();
+    const start = native.pidStartTime(shimPid);
+    if (start === null || isZombie(shimPid)) return false;
+    if (rec && rec.shimPid === shimPid && rec.shimStartTime !== '')
+      return rec.shimStartTime === start.toString();
+    // No record (the creator died between the shim's start and writing shim.json): accept the
+    // process only if it is a shim for this very directory.
+    try {
+      return readFileSync(`/proc/${shimPid}/cmdline`, 'utf8').split('\0').includes(p.dir);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether the container's init still runs, though its shim is gone. */
+  private async orphanAlive(id: string): Promise<boolean> {
+    const rec = await readJson<ShimRecord>(this.paths(id).shim);
+    if (!rec?.startTime || isZombie(rec.pid)) return false;
+    return this.native().pidStartTime(rec.pid)?.toString() === rec.startTime;
+  }
+
+  /** The container as recorded on disk, with the shim's liveness checked. */
+  async inspect(id: string): Promise<ContainerInfo> {
+    const p = this.paths(id);
+    const [status, rec, specRec, pidText] = await Promise.all([
+      readJson<ShimStatus>(p.status),
+      readJson<ShimRecord>(p.shim),
+      readJson<SpecRecord>(p.spec),
+      readFile(p.shimPid, 'utf8').catch(() => undefined),
+    ]);
+    if (!status && !rec && !specRec && !(await stat(p.dir).catch(() => undefined))) {
+      throw new ContainerNotFoundError(id);
+    }
+    const shimPid = rec?.shimPid ?? (pidText ? Number(pidText.trim()) : undefined);
+    const alive = await this.shimAlive(p, shimPid, rec);
+    let state: ContainerState;
+    if (status?.status === 'stopped') state = 'stopped';
+    else if (alive) state = status ? 'running' : 'creating';
+    else state = 'unknown';
+    const info: ContainerInfo = { id, status: state, shimAlive: alive };
+    if (specRec?.spec.name !== undefined) info.name = specRec.spec.name;
+    const pid = status?.pid ?? rec?.pid;
+    if (pid !== undefined) info.pid = pid;
+    if (shimPid !== undefined) info.shimPid = shimPid;
+    if (status?.startedAt) info.startedAt = status.startedAt;
+    if (status?.status === 'stopped') {
+      if (status.exitCode !== undefined) info.exitCode = status.exitCode;
+      info.signal = status.signal ?? null;
+      info.oomKilled = status.oomKilled === true;
+      if (status.finishedAt) info.finishedAt = status.finishedAt;
+    }
+    return info;
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.layout.containersDir);
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return [];
+      throw err;
+    }
+    const out: ContainerInfo[] = [];
+    for (const name of names.sort()) {
+      try {
+        out.push(await this.inspect(name));
+      } catch (err) {
+        if (!(err instanceof ContainerNotFoundError)) throw err; // removed while we looked
+      }
+    }
+    return out;
+  }
+
+  /**
+   * After a restart: watch every container whose shim still lives (it keeps running, and its
+   * exit is reported as an 'exit' event); the rest report what their status.json recorded.
+   */
+  async adopt(): Promise<ContainerInfo[]> {
+    const infos = await this.list();
+    for (const info of infos) {
+      if (info.shimAlive && info.shimPid !== undefined) this.watch(info.id, info.shimPid);
+    }
+    this.log.info('adopted containers', {
+      running: infos.filter((i) => i.shimAlive).map((i) => i.id),
+      total: infos.length,
+    });
+    return infos;
+  }
+
+  /** Resolves when the container has exited (at once if it is not running). */
+  async waitForExit(id: string): Promise<ContainerInfo> {
+    const info = await this.inspect(id);
+    if (!info.shimAlive || info.shimPid === undefined) return info;
+    return this.watch(id, info.shimPid).exited;
+  }
+
+  /** Calls back once when the container exits. */
+  onExit(id: string, callback: (info: ContainerInfo) => void): void {
+    void this.waitForExit(id).then(callback, (err: unknown) =>
+      this.log.error('onExit: cannot watch container', { id, error: String(err) }),
+    );
+  }
+
+  /**
+   * SIGTERM, then SIGKILL once `gracePeriodSeconds` have passed (0: SIGKILL at once). Resolves
+   * with the final status once the shim has recorded the exit.
+   */
+  async stop(id: string, opts: { gracePeriodSeconds?: number } = {}): Promise<ContainerInfo> {
+    const grace = opts.gracePeriodSeconds ?? 10;
+    const info = await this.inspect(id);
+    let exited: Promise<ContainerInfo>;
+    if (info.shimAlive && info.shimPid !== undefined) {
+      exited = this.watch(id, info.shimPid).exited;
+      if (info.status === 'stopped') {
+        // Exited; the shim is only deleting the runtime's state.
+        const r = await within(exited, 30000);
+        if (r === 'timeout')
+          throw new ContainerError(id, 'stop', new Error(`shim ${info.shimPid} did not exit`));
+        return r;
+      }
+    } else if (
+      info.status === 'unknown' &&
+      info.pid !== undefined &&
+      (await this.orphanAlive(id))
+    ) {
+      // The shim died and the container lives on: signal it all the same and wait on its pid.
+      this.log.warn('stopping a container whose shim is gone', { id, pid: info.pid });
+      const pid = info.pid;
+      exited = this.native()
+        .waitForExit(pid)
+        .catch(() => undefined)
+        .then(() => this.inspect(id));
+    } else {
+      return info;
+    }
+    const signal = async (sig: string) => {
+      try {
+        await this.runtime.kill(id, sig);
+      } catch (err) {
+        // The container may have exited meanwhile; only a live container makes this an error.
+        if ((await within(exited, 200)) === 'timeout') {
+          throw new ContainerError(id, `stop: kill ${sig}`, err);
+        }
+      }
+    };
+    if (grace > 0) {
+      await signal('TERM');
+      const r = await within(exited, grace * 1000);
+      if (r !== 'timeout') return r;
+      this.log.info('grace period over, killing', { id, gracePeriodSeconds: grace });
+    }
+    await signal('KILL');
+    const r = await within(exited, 30000);
+    if (r === 'timeout')
+      throw new ContainerError(id, 'stop', new Error('still running 30 s after SIGKILL'));
+    return r;
+  }
+
+  /**
+   * Removes the container and everything it had on the host: process, runtime state, cgroup,
+   * mount and directory. A running container needs `force` (it is killed). Removing a container
+   * that does not exist is not an error.
+   */
+  async remove(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    const p = this.paths(id);
+    let info: ContainerInfo | undefined;
+    try {
+      info = await this.inspect(id);
+    } catch (err) {
+      if (err instanceof ContainerNotFoundError) return;
+      throw err;
+    }
+    const running = info.shimAlive
+      ? info.status !== 'stopped'
+      : info.status === 'unknown' && (await this.orphanAlive(id));
+    if (running && !opts.force) {
+      throw new ContainerError(id, 'remove', new Error('is running; stop it first or use force'));
+    }
+    if (running || info.shimAlive) await this.stop(id, { gracePeriodSeconds: 0 });
+    let step = 'delete runtime state';
+    try {
+      await this.deleteRuntimeState(id);
+      step = 'unmount rootfs';
+      await this.unmountRootfs(p);
+      step = 'remove state directory';
+      await rm(p.dir, { recursive: true, force: true });
+    } catch (err) {
+      throw new ContainerError(id, `remove: ${step}`, err);
+    }
+    this.watches.delete(id);
+    this.log.info('container removed', { id });
+  }
+
+  /** Runs a process in the container's namespaces (`runtime exec`); stdio defaults to pipes. */
+  exec(id: string, argv: string[], opts: ExecOptions = {}): ChildProcess {
+    validateContainerId(id);
+    if (argv.length === 0) throw new InvalidSpecError('argv', 'must name a command');
+    return this.runtime.exec(id, argv, opts);
+  }
+
+  /** exec() for a command that needs no input: collects its output and exit status. */
+  execOutput(
+    id: string,
+    argv: string[],
+    opts: Omit<ExecOptions, 'stdio'> = {},
+  ): Promise<ExecResult> {
+    const child = this.exec(id, argv, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    return new Promise((resolve, reject) => {
+      child.on('error', (err) => reject(new ContainerError(id, `exec ${argv[0] ?? ''}`, err)));
+      child.on('close', (exitCode, signal) => resolve({ exitCode, signal, stdout, stderr }));
+    });
+  }
+
+  /** Log lines from container.log (across rotation); `follow` keeps going until the container exits. */
+  async *logs(
+    id: string,
+    opts: { follow?: boolean; tail?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<LogEntry> {
+    const p = this.paths(id);
+    let done: Promise<unknown> = Promise.resolve();
+    const info = await this.inspect(id);
+    if (opts.follow) {
+      if (info.shimAlive && info.shimPid !== undefined) done = this.watch(id, info.shimPid).exited;
+    }
+    yield* readCriLog(p.log, { ...opts, done });
+  }
+
+  async stats(id: string): Promise<CgroupStats> {
+    validateContainerId(id);
+    return this.native().cgroupStats(cgroupsPathFor(id));
+  }
+}
