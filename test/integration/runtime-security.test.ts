@@ -141,7 +141,7 @@ describe('seccomp', () => {
     const script = 'grep Seccomp: /proc/self/status; swapon /dev/null 2>&1; echo rc=$?';
     const filtered = await sh(script, {
       process,
-      linux: { seccomp: seccompForCapabilities(admin) as Record<string, unknown> },
+      linux: { seccomp: seccompForCapabilities(admin) as unknown as Record<string, unknown> },
     });
     expect(filtered.stdout).toMatch(/^Seccomp:\t2\n.*Operation not permitted\nrc=1\n$/s);
     const unfiltered = await sh(script, { process });
