@@ -21,7 +21,8 @@
       "sources": ["<!@(ls -1 runtime-core/native/runtime/*.cc runtime-core/native/common/*.cc runtime-core/native/cgroups/*.cc)"],
       # Static: no dynamic loader at start-up (the runtime re-executes itself from a sealed memfd,
       # see cloned_binary.cc) and nothing from the host's library path inside a container.
-      "ldflags": ["-static", "-Wl,--gc-sections"],
+      # Stripped: the whole binary is copied into a memfd on every create/run/exec.
+      "ldflags": ["-static", "-Wl,--gc-sections", "-s"],
       "cflags_cc": ["-ffunction-sections", "-fdata-sections"],
       "libraries": ["-lseccomp"],
     },

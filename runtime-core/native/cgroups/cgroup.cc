@@ -19,8 +19,11 @@ using cgroup_backend::apply_v2;
 
 namespace {
 
-void sleep_ms(int ms) {
-  timespec ts{0, ms * 1000000L};
+// Waits between retries start short (a cgroup usually empties within a millisecond of its last
+// task exiting) and grow to 10 ms; `attempt` counts from 0.
+void backoff(int attempt) {
+  long us = attempt < 7 ? 100L << attempt : 10000L;
+  timespec ts{0, us * 1000L};
   nanosleep(&ts, nullptr);
 }
 
@@ -160,7 +163,7 @@ void Cgroup::destroy() {
   std::string unified_kill =
       layout_.unified.empty() ? "" : layout_.unified + path_ + "/cgroup.kill";
   std::string freezer = dir_for("freezer");
-  for (int round = 0; round < 200; ++round) {
+  for (int round = 0; round < 300; ++round) {
     auto left = pids();
     if (left.empty()) break;
     if (layout_.mode == CgroupMode::V2 && path_exists(unified_kill)) {
@@ -171,16 +174,15 @@ void Cgroup::destroy() {
       for (pid_t p : left) ::kill(p, SIGKILL);
       if (frozen) write_file(freezer + "/freezer.state", "THAWED");
     }
-    sleep_ms(5);
+    backoff(round);
   }
   // rmdir each hierarchy's directory, then its parents while they are empty (leave the host as
   // it was: no empty /conductor left behind). EBUSY while dying tasks are released: retry.
   for (const auto& d : dirs_) {
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0;; ++i) {
       if (::rmdir(d.c_str()) == 0 || errno == ENOENT) break;
-      if (errno != EBUSY) throw_errno("rmdir `" + d + "`");
-      sleep_ms(5);
-      if (i == 199) throw_errno("rmdir `" + d + "`");
+      if (errno != EBUSY || i == 300) throw_errno("rmdir `" + d + "`");
+      backoff(i);
     }
   }
   std::string parent = path_.substr(0, path_.rfind('/'));

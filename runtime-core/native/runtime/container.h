@@ -44,6 +44,7 @@ void container_list(const GlobalOptions& g, const std::string& format);
 // Shared by run and exec: waits for `pid`, forwarding the usual termination signals to it,
 // and returns its exit status the way a shell reports it (128+N for signal N).
 int wait_forwarding_signals(pid_t pid);
+void forward_signals_to(pid_t pid);
 // Removes what a stopped (or force-killed) container left: its cgroup and state directory.
 void cleanup_container(const GlobalOptions& g, const ContainerState& s);
 

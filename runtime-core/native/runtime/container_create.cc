@@ -92,15 +92,27 @@ void wait_for_start(const InitArgs& a, int fifo_fd) {
   }
 }
 
+// The init sets up its filesystem while the runtime, in parallel, builds its cgroup (on two
+// cores these overlap; attaching a task to a v1 cgroup alone waits for an RCU grace period).
+// It waits for GO — "you are in your cgroup" — before anything that depends on it: a cgroup
+// mount needs the cgroup's directories, and a new cgroup namespace must be rooted there.
+bool needs_cgroup_first(const Spec& spec) {
+  for (const auto& m : spec.mounts)
+    if (m.type == "cgroup" || m.type == "cgroup2") return true;
+  return false;
+}
+
+void enter_cgroup(const InitArgs& a) {
+  a.channel->expect(Msg::kGo);
+  if (a.spec->has_new_ns(CLONE_NEWCGROUP) && ::unshare(CLONE_NEWCGROUP) < 0)
+    throw_errno("unshare the cgroup namespace");
+}
+
 [[noreturn]] void init_main(const InitArgs& a) {
   const Spec& spec = *a.spec;
   bool started = false;
   try {
-    a.channel->expect(Msg::kGo);
     join_namespaces(spec, false);
-    // After joining the cgroup, so the namespace's root is the container's own cgroup.
-    if (spec.has_new_ns(CLONE_NEWCGROUP) && ::unshare(CLONE_NEWCGROUP) < 0)
-      throw_errno("unshare the cgroup namespace");
     if (spec.hostname && ::sethostname(spec.hostname->c_str(), spec.hostname->size()) < 0)
       throw_errno("sethostname `" + *spec.hostname + "`");
     UniqueFd fifo;
@@ -108,8 +120,11 @@ void wait_for_start(const InitArgs& a, int fifo_fd) {
       fifo.reset(::open(a.fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
       if (!fifo) throw_errno("open `" + a.fifo + "`");
     }
+    bool cgroup_first = needs_cgroup_first(spec);
+    if (cgroup_first) enter_cgroup(a);
     setup_rootfs(spec, *a.layout);
     finish_rootfs(spec);
+    if (!cgroup_first) enter_cgroup(a);
     const Process& p = spec.process;
     mkdir_p(p.cwd, 0755);
     if (::chdir(p.cwd.c_str()) < 0) throw_errno("process.cwd: chdir `" + p.cwd + "`");
@@ -171,11 +186,6 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
       fifo = store.fifo(o.id);
       if (::mkfifo(fifo.c_str(), 0600) < 0) throw_errno("mkfifo `" + fifo + "`");
     }
-    CgroupResources res = spec.resources;
-    add_default_device_rules(res, spec);
-    cgroup.create(res);
-    cgroup_made = true;
-
     Channel parent, child_side;
     Channel::pair(parent, child_side);
     // A joined pid namespace applies to children: enter it here, before the clone.
@@ -197,11 +207,22 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
       init_main(args);
     }
     child_side.close();
+
+    CgroupResources res = spec.resources;
+    add_default_device_rules(res, spec);
+    cgroup.create(res);
+    cgroup_made = true;
     cgroup.add_process(child);
     if (spec.process.oom_score_adj)
       write_file("/proc/" + std::to_string(child) + "/oom_score_adj",
                  std::to_string(*spec.process.oom_score_adj));
-    parent.send(Msg::kGo);
+    try {
+      parent.send(Msg::kGo);
+    } catch (const Error&) {
+      // The init failed while we built its cgroup: its ERROR is queued; report that instead.
+      parent.expect(Msg::kReady);
+      throw;
+    }
     parent.expect(Msg::kReady);
 
     Created out;

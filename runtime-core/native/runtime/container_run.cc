@@ -17,13 +17,17 @@ void forward(int sig) {
 }
 }  // namespace
 
-int wait_forwarding_signals(pid_t pid) {
+void forward_signals_to(pid_t pid) {
   g_forward_pid = pid;
   struct sigaction sa {};
   sa.sa_handler = forward;
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH})
     ::sigaction(sig, &sa, nullptr);
+}
+
+int wait_forwarding_signals(pid_t pid) {
+  forward_signals_to(pid);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("waitpid " + std::to_string(pid));
@@ -43,6 +47,9 @@ int container_run(const GlobalOptions& g, const CreateOptions& o, bool detach) {
   CreateOptions opts = o;
   opts.for_run = true;
   Created c = container_create(g, opts);
+  // Forward from before the start: a signal that arrives while the process execs must reach it
+  // (or be ignored by it, as a PID 1 without a handler does), never kill the runtime.
+  if (!detach) forward_signals_to(c.state.pid);
   try {
     c.channel.send(Msg::kStart);
     c.channel.expect_closed();
