@@ -54,9 +54,12 @@ void init_cpuset_v1(const std::string& mount, const std::string& path) {
   }
 }
 
-// mkdir -p that tolerates a concurrent remove of an empty shared parent (another container's
-// destroy() removing /conductor just as we create /conductor/ID): retry a few times.
+// mkdir of the leaf, falling back to mkdir -p when a parent is missing. The fallback tolerates a
+// concurrent remove of an empty shared parent (another container's destroy() removing
+// /conductor just as we create /conductor/ID): it retries a few times.
 void mkdir_cgroup(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) == 0) return;
+  if (errno != ENOENT && errno != EEXIST) throw_errno("mkdir `" + dir + "`");
   for (int attempt = 0;; ++attempt) {
     try {
       mkdir_p(dir, 0755);
@@ -99,7 +102,7 @@ bool Cgroup::exists() const {
   return false;
 }
 
-void Cgroup::create(const CgroupResources& wanted) {
+void Cgroup::create(const CgroupResources& wanted, pid_t pid) {
   for (const auto& d : dirs()) {
     if (!read_procs(d).empty())
       throw Error("cgroup `" + d + "` already holds processes (another container with this id?)",
@@ -114,7 +117,18 @@ void Cgroup::create(const CgroupResources& wanted) {
       auto cs = layout_.v1.find("cpuset");
       if (cs != layout_.v1.end()) init_cpuset_v1(cs->second, path_);
     }
-    apply(wanted);
+    // Device rules go first: v1 applies them as "deny all" then one allow at a time, and a task
+    // already inside would see the gap (the init is creating /dev nodes meanwhile). Then the
+    // join, so the RCU grace period a v1 attach waits for passes while the other limits are
+    // written; the joining task is the runtime's own init, which runs no container code until
+    // GO, after all limits are in place.
+    CgroupResources devices_only;
+    devices_only.devices = wanted.devices;
+    apply(devices_only);
+    if (pid > 0) add_process(pid);
+    CgroupResources rest = wanted;
+    rest.devices.clear();
+    apply(rest);
   } catch (const Error& e) {
     try {
       destroy();

@@ -66,8 +66,9 @@ class Cgroup {
   const CgroupLayout& layout() const { return layout_; }
 
   // Creates the directories (v2: enables the needed controllers in each parent's
-  // cgroup.subtree_control). Throws if the cgroup already holds processes.
-  void create(const CgroupResources& wanted);
+  // cgroup.subtree_control), moves `pid` in (when > 0) and applies the limits. Throws if the
+  // cgroup already holds processes; on failure removes what it made.
+  void create(const CgroupResources& wanted, pid_t pid = 0);
   // Writes the limits; a limit the host cannot apply is an error naming the field.
   void apply(const CgroupResources& res);
   void add_process(pid_t pid);

@@ -210,9 +210,8 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
 
     CgroupResources res = spec.resources;
     add_default_device_rules(res, spec);
-    cgroup.create(res);
+    cgroup.create(res, child);
     cgroup_made = true;
-    cgroup.add_process(child);
     if (spec.process.oom_score_adj)
       write_file("/proc/" + std::to_string(child) + "/oom_score_adj",
                  std::to_string(*spec.process.oom_score_adj));
