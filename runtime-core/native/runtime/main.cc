@@ -1,5 +1,6 @@
 // conductor-runtime: the OCI runtime command line (as runc and crun), see runtime-core/README.md.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -109,7 +110,13 @@ int dispatch(GlobalOptions& g, Args& a, char** argv) {
     throw Error("--log-format must be text or json");
   std::string cmd = a.next("command");
   // Commands that bring a process into a container run from a sealed copy of the binary.
-  if (cmd == "create" || cmd == "run" || cmd == "exec") ensure_cloned_binary(argv);
+  if (cmd == "create" || cmd == "run" || cmd == "exec") {
+    ensure_cloned_binary(argv);
+    // Not dumpable: a process in the container cannot ptrace or read the memory of the
+    // runtime's children before they exec (execve makes the container's program dumpable
+    // again). runc does the same.
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  }
 
   if (cmd == "create" || cmd == "run") {
     CreateOptions o;
