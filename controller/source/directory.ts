@@ -1,0 +1,524 @@
+/**
+ * DirectorySource: the watched manifest directory as a source of resource objects, like the
+ * kubelet's static-pod directory, without its traps.
+ *
+ * Which files: every `.yaml`, `.yml` and `.json` file under the directory, recursively. Hidden
+ * files and directories (`.*`) and editor/package-manager leftovers (`*~`, `*.swp`, `#*#`,
+ * `*.bak`, `*.orig`, `*.tmp`, vim's `4913` probe, `*.dpkg-*`, …) are never read, so saving a
+ * manifest in an editor does not create a second copy of every object in it. Writers should
+ * write a hidden temporary file and rename it over the manifest (`conductor apply` does).
+ *
+ * Level-based: a filesystem event only marks a file dirty; a single worker then reads what is
+ * on disk now and reconciles that file's definitions, so event bursts, renames and lost events
+ * all end in the same state. Every added or changed file is given `settleMs` of quiet
+ * (chokidar's awaitWriteFinish) before it is read, so in-place writes are read once complete.
+ *
+ * Semantics (the contract the cache and `conductor get/describe` build on):
+ * - A file is all or nothing. If it fails to read, parse or validate, its errors are reported
+ *   (`onError`, `fileErrors()`), and the objects it defined before stay exactly as they were;
+ *   other files are unaffected. A half-written file therefore never deletes anything.
+ * - Identity is (kind, namespace, name). The first file to define an object owns it; another
+ *   file defining it too gets an error naming both files, and its definition waits. When the
+ *   owner stops defining the object (file removed or object removed from it), the earliest
+ *   waiting file takes over: that is an update of the same object (no delete), so nothing
+ *   restarts if the definitions agree. At startup files are read in sorted path order, so the
+ *   owner after a restart is the lexically first file.
+ * - Removing a file deletes what it owned; a file that no longer defines an object deletes it.
+ * - Server-set metadata is the source's: `uid` and `creationTimestamp` when an object first
+ *   appears, `resourceVersion` a counter increasing with every change the source emits, and
+ *   `generation` starting at 1 and incremented when anything outside metadata changes (the
+ *   apiserver's rule for custom resources with a status subresource). Values for these fields
+ *   in files, and any `status`, are ignored.
+ * - Nothing a file contains makes start(), the watcher or the process throw.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { basename, join, relative, resolve, sep } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+
+import { watch, type FSWatcher } from 'chokidar';
+
+import { DisposableStore } from '../reconcile/lifecycle.js';
+import {
+  describeIdentity,
+  identityKey,
+  parseManifests,
+  type KubeObject,
+  type ManifestError,
+  type ObjectIdentity,
+  type ParsedObject,
+  type ValidateFn,
+} from './manifests.js';
+import type { Source, SourcedObject, SourceEventSink } from './source.js';
+
+export interface DirectorySourceOptions<T> {
+  dir: string;
+  validate: ValidateFn<T>;
+  sink: SourceEventSink<T>;
+  /**
+   * Quiet time before an added or changed file is read (chokidar's awaitWriteFinish), so a
+   * file being written in place is read once complete. Default 30 ms; at least 1 ms: without
+   * awaitWriteFinish chokidar drops a change that follows another within 50 ms.
+   */
+  settleMs?: number;
+  /** Files larger than this are rejected unread. Default 3 MiB (the apiserver's request limit). */
+  maxFileBytes?: number;
+  /** Injected for tests. */
+  now?: () => Date;
+  newUid?: () => string;
+}
+
+const MANIFEST_EXT = /\.(ya?ml|json)$/i;
+
+// Names that are never manifests, whatever their extension: hidden files (also editors' lock
+// and swap files: `.#web.yaml`, `.web.yaml.swp`), backups, merge leftovers, vim's write probe,
+// and files dpkg/rpm/ucf leave next to a config file they would have replaced.
+const IGNORED_NAME = [
+  /^\./,
+  /~$/,
+  /^#.*#$/,
+  /\.sw[a-px]$/,
+  /\.(bak|orig|rej|tmp|swp)$/i,
+  /^4913$/,
+  /\.dpkg-[a-z]+/,
+  /\.(rpmnew|rpmsave|rpmorig)$/,
+  /\.ucf-[a-z]+/,
+];
+
+/** Whether a path relative to the watched directory names a file the source reads. */
+export function isManifestPath(rel: string): boolean {
+  const parts = rel.split(/[\\/]/);
+  if (parts.some((part) => part === '' || IGNORED_NAME.some((re) => re.test(part)))) return false;
+  return MANIFEST_EXT.test(basename(rel));
+}
+
+interface FileState<T> {
+  /** What the file last parsed to successfully, by identity key. */
+  defs: Map<string, ParsedObject<T>>;
+  /** Errors of the last read/parse; non-empty means `defs` is stale but kept. */
+  parseErrors: ManifestError[];
+  /** Objects this file defines but another file owns. */
+  conflicts: Map<string, ManifestError>;
+}
+
+interface Stored<T> {
+  identity: ObjectIdentity;
+  file: string;
+  /** The definition as read from the file, without server-set fields: compared on changes. */
+  desired: Record<string, unknown>;
+  object: T;
+  uid: string;
+  creationTimestamp: string;
+  generation: number;
+}
+
+export class DirectorySource<T extends object = KubeObject> implements Source {
+  readonly dir: string;
+  private readonly validate: ValidateFn<T>;
+  private readonly sink: SourceEventSink<T>;
+  private readonly settleMs: number;
+  private readonly maxFileBytes: number;
+  private readonly now: () => Date;
+  private readonly newUid: () => string;
+
+  private readonly files = new Map<string, FileState<T>>();
+  /** Files defining each identity key, in claim order: the first one owns it. */
+  private readonly claims = new Map<string, string[]>();
+  private readonly objects = new Map<string, Stored<T>>();
+  private readonly errors = new Map<string, ManifestError[]>();
+  private resourceVersion = 0;
+
+  private readonly disposables = new DisposableStore();
+  private watcher: FSWatcher | undefined;
+  private started = false;
+  private stopped = false;
+  /** Until the initial scan is done, dirty paths are collected and processed in sorted order. */
+  private initialScan = true;
+  private readonly dirty = new Set<string>();
+  private worker: Promise<void> | undefined;
+  private isSynced = false;
+  private readonly syncedPromise: Promise<void>;
+  private settleSynced!: (err?: Error) => void;
+
+  constructor(options: DirectorySourceOptions<T>) {
+    this.dir = resolve(options.dir);
+    this.validate = options.validate;
+    this.sink = options.sink;
+    this.settleMs = Math.max(1, options.settleMs ?? 30);
+    this.maxFileBytes = options.maxFileBytes ?? 3 * 1024 * 1024;
+    this.now = options.now ?? (() => new Date());
+    this.newUid = options.newUid ?? randomUUID;
+    this.syncedPromise = new Promise<void>((resolveFn, rejectFn) => {
+      this.settleSynced = (err) => (err ? rejectFn(err) : resolveFn());
+    });
+    // Whoever never awaits synced() must not get an unhandled rejection from stop().
+    this.syncedPromise.catch(() => undefined);
+  }
+
+  /** Creates the directory if it is missing and starts watching it. */
+  async start(): Promise<void> {
+    if (this.started || this.stopped) {
+      throw new Error(`DirectorySource ${this.dir}: start() may be called once, before stop()`);
+    }
+    this.started = true;
+    await mkdir(this.dir, { recursive: true });
+    const watcher = watch(this.dir, {
+      ignoreInitial: false,
+      persistent: true,
+      ignored: (path: string, stats?: Stats) => this.ignored(path, stats),
+      awaitWriteFinish: {
+        stabilityThreshold: this.settleMs,
+        pollInterval: Math.min(10, this.settleMs),
+      },
+    });
+    this.watcher = watcher;
+    this.disposables.defer(() => watcher.close());
+    // close() leaves awaitWriteFinish's polling timers running until each file settles.
+    this.disposables.defer(() => {
+      const pending = watcher._pendingWrites as Map<string, { cancelWait?: () => unknown }>;
+      for (const write of [...pending.values()]) write.cancelWait?.();
+    });
+    const onPath = (path: string): void => this.markDirty(path);
+    watcher.on('add', onPath);
+    watcher.on('change', onPath);
+    watcher.on('unlink', onPath);
+    // chokidar reports the files of a removed directory one by one; marking every file known
+    // under it makes sure none is missed.
+    watcher.on('unlinkDir', (path: string) => {
+      const prefix = this.rel(path) + '/';
+      for (const file of this.files.keys()) if (file.startsWith(prefix)) this.dirty.add(file);
+      this.kick();
+    });
+    watcher.on('error', (err: unknown) => this.reportWatchError(err));
+    watcher.on('ready', () => this.onReady());
+  }
+
+  /** Stops watching and processing; pending work is dropped. Objects stay readable. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.dirty.clear();
+    if (!this.isSynced)
+      this.settleSynced(new Error(`DirectorySource ${this.dir}: stopped before the initial sync`));
+    await this.disposables.dispose();
+    await this.worker;
+  }
+
+  synced(): Promise<void> {
+    return this.syncedPromise;
+  }
+
+  hasSynced(): boolean {
+    return this.isSynced;
+  }
+
+  /**
+   * The current object for an identity. Objects are shared with the sink's events, as an
+   * informer's cache objects are: read them, copy before changing.
+   */
+  get(identity: ObjectIdentity): SourcedObject<T> | undefined {
+    const stored = this.objects.get(identityKey(identity));
+    return stored && { identity: stored.identity, object: stored.object, file: stored.file };
+  }
+
+  list(): SourcedObject<T>[] {
+    return [...this.objects.values()].map((s) => ({
+      identity: s.identity,
+      object: s.object,
+      file: s.file,
+    }));
+  }
+
+  /** Files (relative to `dir`) that currently have errors, with the errors. */
+  fileErrors(): ReadonlyMap<string, readonly ManifestError[]> {
+    return new Map(this.errors);
+  }
+
+  /** The absolute path of a file as events name it (relative to `dir`). */
+  resolve(file: string): string {
+    return join(this.dir, file);
+  }
+
+  private rel(path: string): string {
+    return relative(this.dir, resolve(this.dir, path)).split(sep).join('/');
+  }
+
+  /**
+   * chokidar's filter: directories are kept unless hidden or backup-named; files must also
+   * have a manifest extension. stats is absent on chokidar's first call for a path.
+   */
+  private ignored(path: string, stats?: Stats): boolean {
+    const rel = this.rel(path);
+    if (rel === '' || rel.startsWith('..')) return false;
+    if (rel.split('/').some((part) => IGNORED_NAME.some((re) => re.test(part)))) return true;
+    return stats?.isFile() === true && !MANIFEST_EXT.test(rel);
+  }
+
+  private markDirty(path: string): void {
+    const rel = this.rel(path);
+    if (!isManifestPath(rel)) return;
+    this.dirty.add(rel);
+    this.kick();
+  }
+
+  private onReady(): void {
+    if (this.stopped) return;
+    // chokidar emits the initial adds before 'ready'; its own listing is added too, so the
+    // initial sync covers every file it knows of whatever the order of its callbacks.
+    const watched = this.watcher?.getWatched() ?? {};
+    for (const [dir, names] of Object.entries(watched)) {
+      for (const name of names) {
+        const rel = this.rel(join(dir, name));
+        if (isManifestPath(rel)) this.dirty.add(rel);
+      }
+    }
+    this.initialScan = false;
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.stopped || this.initialScan || this.worker) return;
+    this.worker = this.drain()
+      .catch((err: unknown) => this.reportWatchError(err))
+      .finally(() => {
+        this.worker = undefined;
+        if (this.dirty.size > 0) this.kick();
+      });
+  }
+
+  private async drain(): Promise<void> {
+    // Sorted during the initial sync, so ownership at startup does not depend on readdir order.
+    const first = !this.isSynced;
+    const batch = first ? [...this.dirty].sort() : [];
+    while (!this.stopped) {
+      const rel = first ? batch.shift() : this.dirty.values().next().value;
+      if (rel === undefined) break;
+      this.dirty.delete(rel);
+      try {
+        await this.syncFile(rel);
+      } catch (err) {
+        // A bug, not input: report it and keep the watcher alive.
+        this.reportWatchError(err);
+      }
+    }
+    if (first && !this.stopped) {
+      this.isSynced = true;
+      this.settleSynced();
+    }
+  }
+
+  /** Brings the state of one file in line with what is on disk now. */
+  private async syncFile(rel: string): Promise<void> {
+    const abs = join(this.dir, rel);
+    let text: string;
+    try {
+      const st = await stat(abs);
+      if (!st.isFile()) return this.removeFile(rel);
+      if (st.size > this.maxFileBytes) {
+        return this.setParseErrors(rel, [
+          {
+            file: rel,
+            message: `file is ${st.size} bytes, larger than the limit of ${this.maxFileBytes}`,
+          },
+        ]);
+      }
+      text = await readFile(abs, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return this.removeFile(rel);
+      return this.setParseErrors(rel, [{ file: rel, message: `read: ${(err as Error).message}` }]);
+    }
+    if (this.stopped) return;
+    const result = parseManifests(text, { file: rel, validate: this.validate });
+    if (result.errors.length > 0) return this.setParseErrors(rel, result.errors);
+    this.applyFile(rel, result.objects);
+  }
+
+  private fileState(rel: string): FileState<T> {
+    let state = this.files.get(rel);
+    if (!state) {
+      state = { defs: new Map(), parseErrors: [], conflicts: new Map() };
+      this.files.set(rel, state);
+    }
+    return state;
+  }
+
+  private setParseErrors(rel: string, errors: ManifestError[]): void {
+    this.fileState(rel).parseErrors = errors;
+    this.publishErrors(rel);
+  }
+
+  private applyFile(rel: string, parsed: ParsedObject<T>[]): void {
+    const state = this.fileState(rel);
+    state.parseErrors = [];
+    const old = state.defs;
+    state.defs = new Map(parsed.map((p) => [identityKey(p.identity), p]));
+    for (const key of old.keys()) if (!state.defs.has(key)) this.release(key, rel);
+    for (const key of state.defs.keys()) this.claim(key, rel);
+    this.publishErrors(rel);
+  }
+
+  private removeFile(rel: string): void {
+    const state = this.files.get(rel);
+    if (!state) return;
+    for (const key of state.defs.keys()) this.release(key, rel);
+    this.files.delete(rel);
+    this.publishErrors(rel);
+  }
+
+  private claim(key: string, rel: string): void {
+    let claimants = this.claims.get(key);
+    if (!claimants) {
+      claimants = [];
+      this.claims.set(key, claimants);
+    }
+    if (!claimants.includes(rel)) claimants.push(rel);
+    const owner = claimants[0];
+    const state = this.fileState(rel);
+    if (owner === rel) {
+      state.conflicts.delete(key);
+      this.materialize(key);
+      return;
+    }
+    const mine = state.defs.get(key);
+    const theirs = owner === undefined ? undefined : this.files.get(owner)?.defs.get(key);
+    if (!mine || owner === undefined) return;
+    state.conflicts.set(key, {
+      file: rel,
+      line: mine.line,
+      message:
+        `${describeIdentity(mine.identity)} is already defined in ${owner}${theirs ? `:${theirs.line}` : ''}; ` +
+        `this definition is ignored while that file defines it`,
+    });
+  }
+
+  private release(key: string, rel: string): void {
+    const claimants = this.claims.get(key) ?? [];
+    const index = claimants.indexOf(rel);
+    if (index < 0) return;
+    claimants.splice(index, 1);
+    this.files.get(rel)?.conflicts.delete(key);
+    if (index > 0) return; // a waiting claim withdrawn: nothing visible changes
+    const next = claimants[0];
+    if (next !== undefined) {
+      // The earliest waiting file takes over: an update of the same object.
+      this.files.get(next)?.conflicts.delete(key);
+      this.materialize(key);
+      this.publishErrors(next);
+      return;
+    }
+    this.claims.delete(key);
+    const stored = this.objects.get(key);
+    if (!stored) return;
+    this.objects.delete(key);
+    this.emit(() => this.sink.onDelete(stored.identity, rel, stored.object));
+  }
+
+  /** Makes the stored object match its owner's definition, emitting an upsert if anything changed. */
+  private materialize(key: string): void {
+    const owner = this.claims.get(key)?.[0];
+    const def = owner === undefined ? undefined : this.files.get(owner)?.defs.get(key);
+    if (owner === undefined || !def) return;
+    const desired = withoutServerFields(def.object);
+    const stored = this.objects.get(key);
+    if (stored && stored.file === owner && isDeepStrictEqual(stored.desired, desired)) return;
+
+    let generation = 1;
+    let uid = this.newUid();
+    let creationTimestamp = rfc3339(this.now());
+    if (stored) {
+      ({ uid, creationTimestamp } = stored);
+      generation = isDeepStrictEqual(withoutMetadata(stored.desired), withoutMetadata(desired))
+        ? stored.generation
+        : stored.generation + 1;
+    }
+    this.resourceVersion += 1;
+    const metadata = {
+      ...(desired.metadata as Record<string, unknown>),
+      uid,
+      creationTimestamp,
+      generation,
+      resourceVersion: String(this.resourceVersion),
+    };
+    // desired came from a validated T and only server-set fields were added back.
+    const object = { ...desired, metadata } as unknown as T;
+    this.objects.set(key, {
+      identity: def.identity,
+      file: owner,
+      desired,
+      object,
+      uid,
+      creationTimestamp,
+      generation,
+    });
+    this.emit(() => this.sink.onUpsert(object, owner));
+  }
+
+  private publishErrors(rel: string): void {
+    const state = this.files.get(rel);
+    const errors = state ? [...state.parseErrors, ...state.conflicts.values()] : [];
+    const previous = this.errors.get(rel);
+    if (errors.length === 0) {
+      if (!previous) return;
+      this.errors.delete(rel);
+      this.emit(() => this.sink.onErrorResolved?.(rel));
+      return;
+    }
+    if (previous && isDeepStrictEqual(previous, errors)) return;
+    this.errors.set(rel, errors);
+    this.emit(() => this.sink.onError(rel, errors));
+  }
+
+  /** A sink that throws is a bug in the sink; it must not stop the source. */
+  private emit(call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.reportWatchError(err);
+    }
+  }
+
+  private reportWatchError(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    try {
+      if (this.sink.onWatchError) this.sink.onWatchError(error);
+      else console.error(`DirectorySource ${this.dir}: ${error.message}`);
+    } catch {
+      console.error(`DirectorySource ${this.dir}: ${error.message}`);
+    }
+  }
+}
+
+const SERVER_METADATA = [
+  'uid',
+  'generation',
+  'resourceVersion',
+  'creationTimestamp',
+  'managedFields',
+  'selfLink',
+];
+
+/** The object as a user defines it: no status, no server-set metadata. */
+function withoutServerFields(obj: object): Record<string, unknown> {
+  const copy: Record<string, unknown> = { ...obj };
+  delete copy.status;
+  const metadata = Object.fromEntries(
+    Object.entries((copy.metadata ?? {}) as Record<string, unknown>).filter(
+      ([k]) => !SERVER_METADATA.includes(k),
+    ),
+  );
+  return { ...copy, metadata };
+}
+
+/** What generation counts: everything but metadata (status is already gone). */
+function withoutMetadata(obj: Record<string, unknown>): Record<string, unknown> {
+  const copy = { ...obj };
+  delete copy.metadata;
+  return copy;
+}
+
+/** Kubernetes timestamps: RFC 3339 in UTC with second precision. */
+function rfc3339(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}

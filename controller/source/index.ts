@@ -1,0 +1,3 @@
+export * from './directory.js';
+export * from './manifests.js';
+export * from './source.js';
