@@ -78,6 +78,8 @@ export type ContainerState =
 export interface ContainerInfo {
   id: string;
   name?: string;
+  /** As given to create(): owners record what they need to recognise their container. */
+  annotations?: Record<string, string>;
   status: ContainerState;
   pid?: number;
   shimPid?: number;
@@ -508,6 +510,7 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     else state = 'unknown';
     const info: ContainerInfo = { id, status: state, shimAlive: alive };
     if (specRec?.spec.name !== undefined) info.name = specRec.spec.name;
+    if (specRec?.spec.annotations) info.annotations = specRec.spec.annotations;
     const pid = status?.pid ?? rec?.pid;
     if (pid !== undefined) info.pid = pid;
     if (shimPid !== undefined) info.shimPid = shimPid;

@@ -1,0 +1,138 @@
+/**
+ * The controller's side of the on-disk contract (controller/README.md): the objects with their
+ * status, the sources' outcome, events and controller.json, all under the state directory and
+ * written atomically, so the CLI reads a consistent picture and a restarted controller finds
+ * the status it wrote.
+ */
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+
+import { KINDS, type Kind } from '../api/kinds.js';
+import type { ConductorObject } from '../api/types.generated.js';
+
+export interface ControllerInfo {
+  pid: number;
+  pidStartTime: string;
+  watchDir: string;
+  metricsAddr: string;
+  startedAt: string;
+  version: string;
+}
+
+export interface FileOutcome {
+  objects: { kind: string; namespace: string; name: string }[];
+  errors: { line?: number; column?: number; path?: string; message: string }[];
+}
+
+export interface StoredEvent {
+  time: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+const EVENTS_KEPT = 50;
+let tmpCounter = 0;
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${process.pid}.${(tmpCounter += 1)}.tmp`);
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
+export class StateStore {
+  /** Writes to one path are serialised: the last write always wins on disk. */
+  private readonly chains = new Map<string, Promise<void>>();
+
+  constructor(readonly dir: string) {}
+
+  private serial(path: string, op: () => Promise<void>): Promise<void> {
+    const next = (this.chains.get(path) ?? Promise.resolve()).then(op, op);
+    this.chains.set(path, next);
+    void next.finally(() => {
+      if (this.chains.get(path) === next) this.chains.delete(path);
+    });
+    return next;
+  }
+
+  objectPath(kind: Kind, namespace: string, name: string): string {
+    return join(this.dir, 'objects', KINDS[kind].plural, namespace, `${name}.json`);
+  }
+
+  writeObject(object: ConductorObject): Promise<void> {
+    const { kind, metadata } = object;
+    const path = this.objectPath(kind, metadata.namespace, metadata.name);
+    return this.serial(path, () => writeAtomic(path, `${JSON.stringify(object, null, 2)}\n`));
+  }
+
+  removeObject(kind: Kind, namespace: string, name: string): Promise<void> {
+    const path = this.objectPath(kind, namespace, name);
+    return this.serial(path, async () => {
+      await rm(path, { force: true });
+      await rm(this.eventsPath(kind, namespace, name), { force: true });
+    });
+  }
+
+  /** What the last run persisted, for restoring status after a restart. */
+  async readObjects(kind: Kind): Promise<ConductorObject[]> {
+    const base = join(this.dir, 'objects', KINDS[kind].plural);
+    const out: ConductorObject[] = [];
+    for (const ns of await readdir(base).catch(() => [] as string[])) {
+      for (const f of await readdir(join(base, ns)).catch(() => [] as string[])) {
+        if (!f.endsWith('.json') || f.startsWith('.')) continue;
+        try {
+          out.push(JSON.parse(await readFile(join(base, ns, f), 'utf8')) as ConductorObject);
+        } catch {
+          // A damaged file only loses the old status; the object comes back from its manifest.
+        }
+      }
+    }
+    return out;
+  }
+
+  writeSources(watchDir: string, files: Record<string, FileOutcome>): Promise<void> {
+    const path = join(this.dir, 'sources.json');
+    return this.serial(path, () =>
+      writeAtomic(path, `${JSON.stringify({ watchDir, files }, null, 2)}\n`),
+    );
+  }
+
+  private eventsPath(kind: Kind, namespace: string, name: string): string {
+    return join(this.dir, 'events', KINDS[kind].plural, namespace, `${name}.jsonl`);
+  }
+
+  recordEvent(kind: Kind, namespace: string, name: string, event: StoredEvent): Promise<void> {
+    const path = this.eventsPath(kind, namespace, name);
+    return this.serial(path, async () => {
+      const old = await readFile(path, 'utf8').catch(() => '');
+      const lines = [...old.split('\n').filter(Boolean), JSON.stringify(event)];
+      await writeAtomic(path, `${lines.slice(-EVENTS_KEPT).join('\n')}\n`);
+    });
+  }
+
+  async readControllerInfo(): Promise<ControllerInfo | undefined> {
+    try {
+      return JSON.parse(
+        await readFile(join(this.dir, 'controller.json'), 'utf8'),
+      ) as ControllerInfo;
+    } catch {
+      return undefined;
+    }
+  }
+
+  writeControllerInfo(info: ControllerInfo): Promise<void> {
+    const path = join(this.dir, 'controller.json');
+    return this.serial(path, () => writeAtomic(path, `${JSON.stringify(info, null, 2)}\n`));
+  }
+
+  removeControllerInfo(): Promise<void> {
+    const path = join(this.dir, 'controller.json');
+    return this.serial(path, () => rm(path, { force: true }));
+  }
+
+  /** Waits for every pending write. */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.chains.values()]);
+  }
+}
