@@ -7,46 +7,13 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 
-import {
-  FIXTURE_ROOT,
-  assertNoLeaks,
-  hostSnapshot,
-  makeBundle,
-  uniqueId,
-  type Bundle,
-  type DeepPartial,
-  type HostSnapshot,
-  type OciSpec,
-} from '../fixtures/index.js';
-import { RUNTIME, RuntimeCli } from '../fixtures/runtime.js';
+import { FIXTURE_ROOT } from '../fixtures/index.js';
+import { RUNTIME, runtimeSuite } from '../fixtures/runtime.js';
 
-const PREFIX = uniqueId('rc');
-let rt: RuntimeCli;
-let before: HostSnapshot;
-const bundles: Bundle[] = [];
-
-beforeAll(async () => {
-  before = hostSnapshot();
-  rt = await RuntimeCli.create(PREFIX);
-});
-
-afterAll(async () => {
-  for (const b of bundles) await rt.forceDelete(b.id);
-  for (const b of bundles) await b.remove();
-  await rt.remove();
-  assertNoLeaks(before, { idPrefix: PREFIX, runtimeRoots: [rt.root] });
-});
-
-async function bundleFor(script: string, overrides: DeepPartial<OciSpec> = {}): Promise<Bundle> {
-  const b = await makeBundle({
-    prefix: PREFIX,
-    overrides: { ...overrides, process: { ...overrides.process, args: ['/bin/sh', '-c', script] } },
-  });
-  bundles.push(b);
-  return b;
-}
+const suite = runtimeSuite('rc');
+const PREFIX = suite.prefix;
 
 const v1 = (controller: string, id: string, file: string): string =>
   `/sys/fs/cgroup/${controller}/conductor/${id}/${file}`;
@@ -60,38 +27,38 @@ describe('memory', () => {
   it('OOM-kills a process over the limit: 137, and the cgroup counts the kill', async () => {
     // busybox tail buffers a "line" of /dev/zero without end.
     const limits = { linux: { resources: { memory: { limit: 32 * 1024 * 1024 } } } };
-    const b = await bundleFor('tail /dev/zero', limits);
-    await rt.ok(['create', '-b', b.dir, b.id]);
+    const b = await suite.bundleFor('tail /dev/zero', limits);
+    await suite.rt.ok(['create', '-b', b.dir, b.id]);
     expect(readFileSync(v1('memory', b.id, 'memory.limit_in_bytes'), 'utf8').trim()).toBe(
       String(32 * 1024 * 1024),
     );
-    await rt.ok(['start', b.id]);
-    await rt.waitFor(b.id, 'stopped');
+    await suite.rt.ok(['start', b.id]);
+    await suite.rt.waitFor(b.id, 'stopped');
     const oom = readFileSync(v1('memory', b.id, 'memory.oom_control'), 'utf8');
     expect(keyed(oom, 'oom_kill')).toBeGreaterThan(0);
-    await rt.ok(['delete', b.id]);
+    await suite.rt.ok(['delete', b.id]);
 
-    const fg = await bundleFor('tail /dev/zero', limits);
-    expect((await rt.run(['run', '-b', fg.dir, fg.id])).code).toBe(137);
+    const fg = await suite.bundleFor('tail /dev/zero', limits);
+    expect((await suite.rt.run(['run', '-b', fg.dir, fg.id])).code).toBe(137);
   });
 });
 
 describe('pids', () => {
   it('stops fork at pids.limit', async () => {
-    const b = await bundleFor('for i in $(seq 20); do sleep 5 & done; echo done', {
+    const b = await suite.bundleFor('for i in $(seq 20); do sleep 5 & done; echo done', {
       linux: { resources: { pids: { limit: 8 } } },
     });
-    const r = await rt.run(['run', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
     expect(r.stderr).toMatch(/can't fork|Resource temporarily unavailable/);
   });
 });
 
 describe('cpu', () => {
   it('holds a busy loop to a 50% quota of one core, within a tolerance', async () => {
-    const b = await bundleFor('while :; do :; done', {
+    const b = await suite.bundleFor('while :; do :; done', {
       linux: { resources: { cpu: { quota: 50000, period: 100000, shares: 512 } } },
     });
-    await rt.ok(['run', '-d', '-b', b.dir, b.id]);
+    await suite.rt.ok(['run', '-d', '-b', b.dir, b.id]);
     expect(readFileSync(v1('cpu', b.id, 'cpu.cfs_quota_us'), 'utf8').trim()).toBe('50000');
     expect(readFileSync(v1('cpu', b.id, 'cpu.shares'), 'utf8').trim()).toBe('512');
     // cpuacct.usage over wall time: the seed's cgroup lesson. Measured over 2 s; the
@@ -105,14 +72,14 @@ describe('cpu', () => {
     const share = Number(usage() - u0) / Number(process.hrtime.bigint() - t0);
     expect(share).toBeGreaterThan(0.3);
     expect(share).toBeLessThan(0.6);
-    await rt.ok(['delete', '--force', b.id]);
+    await suite.rt.ok(['delete', '--force', b.id]);
   });
 });
 
 describe('cgroup v2 backend (stand-in tree)', () => {
   it('writes memory.max, cpu.max, cpu.weight and pids.max, and removes the cgroup', async () => {
     const tree = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-v2-`));
-    const b = await bundleFor('true', {
+    const b = await suite.bundleFor('true', {
       linux: {
         resources: {
           memory: { limit: 64 * 1024 * 1024 },
@@ -134,7 +101,7 @@ describe('cgroup v2 backend (stand-in tree)', () => {
     const env = { ...process.env, CONDUCTOR_CGROUP_ROOT: tree, CONDUCTOR_CGROUP_MODE: 'v2' };
     const runtime = (args: string[]): Promise<number | null> =>
       new Promise((resolve) => {
-        const child = spawn(RUNTIME, ['--root', rt.root, ...args], { env, stdio: 'ignore' });
+        const child = spawn(RUNTIME, ['--root', suite.rt.root, ...args], { env, stdio: 'ignore' });
         child.on('exit', (code) => resolve(code));
       });
     try {

@@ -4,62 +4,36 @@
  */
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 
-import {
-  assertNoLeaks,
-  hostSnapshot,
-  listCgroups,
-  makeBundle,
-  uniqueId,
-  type Bundle,
-  type HostSnapshot,
-} from '../fixtures/index.js';
-import { RuntimeCli } from '../fixtures/runtime.js';
+import { listCgroups, type Bundle } from '../fixtures/index.js';
+import { runtimeSuite } from '../fixtures/runtime.js';
 
-const PREFIX = uniqueId('re');
-let rt: RuntimeCli;
-let before: HostSnapshot;
-const bundles: Bundle[] = [];
-
-beforeAll(async () => {
-  before = hostSnapshot();
-  rt = await RuntimeCli.create(PREFIX);
-});
-
-afterAll(async () => {
-  // A create that wrongly succeeded must not outlive the suite.
-  for (const b of bundles) await rt.forceDelete(b.id);
-  for (const b of bundles) await b.remove();
-  await rt.remove();
-  assertNoLeaks(before, { idPrefix: PREFIX, runtimeRoots: [rt.root] });
-});
+const suite = runtimeSuite('re');
 
 /** Creates with a config edited by `edit` and expects a failure mentioning `message`. */
 async function expectCreateError(
   edit: (config: Record<string, unknown>, b: Bundle) => void,
   message: string,
 ): Promise<void> {
-  const b = await makeBundle({ prefix: PREFIX });
-  bundles.push(b);
+  const b = await suite.bundle({});
   const config = b.config as unknown as Record<string, unknown>;
   edit(config, b);
   // Written as is: Bundle.writeConfig() would put root.path back.
   writeFileSync(b.configPath, JSON.stringify(config));
-  const r = await rt.run(['create', '--bundle', b.dir, b.id]);
+  const r = await suite.rt.run(['create', '--bundle', b.dir, b.id]);
   expect(r.code).toBe(1);
   expect(r.stderr).toContain(message);
   // Nothing half-made: no state directory, no cgroup with this id.
-  expect(readdirSync(rt.root).filter((n) => n === b.id)).toEqual([]);
+  expect(readdirSync(suite.rt.root).filter((n) => n === b.id)).toEqual([]);
   expect(listCgroups().filter((c) => c.endsWith(`/${b.id}`))).toEqual([]);
 }
 
 describe('invalid config.json', () => {
   it('reports invalid JSON with the file name', async () => {
-    const b = await makeBundle({ prefix: PREFIX });
-    bundles.push(b);
+    const b = await suite.bundle({});
     writeFileSync(b.configPath, '{"ociVersion": "1.0.2", ');
-    const r = await rt.run(['create', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['create', '-b', b.dir, b.id]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${b.configPath}: invalid JSON`);
   });
@@ -103,12 +77,11 @@ describe('invalid config.json', () => {
   });
 
   it('rejects an invalid container id', async () => {
-    const b = await makeBundle({ prefix: PREFIX });
-    bundles.push(b);
-    const r = await rt.run(['create', '-b', b.dir, '../escape']);
+    const b = await suite.bundle({});
+    const r = await suite.rt.run(['create', '-b', b.dir, '../escape']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('invalid container id `../escape`');
-    expect(existsSync(`${rt.root}/../escape`)).toBe(false);
+    expect(existsSync(`${suite.rt.root}/../escape`)).toBe(false);
   });
 });
 

@@ -5,50 +5,16 @@
 import { writeFileSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 
-import {
-  assertNoLeaks,
-  hostSnapshot,
-  makeBundle,
-  uniqueId,
-  type Bundle,
-  type DeepPartial,
-  type HostSnapshot,
-  type OciSpec,
-} from '../fixtures/index.js';
-import { RuntimeCli, type RunResult } from '../fixtures/runtime.js';
+import { runtimeSuite } from '../fixtures/runtime.js';
 
-const PREFIX = uniqueId('ri');
-let rt: RuntimeCli;
-let before: HostSnapshot;
-const bundles: Bundle[] = [];
-
-beforeAll(async () => {
-  before = hostSnapshot();
-  rt = await RuntimeCli.create(PREFIX);
-});
-
-afterAll(async () => {
-  for (const b of bundles) await rt.forceDelete(b.id);
-  for (const b of bundles) await b.remove();
-  await rt.remove();
-  assertNoLeaks(before, { idPrefix: PREFIX, runtimeRoots: [rt.root] });
-});
-
-/** Runs `script` in a fresh container (foreground) and returns its result. */
-async function sh(script: string, overrides: DeepPartial<OciSpec> = {}): Promise<RunResult> {
-  const b = await makeBundle({
-    prefix: PREFIX,
-    overrides: { ...overrides, process: { ...overrides.process, args: ['/bin/sh', '-c', script] } },
-  });
-  bundles.push(b);
-  return rt.run(['run', '-b', b.dir, b.id]);
-}
+const suite = runtimeSuite('ri');
+const PREFIX = suite.prefix;
 
 describe('pid namespace', () => {
   it('runs the process as PID 1 and shows only the container processes in /proc', async () => {
-    const r = await sh(
+    const r = await suite.sh(
       'echo $$; sleep 10 & ls /proc | grep -E "^[0-9]+$" | sort -n | tr "\\n" " "; kill %1',
     );
     expect(r.code).toBe(0);
@@ -65,7 +31,7 @@ describe('pid namespace', () => {
 describe('uts namespace', () => {
   it('has its own hostname and does not change the host', async () => {
     const caps = ['CAP_SYS_ADMIN'];
-    const r = await sh('hostname; hostname changed-inside; hostname', {
+    const r = await suite.sh('hostname; hostname changed-inside; hostname', {
       hostname: 'box-one',
       process: { capabilities: { bounding: caps, effective: caps, permitted: caps } },
     });
@@ -79,7 +45,7 @@ describe('root filesystem', () => {
     const marker = `/tmp/${PREFIX}-host-only`;
     writeFileSync(marker, 'host');
     try {
-      const r = await sh(
+      const r = await suite.sh(
         `test -e ${marker} && echo visible || echo invisible; ls /; cat /proc/self/mountinfo | awk '$5 == "/" {print $4}'`,
       );
       expect(r.stdout.split('\n')[0]).toBe('invisible');
@@ -93,16 +59,16 @@ describe('root filesystem', () => {
   });
 
   it('makes the root read-only when root.readonly is set', async () => {
-    const r = await sh('touch /x 2>&1; echo $?');
+    const r = await suite.sh('touch /x 2>&1; echo $?');
     expect(r.stdout).toContain('Read-only file system');
-    const rw = await sh('touch /x && echo ok', { root: { path: 'rootfs', readonly: false } });
+    const rw = await suite.sh('touch /x && echo ok', { root: { path: 'rootfs', readonly: false } });
     expect(rw.stdout).toBe('ok\n');
   });
 });
 
 describe('mounts', () => {
   it('mounts proc, sysfs (ro), /dev tmpfs, devpts, shm and mqueue as configured', async () => {
-    const r = await sh('cat /proc/mounts');
+    const r = await suite.sh('cat /proc/mounts');
     const mounts = new Map(
       r.stdout
         .trim()
@@ -124,8 +90,7 @@ describe('mounts', () => {
   });
 
   it('bind mounts a host directory read-only, and read-write', async () => {
-    const b = await makeBundle({ prefix: PREFIX });
-    bundles.push(b);
+    const b = await suite.bundle({});
     const dir = `${b.dir}/shared`;
     const { mkdirSync } = await import('node:fs');
     mkdirSync(dir);
@@ -146,13 +111,12 @@ describe('mounts', () => {
       { destination: '/rw', type: 'bind', source: dir, options: ['bind', 'rw'] },
     ];
     await b.writeConfig();
-    const r = await rt.run(['run', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
     expect(r.stdout).toMatch(/^from host\n.*Read-only file system\ninside\n$/s);
   });
 
   it('never lets a symlink in the rootfs aim a mount at the host', async () => {
-    const b = await makeBundle({ prefix: PREFIX, rootfs: 'copy' });
-    bundles.push(b);
+    const b = await suite.bundle({ rootfs: 'copy' });
     const { symlinkSync } = await import('node:fs');
     // /evil -> /tmp/<prefix>-escape: resolved inside the rootfs, not on the host.
     const hostTarget = `/tmp/${PREFIX}-escape`;
@@ -167,7 +131,7 @@ describe('mounts', () => {
       { destination: '/evil', type: 'tmpfs', source: 'tmpfs' },
     ];
     await b.writeConfig();
-    const r = await rt.run(['run', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
     expect(r).toMatchObject({ code: 0, stdout: 'contained\n', stderr: '' });
     const { existsSync } = await import('node:fs');
     expect(existsSync(hostTarget)).toBe(false);
@@ -176,7 +140,7 @@ describe('mounts', () => {
 
 describe('/dev', () => {
   it('creates the default devices and /dev/fd links', async () => {
-    const r = await sh(
+    const r = await suite.sh(
       'echo x > /dev/null && head -c 4 /dev/zero | wc -c && head -c 4 /dev/urandom | wc -c && ls -l /dev/fd /dev/ptmx /dev/stdin | sed "s/.*-> //"',
     );
     expect(r.stdout).toBe('4\n4\n/proc/self/fd\npts/ptmx\n/proc/self/fd/0\n');
@@ -184,7 +148,7 @@ describe('/dev', () => {
 
   it('denies devices the config does not allow, even with CAP_MKNOD', async () => {
     const caps = ['CAP_MKNOD', 'CAP_DAC_OVERRIDE'];
-    const r = await sh(
+    const r = await suite.sh(
       'mknod /dev/hostdisk b 8 0 && head -c 1 /dev/hostdisk > /dev/null; echo rc=$?',
       {
         process: { capabilities: { bounding: caps, effective: caps, permitted: caps } },
@@ -198,7 +162,7 @@ describe('/dev', () => {
 describe('masked and read-only paths', () => {
   it('hides masked paths and refuses writes to read-only ones', async () => {
     // /proc/timer_list has content on the host; masked, it reads as empty (/dev/null).
-    const r = await sh(
+    const r = await suite.sh(
       'wc -c < /proc/timer_list; ls /proc/acpi | wc -l; echo 1 > /proc/sys/kernel/domainname 2>&1; echo rc=$?; echo 1 > /proc/sysrq-trigger; echo rc=$?',
     );
     const lines = r.stdout.trim().split('\n');
@@ -211,7 +175,7 @@ describe('masked and read-only paths', () => {
 
 describe('network namespace', () => {
   it('has only a loopback device, down', async () => {
-    const r = await sh('ls /sys/class/net');
+    const r = await suite.sh('ls /sys/class/net');
     expect(r.stdout).toBe('lo\n');
   });
 });

@@ -5,58 +5,19 @@
 import { mkdirSync, readlinkSync, rmdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 
-import {
-  assertNoLeaks,
-  hostSnapshot,
-  makeBundle,
-  uniqueId,
-  type Bundle,
-  type DeepPartial,
-  type HostSnapshot,
-  type OciSpec,
-} from '../fixtures/index.js';
-import { RuntimeCli, type RunResult } from '../fixtures/runtime.js';
+import { runtimeSuite } from '../fixtures/runtime.js';
 
-const PREFIX = uniqueId('rn');
-let rt: RuntimeCli;
-let before: HostSnapshot;
-const bundles: Bundle[] = [];
-
-beforeAll(async () => {
-  before = hostSnapshot();
-  rt = await RuntimeCli.create(PREFIX);
-});
-
-afterAll(async () => {
-  for (const b of bundles) await rt.forceDelete(b.id);
-  for (const b of bundles) await b.remove();
-  await rt.remove();
-  assertNoLeaks(before, { idPrefix: PREFIX, runtimeRoots: [rt.root] });
-});
-
-async function bundleFor(script: string, overrides: DeepPartial<OciSpec> = {}): Promise<Bundle> {
-  const b = await makeBundle({
-    prefix: PREFIX,
-    overrides: { ...overrides, process: { ...overrides.process, args: ['/bin/sh', '-c', script] } },
-  });
-  bundles.push(b);
-  return b;
-}
-
-async function sh(script: string, overrides: DeepPartial<OciSpec> = {}): Promise<RunResult> {
-  const b = await bundleFor(script, overrides);
-  return rt.run(['run', '-b', b.dir, b.id]);
-}
+const suite = runtimeSuite('rn');
 
 describe('namespaces joined by path', () => {
   it("shares the first container's pid, network, ipc and uts namespaces", async () => {
-    const first = await bundleFor('sleep 1000', { hostname: 'shared-host' });
-    await rt.ok(['run', '-d', '-b', first.dir, first.id]);
-    const { pid } = await rt.state(first.id);
+    const first = await suite.bundleFor('sleep 1000', { hostname: 'shared-host' });
+    await suite.rt.ok(['run', '-d', '-b', first.dir, first.id]);
+    const { pid } = await suite.rt.state(first.id);
     const ns = (t: string): string => `/proc/${pid}/ns/${t}`;
-    const second = await bundleFor(
+    const second = await suite.bundleFor(
       'hostname; for t in net ipc pid; do readlink /proc/self/ns/$t; done; echo $$',
       {
         linux: {
@@ -73,7 +34,7 @@ describe('namespaces joined by path', () => {
     // A hostname needs a uts namespace of the container's own.
     delete second.config.hostname;
     await second.writeConfig();
-    const r = await rt.run(['run', '-b', second.dir, second.id]);
+    const r = await suite.rt.run(['run', '-b', second.dir, second.id]);
     expect(r.stderr).toBe('');
     const [host, net, ipc, pidns, mypid] = r.stdout.trim().split('\n');
     expect(host).toBe('shared-host');
@@ -81,18 +42,18 @@ describe('namespaces joined by path', () => {
     expect(ipc).toBe(readlinkSync(ns('ipc')));
     expect(pidns).toBe(readlinkSync(ns('pid')));
     expect(mypid).not.toBe('1'); // the first container's init is 1 in that namespace
-    await rt.ok(['delete', '--force', first.id]);
+    await suite.rt.ok(['delete', '--force', first.id]);
   });
 
   it('names the namespace path it could not join', async () => {
-    const b = await bundleFor('true', {
+    const b = await suite.bundleFor('true', {
       linux: {
         namespaces: [{ type: 'network', path: '/proc/999999999/ns/net' }, { type: 'mount' }],
       },
     });
     delete b.config.hostname;
     await b.writeConfig();
-    const r = await rt.run(['run', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('linux.namespaces network: open `/proc/999999999/ns/net`: ENOENT');
   });
@@ -100,7 +61,7 @@ describe('namespaces joined by path', () => {
 
 describe('cgroup namespace', () => {
   it('shows the container its own cgroup as the root', async () => {
-    const r = await sh('cat /proc/self/cgroup', {
+    const r = await suite.sh('cat /proc/self/cgroup', {
       linux: {
         namespaces: [
           { type: 'pid' },
@@ -124,8 +85,7 @@ describe('cgroup namespace', () => {
 
 describe('mount propagation', () => {
   it('rslave: a mount made on the host under the source later appears inside', async () => {
-    const b = await makeBundle({ prefix: PREFIX });
-    bundles.push(b);
+    const b = await suite.bundle({});
     const src = `${b.dir}/prop`;
     mkdirSync(src);
     // The source must be a mount point with shared propagation to have anything to receive.
@@ -142,14 +102,14 @@ describe('mount propagation', () => {
         { destination: '/prop', type: 'bind', source: src, options: ['rbind', 'rslave'] },
       ];
       await b.writeConfig();
-      await rt.ok(['run', '-d', '-b', b.dir, b.id]);
+      await suite.rt.ok(['run', '-d', '-b', b.dir, b.id]);
       mkdirSync(`${src}/late`);
       execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', `${src}/late`]);
       execFileSync('touch', [`${src}/late/marker`]);
-      await rt.waitFor(b.id, 'stopped');
+      await suite.rt.waitFor(b.id, 'stopped');
       execFileSync('umount', [`${src}/late`]);
       rmdirSync(`${src}/late`);
-      await rt.ok(['delete', b.id]);
+      await suite.rt.ok(['delete', b.id]);
     } finally {
       execFileSync('umount', ['-l', src]);
     }
@@ -158,7 +118,7 @@ describe('mount propagation', () => {
 
 describe('linux.devices and sysctl', () => {
   it('creates a configured device node, usable through the device cgroup', async () => {
-    const r = await sh('ls -l /dev/mynull | cut -c1; echo hi > /dev/mynull && echo written', {
+    const r = await suite.sh('ls -l /dev/mynull | cut -c1; echo hi > /dev/mynull && echo written', {
       linux: { devices: [{ path: '/dev/mynull', type: 'c', major: 1, minor: 3, fileMode: 0o600 }] },
     });
     expect(r.stdout).toBe('c\nwritten\n');
@@ -166,7 +126,7 @@ describe('linux.devices and sysctl', () => {
 
   it('sets a namespaced sysctl inside the container only', async () => {
     const caps = ['CAP_SYS_ADMIN', 'CAP_NET_ADMIN'];
-    const r = await sh('cat /proc/sys/net/ipv4/ip_unprivileged_port_start', {
+    const r = await suite.sh('cat /proc/sys/net/ipv4/ip_unprivileged_port_start', {
       linux: { sysctl: { 'net.ipv4.ip_unprivileged_port_start': '80' } },
       process: { capabilities: { bounding: caps, effective: caps, permitted: caps } },
     });

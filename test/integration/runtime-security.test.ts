@@ -5,52 +5,13 @@
  */
 import { openSync, readFileSync, readlinkSync } from 'node:fs';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 
 import { DEFAULT_CAPABILITIES } from '../../runtime-core/src/oci-config.js';
 import { seccompForCapabilities } from '../../runtime-core/src/seccomp.js';
-import {
-  assertNoLeaks,
-  hostSnapshot,
-  makeBundle,
-  uniqueId,
-  type Bundle,
-  type DeepPartial,
-  type HostSnapshot,
-  type OciSpec,
-} from '../fixtures/index.js';
-import { RuntimeCli, finished, type RunResult } from '../fixtures/runtime.js';
+import { finished, runtimeSuite } from '../fixtures/runtime.js';
 
-const PREFIX = uniqueId('rs');
-let rt: RuntimeCli;
-let before: HostSnapshot;
-const bundles: Bundle[] = [];
-
-beforeAll(async () => {
-  before = hostSnapshot();
-  rt = await RuntimeCli.create(PREFIX);
-});
-
-afterAll(async () => {
-  for (const b of bundles) await rt.forceDelete(b.id);
-  for (const b of bundles) await b.remove();
-  await rt.remove();
-  assertNoLeaks(before, { idPrefix: PREFIX, runtimeRoots: [rt.root] });
-});
-
-async function bundleFor(script: string, overrides: DeepPartial<OciSpec> = {}): Promise<Bundle> {
-  const b = await makeBundle({
-    prefix: PREFIX,
-    overrides: { ...overrides, process: { ...overrides.process, args: ['/bin/sh', '-c', script] } },
-  });
-  bundles.push(b);
-  return b;
-}
-
-async function sh(script: string, overrides: DeepPartial<OciSpec> = {}): Promise<RunResult> {
-  const b = await bundleFor(script, overrides);
-  return rt.run(['run', '-b', b.dir, b.id]);
-}
+const suite = runtimeSuite('rs');
 
 function statusField(status: string, name: string): string {
   const line = status.split('\n').find((l) => l.startsWith(`${name}:`));
@@ -88,7 +49,7 @@ function capMask(names: readonly string[]): string {
 describe('capabilities', () => {
   it('sets all five sets as configured', async () => {
     const caps = ['CAP_CHOWN', 'CAP_KILL', 'CAP_NET_BIND_SERVICE', 'CAP_SETUID', 'CAP_SETGID'];
-    const r = await sh('cat /proc/self/status', {
+    const r = await suite.sh('cat /proc/self/status', {
       process: {
         capabilities: {
           bounding: caps,
@@ -108,10 +69,13 @@ describe('capabilities', () => {
 
   it("gives Docker's default set and enforces it (no CAP_SYS_ADMIN: mount fails)", async () => {
     const caps = DEFAULT_CAPABILITIES.map((c) => (c.startsWith('CAP_') ? c : `CAP_${c}`));
-    const r = await sh('grep CapEff /proc/self/status; mount -t tmpfs none /tmp 2>&1; echo rc=$?', {
-      root: { path: 'rootfs', readonly: false },
-      process: { capabilities: { bounding: caps, effective: caps, permitted: caps } },
-    });
+    const r = await suite.sh(
+      'grep CapEff /proc/self/status; mount -t tmpfs none /tmp 2>&1; echo rc=$?',
+      {
+        root: { path: 'rootfs', readonly: false },
+        process: { capabilities: { bounding: caps, effective: caps, permitted: caps } },
+      },
+    );
     expect(statusField(r.stdout, 'CapEff')).toBe(capMask(caps));
     expect(r.stdout).toMatch(/permission denied.*\nrc=1\n$/);
   });
@@ -119,11 +83,11 @@ describe('capabilities', () => {
 
 describe('no_new_privs', () => {
   it('is set when configured and not otherwise', async () => {
-    const on = await sh('grep NoNewPrivs /proc/self/status', {
+    const on = await suite.sh('grep NoNewPrivs /proc/self/status', {
       process: { noNewPrivileges: true },
     });
     expect(on.stdout).toBe('NoNewPrivs:\t1\n');
-    const off = await sh('grep NoNewPrivs /proc/self/status', {
+    const off = await suite.sh('grep NoNewPrivs /proc/self/status', {
       process: { noNewPrivileges: false },
     });
     expect(off.stdout).toBe('NoNewPrivs:\t0\n');
@@ -139,17 +103,17 @@ describe('seccomp', () => {
     const admin = [...caps, 'CAP_SYS_ADMIN'];
     const process = { capabilities: { bounding: admin, effective: admin, permitted: admin } };
     const script = 'grep Seccomp: /proc/self/status; swapon /dev/null 2>&1; echo rc=$?';
-    const filtered = await sh(script, {
+    const filtered = await suite.sh(script, {
       process,
       linux: { seccomp: seccompForCapabilities(admin) as unknown as Record<string, unknown> },
     });
     expect(filtered.stdout).toMatch(/^Seccomp:\t2\n.*Operation not permitted\nrc=1\n$/s);
-    const unfiltered = await sh(script, { process });
+    const unfiltered = await suite.sh(script, { process });
     expect(unfiltered.stdout).toMatch(/^Seccomp:\t0\n.*Invalid argument\nrc=1\n$/s);
   });
 
   it('applies a custom rule with an errno, and argument conditions', async () => {
-    const r = await sh('mkdir /tmp/x 2>&1; echo rc=$?', {
+    const r = await suite.sh('mkdir /tmp/x 2>&1; echo rc=$?', {
       root: { path: 'rootfs', readonly: false },
       linux: {
         seccomp: {
@@ -171,47 +135,47 @@ describe('seccomp', () => {
   });
 
   it('reports a bad profile at create, naming the field, and leaves nothing', async () => {
-    const b = await bundleFor('true', {
+    const b = await suite.bundleFor('true', {
       linux: { seccomp: { defaultAction: 'SCMP_ACT_SOMETIMES', syscalls: [] } },
     });
-    const r = await rt.run(['create', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['create', '-b', b.dir, b.id]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
       'linux.seccomp.defaultAction: action `SCMP_ACT_SOMETIMES` is not supported',
     );
-    expect((await rt.run(['state', b.id])).stderr).toContain('does not exist');
+    expect((await suite.rt.run(['state', b.id])).stderr).toContain('does not exist');
   });
 });
 
 describe('user, groups, rlimits, oomScoreAdj', () => {
   it('runs as the configured uid, gid and additional groups', async () => {
-    const r = await sh('id -u; id -g; id -G', {
+    const r = await suite.sh('id -u; id -g; id -G', {
       process: { user: { uid: 1234, gid: 5678, additionalGids: [5678, 91, 92] } },
     });
     expect(r.stdout).toBe('1234\n5678\n5678 91 92\n');
   });
 
   it('sets rlimits, and refuses one above the hard limit with a clear error', async () => {
-    const r = await sh('ulimit -n; ulimit -Hn', {
+    const r = await suite.sh('ulimit -n; ulimit -Hn', {
       process: { rlimits: [{ type: 'RLIMIT_NOFILE', soft: 321, hard: 654 }] },
     });
     expect(r.stdout).toBe('321\n654\n');
-    const bad = await sh('true', {
+    const bad = await suite.sh('true', {
       process: { rlimits: [{ type: 'RLIMIT_NOFILE', soft: 5, hard: 3 }] },
     });
     expect(bad.stderr).toContain('process.rlimits[0]: soft limit 5 exceeds hard 3');
   });
 
   it('sets oom_score_adj', async () => {
-    const r = await sh('cat /proc/self/oom_score_adj', { process: { oomScoreAdj: 123 } });
+    const r = await suite.sh('cat /proc/self/oom_score_adj', { process: { oomScoreAdj: 123 } });
     expect(r.stdout).toBe('123\n');
   });
 });
 
 describe('CVE-2019-5736: the runtime binary', () => {
   it('is a sealed memfd copy while a container runs, never the host file', async () => {
-    const b = await bundleFor('echo ready; sleep 1000');
-    const child = rt.spawn(['run', '-b', b.dir, b.id]);
+    const b = await suite.bundleFor('echo ready; sleep 1000');
+    const child = suite.rt.spawn(['run', '-b', b.dir, b.id]);
     const done = finished(child);
     await new Promise<void>((resolve) => child.stdout?.once('data', () => resolve()));
     const exe = readlinkSync(`/proc/${child.pid}/exe`);
@@ -221,7 +185,7 @@ describe('CVE-2019-5736: the runtime binary', () => {
     // ...and the host binary is not what the process maps.
     const maps = readFileSync(`/proc/${child.pid}/maps`, 'utf8');
     expect(maps).not.toContain('build/Release/conductor-runtime');
-    await rt.ok(['kill', b.id, 'KILL']);
+    await suite.rt.ok(['kill', b.id, 'KILL']);
     await done;
   });
 });
