@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the benchmarks in bench/ (as root): runtime start-to-exit against crun and runc, and the
+# shim's memory against conmon. Flags (both benchmarks get all, each reads its own):
+# --iterations N (default 200), --warmup N (5), --containers N (monitors per kind, 3).
+#
+# The benchmarks are TypeScript like the rest of the project and share test/fixtures with the
+# tests. Node 20 cannot run .ts files, so they are compiled first with the swc that jest already
+# uses (type checking is `npm run typecheck`'s job) into build/bench/, keeping the directory
+# layout so relative imports still resolve.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench: run as root (containers, cgroups, mount namespaces)" >&2
+  exit 1
+fi
+
+[ -d node_modules/@swc/core ] || npm ci --no-audit --no-fund
+# No build here: `npm ci` builds the native core; a missing or broken runtime is reported.
+
+# shellcheck disable=SC2016 # JavaScript template literals, not shell
+node --input-type=module -e '
+  import { transformFileSync } from "@swc/core";
+  import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+  import { dirname } from "node:path";
+  // All of bench/, and the fixture files it imports (other fixtures may need more than swc).
+  const files = [
+    ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
+    ...["oci", "rootfs", "leaks"].map((f) => `test/fixtures/${f}.ts`),
+  ];
+  for (const file of files) {
+    const { code } = transformFileSync(file, {
+      jsc: { parser: { syntax: "typescript" }, target: "es2022" },
+      module: { type: "es6" },
+    });
+    const out = `build/bench/${file.replace(/\.ts$/, ".js")}`;
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, code);
+  }'
+
+node build/bench/bench/runtime-start.js "$@"
+echo
+node build/bench/bench/shim-memory.js "$@"
