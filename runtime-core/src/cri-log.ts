@@ -188,18 +188,36 @@ class ChainReader {
       }
       const liveIno = await inodeOf(this.path);
       if (liveIno === undefined || liveIno === this.ino) return text;
-      const files = await logFiles(this.path);
-      let next = this.path;
-      if (this.ino !== undefined) {
-        for (let i = 0; i + 1 < files.length; i++) {
-          if ((await inodeOf(files[i] as string)) === this.ino) next = files[i + 1] as string;
-        }
-      }
       await this.fh?.close();
-      this.fh = await open(next, 'r').catch(() => undefined);
+      this.fh = await this.openSuccessor();
       this.ino = this.fh ? (await this.fh.stat()).ino : undefined;
       this.pos = 0;
     }
+  }
+
+  /**
+   * The file written after ours. Names shift under us while the shim rotates, so the candidate
+   * is checked after it is opened: it must still be the one that follows our inode in the chain
+   * (else a second rotation moved it, and reading it would skip a file).
+   */
+  private async openSuccessor(): Promise<FileHandle | undefined> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const successor = async (): Promise<string> => {
+        const files = await logFiles(this.path);
+        if (this.ino === undefined) return this.path;
+        for (let i = 0; i + 1 < files.length; i++) {
+          if ((await inodeOf(files[i] as string)) === this.ino) return files[i + 1] as string;
+        }
+        return this.path; // ours was dropped by rotation: continue with the live file
+      };
+      const name = await successor();
+      const h = await open(name, 'r').catch(() => undefined);
+      if (!h) continue;
+      const ino = (await h.stat()).ino;
+      if ((await inodeOf(await successor())) === ino) return h;
+      await h.close();
+    }
+    return open(this.path, 'r').catch(() => undefined);
   }
 
   async close(): Promise<void> {

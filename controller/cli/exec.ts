@@ -1,0 +1,114 @@
+/**
+ * `conductor exec [-i] NAME -- CMD [ARG...]`: runs a process in a running Container through the
+ * runtime facade (conductor-runtime exec), with this terminal's stdout and stderr, and stdin
+ * with -i. The exit code is the process's (128 + signal number if a signal ended it), as with
+ * `docker exec`.
+ *
+ * -t is refused: a terminal needs the runtime to allocate a pty inside the container and hand
+ * its master back (runc's --console-socket); conductor-runtime does not do that yet, and a pty
+ * on this side would not make the process in the container see a terminal.
+ */
+import { constants } from 'node:os';
+import { parseArgs } from 'node:util';
+
+import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
+import { CliError, UsageError, type CliIO } from './io.js';
+import { containerIdOf } from './logs.js';
+import { StateDir } from './state.js';
+
+export const EXEC_USAGE = `Run a command in a running Container.
+
+Usage:
+  conductor exec [-i] NAME [-n NS] -- CMD [ARG...]
+
+Options:
+  -i, --stdin             pass this terminal's stdin to the command
+  -t, --tty               not supported yet (the runtime cannot allocate a terminal)
+  -n, --namespace NS      namespace (default "default")
+      --state-dir DIR     state directory (default /var/lib/conductor)
+`;
+
+export const TTY_UNSUPPORTED =
+  '-t/--tty is not supported: conductor-runtime cannot allocate a terminal in the container yet ' +
+  '(it needs console-socket support); run without -t (-i passes stdin through)';
+
+export interface ExecArgs {
+  help: boolean;
+  stateDir: string;
+  namespace: string;
+  name: string;
+  stdin: boolean;
+  tty: boolean;
+  command: string[];
+}
+
+/** Options and NAME come before `--`; everything after it is the command, untouched. */
+export function parseExecArgs(argv: string[]): ExecArgs {
+  const dash = argv.indexOf('--');
+  const own = dash < 0 ? argv : argv.slice(0, dash);
+  const after = dash < 0 ? [] : argv.slice(dash + 1);
+  const { values, positionals } = parseCommand('exec', () =>
+    parseArgs({
+      args: own,
+      options: {
+        ...COMMON_OPTIONS,
+        ...NAMESPACE_OPTION,
+        stdin: { type: 'boolean', short: 'i', default: false },
+        tty: { type: 'boolean', short: 't', default: false },
+      },
+      allowPositionals: true,
+      strict: true,
+    }),
+  );
+  const base = {
+    help: values.help,
+    stateDir: values['state-dir'],
+    namespace: values.namespace,
+    stdin: values.stdin,
+    tty: values.tty,
+  };
+  if (values.help) return { ...base, name: '', command: [] };
+  const [name, ...rest] = positionals;
+  if (name === undefined) throw new UsageError('expected the name of one Container', 'exec');
+  // `exec web ls` (no `--`) is accepted as kubectl once did, when nothing looks like an option.
+  const command = dash < 0 ? rest : [...rest, ...after];
+  if (command.length === 0) {
+    throw new UsageError('you must specify a command to run after --', 'exec');
+  }
+  return { ...base, name: name.replace(/^(containers?|cctr)\//i, ''), command };
+}
+
+/** `docker exec`'s exit status for a child that ended by signal. */
+export function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  const number = signal === null ? undefined : constants.signals[signal];
+  return number === undefined ? 1 : 128 + number;
+}
+
+export async function exec(argv: string[], io: CliIO): Promise<number> {
+  const args = parseExecArgs(argv);
+  if (args.help) {
+    io.stdout(EXEC_USAGE);
+    return 0;
+  }
+  if (args.tty) throw new CliError(TTY_UNSUPPORTED);
+  const state = new StateDir(args.stateDir);
+  const id = await containerIdOf(state, args.namespace, args.name);
+  const { ContainerRuntime } = await import('../../runtime-core/src/containers.js');
+  const runtime = new ContainerRuntime({ stateDir: args.stateDir });
+  const child = runtime.exec(id, args.command, {
+    stdio: [args.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],
+  });
+  // Ctrl-C reaches the whole foreground process group, the exec'd process included; this
+  // side only waits for it to end rather than dying first and orphaning the output.
+  const ignore = (): void => undefined;
+  io.signals.once('SIGINT', ignore);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.on('error', (err) => reject(new CliError(`exec in ${id}: ${err.message}`)));
+      child.on('close', (code, signal) => resolve(exitStatus(code, signal)));
+    });
+  } finally {
+    io.signals.removeListener('SIGINT', ignore);
+  }
+}

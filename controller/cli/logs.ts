@@ -1,0 +1,119 @@
+/**
+ * `conductor logs [-f] [--tail N] NAME`: a Container's output from the runtime's log
+ * (container.log, through ContainerRuntime.logs), printed as `docker logs` does: what the
+ * container wrote to stdout goes to stdout, stderr to stderr, one line each, no timestamps.
+ */
+import { parseArgs } from 'node:util';
+
+import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand, parseCount } from './flags.js';
+import { pluralResourceName } from './format.js';
+import { CliError, UsageError, type CliIO } from './io.js';
+import { StateDir } from './state.js';
+
+export const LOGS_USAGE = `Print the logs of a Container.
+
+Usage:
+  conductor logs [-f] [--tail N] NAME [-n NS]
+
+Options:
+  -f, --follow            keep printing new lines until the container exits (or Ctrl-C)
+      --tail N            only the last N lines
+  -n, --namespace NS      namespace (default "default")
+      --state-dir DIR     state directory (default /var/lib/conductor)
+`;
+
+export interface LogsArgs {
+  help: boolean;
+  stateDir: string;
+  namespace: string;
+  name: string;
+  follow: boolean;
+  tail?: number;
+}
+
+export function parseLogsArgs(argv: string[]): LogsArgs {
+  const { values, positionals } = parseCommand('logs', () =>
+    parseArgs({
+      args: argv,
+      options: {
+        ...COMMON_OPTIONS,
+        ...NAMESPACE_OPTION,
+        follow: { type: 'boolean', short: 'f', default: false },
+        tail: { type: 'string' },
+      },
+      allowPositionals: true,
+      strict: true,
+    }),
+  );
+  const base = {
+    help: values.help,
+    stateDir: values['state-dir'],
+    namespace: values.namespace,
+    follow: values.follow,
+    tail: parseCount('tail', values.tail, 'logs'),
+  };
+  if (values.help) return { ...base, name: '' };
+  // `logs container web` / `logs containers/web` as kubectl takes them, and plain `logs web`.
+  let name = positionals.length === 2 ? positionals[1] : positionals[0];
+  if (positionals.length === 2 && !/^(containers?|cctr)$/i.test(positionals[0] ?? ''))
+    name = undefined;
+  if (positionals.length === 1) name = name?.replace(/^(containers?|cctr)\//i, '');
+  if (name === undefined || name === '' || positionals.length > 2) {
+    throw new UsageError('expected the name of one Container', 'logs');
+  }
+  return { ...base, name };
+}
+
+/** The runtime's id of a Container: its status.containerID, or `<namespace>_<name>`. */
+export async function containerIdOf(
+  state: StateDir,
+  namespace: string,
+  name: string,
+): Promise<string> {
+  const obj = await state.getObject('Container', namespace, name);
+  if (!obj)
+    throw new CliError(`${pluralResourceName('Container')} ${JSON.stringify(name)} not found`);
+  const id = obj.status?.containerID;
+  return typeof id === 'string' && id !== '' ? id : `${namespace}_${name}`;
+}
+
+export async function logs(argv: string[], io: CliIO): Promise<number> {
+  const args = parseLogsArgs(argv);
+  if (args.help) {
+    io.stdout(LOGS_USAGE);
+    return 0;
+  }
+  const state = new StateDir(args.stateDir);
+  const id = await containerIdOf(state, args.namespace, args.name);
+  // Loaded here, not at the top: only logs and exec need the runtime (and its native addon).
+  const { ContainerRuntime, ContainerNotFoundError } =
+    await import('../../runtime-core/src/containers.js');
+  const runtime = new ContainerRuntime({ stateDir: args.stateDir });
+  // Ctrl-C ends a follow like a signal ends `docker logs -f`: exit status 128 + signal number.
+  const abort = new AbortController();
+  let status = 0;
+  const onInt = (): void => ((status = 130), abort.abort());
+  const onTerm = (): void => ((status = 143), abort.abort());
+  io.signals.once('SIGINT', onInt);
+  io.signals.once('SIGTERM', onTerm);
+  try {
+    for await (const entry of runtime.logs(id, {
+      follow: args.follow,
+      tail: args.tail,
+      signal: abort.signal,
+    })) {
+      (entry.stream === 'stderr' ? io.stderr : io.stdout)(entry.line + '\n');
+    }
+  } catch (err) {
+    if (err instanceof ContainerNotFoundError) {
+      throw new CliError(
+        `container ${id} of ${args.namespace}/${args.name} has no logs yet (not created)`,
+      );
+    }
+    if (!abort.signal.aborted) throw err;
+  } finally {
+    io.signals.removeListener('SIGINT', onInt);
+    io.signals.removeListener('SIGTERM', onTerm);
+  }
+  return status;
+}

@@ -1,0 +1,189 @@
+/**
+ * Reading the state directory, the CLI's only view of the controller (controller/README.md,
+ * "On-disk contract"). The controller writes every file atomically, so a read sees a whole
+ * file or none; a file that disappears between listing and reading is simply skipped.
+ */
+import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { KINDS, type Kind } from '../api/kinds.js';
+import type { ManifestError, ObjectIdentity } from '../source/manifests.js';
+
+/** controller.json: who the running controller is and what it watches. */
+export interface ControllerInfo {
+  pid: number;
+  /**
+   * The process's start time, field 22 of /proc/PID/stat (clock ticks since boot), as a number
+   * or a decimal string; with the pid it tells the controller from a process that reused its pid.
+   */
+  pidStartTime: number | string;
+  watchDir: string;
+  metricsAddr?: string;
+  startedAt?: string;
+  version?: string;
+}
+
+/** One file's entry in sources.json. */
+export interface SourceFile {
+  objects: ObjectIdentity[];
+  errors: Omit<ManifestError, 'file'>[];
+}
+
+/** sources.json: what every file in the watch dir defines, and its errors. */
+export interface SourcesState {
+  watchDir: string;
+  files: Record<string, SourceFile>;
+}
+
+/** One line of events/<plural>/<namespace>/<name>.jsonl. */
+export interface EventRecord {
+  time: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/** A stored object: `kubectl get -o json` shape. Only what the CLI relies on is typed. */
+export interface StoredObject {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    creationTimestamp?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [field: string]: unknown;
+  };
+  spec?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+}
+
+const errCode = (err: unknown): string | undefined =>
+  (err as NodeJS.ErrnoException | undefined)?.code;
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return undefined;
+    throw new Error(`read ${path}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+async function listDir(path: string): Promise<string[]> {
+  try {
+    return (await readdir(path)).sort();
+  } catch (err) {
+    if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') return [];
+    throw err;
+  }
+}
+
+/**
+ * The start time of process `pid` as /proc/PID/stat's field 22, or undefined if there is no
+ * such process. The command name (field 2) may hold spaces and parentheses, so fields are
+ * counted from the last ')'.
+ */
+export function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields from 3 on follow "pid (comm) "; field 22 is the 20th of them.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export class StateDir {
+  constructor(readonly dir: string) {}
+
+  get controllerFile(): string {
+    return join(this.dir, 'controller.json');
+  }
+
+  readControllerInfo(): Promise<ControllerInfo | undefined> {
+    return readJson<ControllerInfo>(this.controllerFile);
+  }
+
+  /**
+   * controller.json if its process is still the controller that wrote it (same pid and start
+   * time); a file left behind by a killed controller does not count.
+   */
+  async runningController(): Promise<ControllerInfo | undefined> {
+    const info = await this.readControllerInfo();
+    if (!info || !Number.isInteger(info.pid)) return undefined;
+    const start = procStartTime(info.pid);
+    return start !== undefined && start === String(info.pidStartTime) ? info : undefined;
+  }
+
+  async readSources(): Promise<SourcesState | undefined> {
+    return readJson<SourcesState>(join(this.dir, 'sources.json'));
+  }
+
+  objectPath(kind: Kind, namespace: string, name: string): string {
+    return join(this.dir, 'objects', KINDS[kind].plural, namespace, `${name}.json`);
+  }
+
+  getObject(kind: Kind, namespace: string, name: string): Promise<StoredObject | undefined> {
+    return readJson<StoredObject>(this.objectPath(kind, namespace, name));
+  }
+
+  /** Objects of a kind in one namespace, or in all (`namespace` undefined), by namespace then name. */
+  async listObjects(kind: Kind, namespace?: string): Promise<StoredObject[]> {
+    const base = join(this.dir, 'objects', KINDS[kind].plural);
+    const namespaces = namespace === undefined ? await listDir(base) : [namespace];
+    const out: StoredObject[] = [];
+    for (const ns of namespaces) {
+      for (const file of await listDir(join(base, ns))) {
+        if (!file.endsWith('.json') || file.startsWith('.')) continue;
+        const obj = await readJson<StoredObject>(join(base, ns, file));
+        if (obj) out.push(obj);
+      }
+    }
+    return out;
+  }
+
+  /** Events of one object, oldest first; lines that do not parse are skipped. */
+  async readEvents(kind: Kind, namespace: string, name: string): Promise<EventRecord[]> {
+    const path = join(this.dir, 'events', KINDS[kind].plural, namespace, `${name}.jsonl`);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return [];
+      throw err;
+    }
+    const events: EventRecord[] = [];
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue;
+      try {
+        events.push(JSON.parse(line) as EventRecord);
+      } catch {
+        // A line cut short by a crash mid-append: the others are still worth showing.
+      }
+    }
+    return events;
+  }
+}
+
+/** The file (relative to the watch dir) that defines an object, according to sources.json. */
+export function fileDefining(
+  sources: SourcesState | undefined,
+  id: ObjectIdentity,
+): string | undefined {
+  if (!sources) return undefined;
+  for (const [file, entry] of Object.entries(sources.files)) {
+    if (
+      entry.objects.some(
+        (o) => o.kind === id.kind && o.namespace === id.namespace && o.name === id.name,
+      )
+    ) {
+      return file;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,121 @@
+/**
+ * `conductor up`: runs the controller in the foreground until SIGINT or SIGTERM, then stops it
+ * gracefully (the work queues drain; containers keep running and are adopted by the next `up`).
+ * A second signal while stopping exits at once.
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import type { Logger } from '../../runtime-core/src/logger.js';
+import { COMMON_OPTIONS, DEFAULT_METRICS_ADDR, DEFAULT_WATCH_DIR, parseCommand } from './flags.js';
+import { CliError, UsageError, errorMessage, type CliIO } from './io.js';
+import { streamLogger } from './logger.js';
+
+export const UP_USAGE = `Run the controller in the foreground.
+
+Usage:
+  conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [-v]
+
+Options:
+      --watch DIR               manifest directory to watch (default ${DEFAULT_WATCH_DIR})
+      --state-dir DIR           state directory (default /var/lib/conductor)
+      --metrics-addr HOST:PORT  /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDR})
+  -v, --verbose                 debug logging
+`;
+
+export interface RunControllerOptions {
+  watchDir: string;
+  stateDir: string;
+  metricsAddr: string;
+  logLevel: 'info' | 'debug';
+  /** Where the controller logs: stderr, debug lines only with -v. */
+  logger?: Logger;
+}
+
+/** The contract of controller/manager.ts. */
+export interface ManagerModule {
+  runController(opts: RunControllerOptions): Promise<{ stop(): Promise<void> }>;
+}
+
+export interface UpArgs extends RunControllerOptions {
+  help: boolean;
+}
+
+export function parseUpArgs(argv: string[], cwd: string): UpArgs {
+  const { values, positionals } = parseCommand('up', () =>
+    parseArgs({
+      args: argv,
+      options: {
+        ...COMMON_OPTIONS,
+        watch: { type: 'string', default: DEFAULT_WATCH_DIR },
+        'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
+        verbose: { type: 'boolean', short: 'v', default: false },
+      },
+      allowPositionals: true,
+      strict: true,
+    }),
+  );
+  if (positionals.length > 0) {
+    throw new UsageError(`unexpected arguments: ${positionals.join(' ')}`, 'up');
+  }
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$/.test(values['metrics-addr'])) {
+    throw new UsageError(
+      `--metrics-addr must be HOST:PORT, got ${JSON.stringify(values['metrics-addr'])}`,
+      'up',
+    );
+  }
+  return {
+    help: values.help,
+    watchDir: resolve(cwd, values.watch),
+    stateDir: resolve(cwd, values['state-dir']),
+    metricsAddr: values['metrics-addr'],
+    logLevel: values.verbose ? 'debug' : 'info',
+  };
+}
+
+export async function up(
+  argv: string[],
+  io: CliIO,
+  // Loaded only by `up`, so the other commands start fast, without the reconcilers, the
+  // runtime and its native addon.
+  load: () => Promise<ManagerModule> = () => import('../manager.js'),
+): Promise<number> {
+  const args = parseUpArgs(argv, io.cwd);
+  if (args.help) {
+    io.stdout(UP_USAGE);
+    return 0;
+  }
+  const { watchDir, stateDir, metricsAddr, logLevel } = args;
+  const logger = streamLogger(io.stderr, { debug: logLevel === 'debug', now: io.now });
+  const opts: RunControllerOptions = { watchDir, stateDir, metricsAddr, logLevel, logger };
+  const manager = await load();
+
+  // Listening from before the start, so a signal during startup stops the controller as soon
+  // as it is up instead of killing the process half-way through. A second signal exits at once.
+  let received: string | undefined;
+  let wake: () => void = () => undefined;
+  const signalled = new Promise<void>((resolveSignal) => (wake = resolveSignal));
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
+    const handler = (): void => {
+      if (received !== undefined) process.exit(130);
+      received = name;
+      wake();
+    };
+    io.signals.on(name, handler);
+    return [name, handler] as const;
+  });
+  try {
+    let controller: { stop(): Promise<void> };
+    try {
+      controller = await manager.runController(opts);
+    } catch (err) {
+      throw new CliError(`controller failed to start: ${errorMessage(err)}`);
+    }
+    await signalled;
+    io.stderr(`${received ?? 'signal'}: stopping the controller (again to exit at once)\n`);
+    await controller.stop();
+  } finally {
+    for (const [name, handler] of handlers) io.signals.removeListener(name, handler);
+  }
+  return 0;
+}
