@@ -281,6 +281,13 @@ export class ContainerReconciler implements Reconciler {
         : done();
     }
 
+    // A create that never finished (the controller died between the shim's start and its first
+    // record): nothing ran, so it is not a crash — start over, without backoff.
+    if (info.status === 'unknown' && !info.startedAt) {
+      await this.removeContainer(id, 0);
+      return this.start(key, container, desired, readyImage, old);
+    }
+
     // Exited (or its shim is gone without a record: treat as failed).
     const exitCode = info.exitCode ?? (info.status === 'unknown' ? 137 : 0);
     const reason = info.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
