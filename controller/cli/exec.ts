@@ -1,12 +1,9 @@
 /**
- * `conductor exec [-i] NAME -- CMD [ARG...]`: runs a process in a running Container through the
- * runtime facade (conductor-runtime exec), with this terminal's stdout and stderr, and stdin
- * with -i. The exit code is the process's (128 + signal number if a signal ended it), as with
- * `docker exec`.
- *
- * -t is refused: a terminal needs the runtime to allocate a pty inside the container and hand
- * its master back (runc's --console-socket); conductor-runtime does not do that yet, and a pty
- * on this side would not make the process in the container see a terminal.
+ * `conductor exec [-i] [-t] NAME -- CMD [ARG...]`: runs a process in a running Container through
+ * the runtime facade (conductor-runtime exec), with this terminal's stdout and stderr, and stdin
+ * with -i. With -t the runtime allocates a pty inside the container and relays it to this
+ * terminal (raw mode, window size), so `exec -it web -- sh` is an interactive shell as with
+ * `docker exec -it`. The exit code is the process's (128 + signal number if a signal ended it).
  */
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -23,14 +20,10 @@ Usage:
 
 Options:
   -i, --stdin             pass this terminal's stdin to the command
-  -t, --tty               not supported yet (the runtime cannot allocate a terminal)
+  -t, --tty               allocate a terminal in the container (with -i: an interactive shell)
   -n, --namespace NS      namespace (default "default")
       --state-dir DIR     state directory (default /var/lib/conductor)
 `;
-
-export const TTY_UNSUPPORTED =
-  '-t/--tty is not supported: conductor-runtime cannot allocate a terminal in the container yet ' +
-  '(it needs console-socket support); run without -t (-i passes stdin through)';
 
 export interface ExecArgs {
   help: boolean;
@@ -91,12 +84,12 @@ export async function exec(argv: string[], io: CliIO): Promise<number> {
     io.stdout(EXEC_USAGE);
     return 0;
   }
-  if (args.tty) throw new CliError(TTY_UNSUPPORTED);
   const state = new StateDir(args.stateDir);
   const id = await containerIdOf(state, args.namespace, args.name);
   const { ContainerRuntime } = await import('../../runtime-core/src/containers.js');
   const runtime = new ContainerRuntime({ stateDir: args.stateDir });
   const child = runtime.exec(id, args.command, {
+    tty: args.tty,
     stdio: [args.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],
   });
   // Ctrl-C reaches the whole foreground process group, the exec'd process included; this

@@ -102,6 +102,8 @@ export interface ExecOptions {
   env?: Record<string, string>;
   cwd?: string;
   user?: { uid: number; gid?: number };
+  /** A terminal in the container (the runtime relays it to the stdio given here). */
+  tty?: boolean;
   stdio?: StdioOptions;
 }
 

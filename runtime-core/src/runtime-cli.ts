@@ -32,6 +32,8 @@ export interface RuntimeExecOptions {
   env?: Record<string, string>;
   cwd?: string;
   user?: { uid: number; gid?: number };
+  /** A terminal inside the container, relayed by the runtime to its own stdio (`exec -t`). */
+  tty?: boolean;
   stdio?: StdioOptions;
 }
 
@@ -88,6 +90,7 @@ export class OciRuntimeCli {
         opts.user.gid === undefined ? `${opts.user.uid}` : `${opts.user.uid}:${opts.user.gid}`,
       );
     }
+    if (opts.tty) args.push('--tty');
     args.push(id);
     if (this.wantsDoubleDash) args.push('--');
     return [...args, ...argv];

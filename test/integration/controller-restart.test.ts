@@ -4,18 +4,22 @@
  * restarted, and what changed while it was down (a container exited, a manifest edited) is
  * picked up.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
 import { ContainerRuntime } from '../../runtime-core/src/containers.js';
-import { ControllerHarness, busyboxImage, containerManifest } from '../fixtures/controller.js';
+import {
+  ControllerHarness,
+  REPO_ROOT,
+  buildDist,
+  busyboxImage,
+  containerManifest,
+} from '../fixtures/controller.js';
 import { assertNoLeaks, hostSnapshot, uniqueId, type HostSnapshot } from '../fixtures/index.js';
 
 const NS = uniqueId('cr');
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 let h: ControllerHarness;
 let before: HostSnapshot;
 let child: ChildProcess | undefined;
@@ -35,7 +39,7 @@ function up(): ChildProcess {
       '--metrics-addr',
       '127.0.0.1:0',
     ],
-    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+    { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   p.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   return p;
@@ -49,7 +53,7 @@ async function exited(p: ChildProcess): Promise<void> {
 beforeAll(async () => {
   before = hostSnapshot();
   // The command runs the compiled CLI: build it from the sources under test.
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+  await buildDist();
   h = await ControllerHarness.create(NS);
 }, 120_000);
 

@@ -37,6 +37,7 @@ struct ExecOptions {
   std::string id, process_file, cwd, user, pid_file;
   std::vector<std::string> env, args;
   bool detach = false;
+  bool tty = false;  // a pty inside the container, relayed by the runtime
 };
 int container_exec(const GlobalOptions& g, const ExecOptions& o);
 void container_list(const GlobalOptions& g, const std::string& format);

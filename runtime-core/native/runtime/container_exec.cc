@@ -18,6 +18,7 @@
 #include "runtime/container.h"
 #include "runtime/security.h"
 #include "runtime/spec.h"
+#include "runtime/terminal.h"
 
 namespace conductor {
 
@@ -87,6 +88,11 @@ int container_exec(const GlobalOptions& g, const ExecOptions& o) {
   }
   if (flags && ::setns(pidfd.get(), flags) < 0) throw_errno("setns into container `" + o.id + "`");
 
+  Pty pty;
+  if (o.tty) {
+    if (o.detach) throw Error("exec: --tty and --detach cannot be combined");
+    pty = open_pty_in_container();
+  }
   Channel parent, child_side;
   Channel::pair(parent, child_side);
   pid_t child = ::fork();  // the pid namespace applies from this child on
@@ -94,6 +100,10 @@ int container_exec(const GlobalOptions& g, const ExecOptions& o) {
   if (child == 0) {
     parent.close();
     try {
+      if (o.tty) {
+        pty.master.reset();
+        become_terminal_child(pty.slave.release());
+      }
       if (::chdir(p.cwd.c_str()) < 0) throw_errno("cwd: chdir `" + p.cwd + "`");
       std::string exe = find_executable(p);
       apply_rlimits(p);
@@ -128,6 +138,10 @@ int container_exec(const GlobalOptions& g, const ExecOptions& o) {
     if (::write(pid_file.get(), pid.data(), pid.size()) < 0) throw_errno("write --pid-file");
   }
   if (o.detach) return 0;
+  if (o.tty) {
+    pty.slave.reset();
+    return relay_terminal(pty.master.get(), child);
+  }
   return wait_forwarding_signals(child);
 }
 

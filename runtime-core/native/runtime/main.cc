@@ -27,7 +27,8 @@ const char kUsage[] =
     "  state ID\n"
     "  kill [--all|-a] ID [SIGNAL]\n"
     "  delete [--force|-f] ID\n"
-    "  exec [--detach|-d] [--pid-file FILE] [--env|-e K=V]... [--cwd DIR] [--user UID[:GID]]\n"
+    "  exec [--detach|-d] [--tty|-t] [--pid-file FILE] [--env|-e K=V]... [--cwd DIR]\n"
+    "       [--user UID[:GID]]\n"
     "       [--process FILE] ID [--] CMD [ARG...]\n"
     "  list [--format|-f table|json]\n"
     "  features\n";
@@ -190,7 +191,10 @@ int dispatch(GlobalOptions& g, Args& a, char** argv) {
         o.detach = true;
         continue;
       }
-      if (a.flag("--tty", "-t")) throw Error("exec --tty: terminals are not supported");
+      if (a.flag("--tty", "-t")) {
+        o.tty = true;
+        continue;
+      }
       unknown(a.peek());
     }
     o.id = a.next("container id");
