@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# The demo (as root): sets up the host, builds the native core if needed, makes a busybox bundle
-# and runs one container with Conductor's OCI runtime, build/Release/conductor-runtime.
-# CONDUCTOR_RUNTIME=runc hack/demo.sh runs the same bundle with another OCI runtime.
+# The demo (as root): sets up the host, builds Conductor if needed, runs the controller on a
+# temporary watch directory and state directory, applies manifests/demo/ (a busybox Image, a
+# Container with limits, a Service) and shows what Conductor made of them with the conductor
+# CLI. Everything is removed at the end. hack/demo-runtime.sh shows the OCI runtime on its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/install-deps.sh
-runtime="${CONDUCTOR_RUNTIME:-$PWD/build/Release/conductor-runtime}"
-if [ -z "${CONDUCTOR_RUNTIME:-}" ]; then
-  [ -d node_modules ] || npm ci --no-audit --no-fund # builds the native core
-  [ -x "$runtime" ] || npm run build:native
-fi
+[ -d node_modules ] || npm ci --no-audit --no-fund # builds the native core and dist/
+[ -x build/Release/conductor-runtime ] || npm run build:native
+[ -f dist/controller/cli/main.js ] || npm run build
 
 work="$(mktemp -d /tmp/conductor-demo.XXXXXX)"
 chmod 755 "$work"
-id="demo-$$"
+watch="$work/manifests"
+state="$work/state"
+conductor() { node bin/conductor.js "$@"; }
+up_pid=
 cleanup() {
-  "$runtime" --root "$work/state" delete --force "$id" >/dev/null 2>&1 || true
-  # Never rm -rf through a mount a failed run may have left.
+  if [ -n "$up_pid" ]; then
+    kill -TERM "$up_pid" 2>/dev/null || true
+    wait "$up_pid" 2>/dev/null || true
+  fi
+  # Containers outlive the controller by design: remove what the demo made.
+  node --input-type=module -e '
+    const { ContainerRuntime } = await import(process.cwd() + "/dist/runtime-core/src/containers.js");
+    const rt = new ContainerRuntime({ stateDir: process.argv[1] });
+    for (const c of await rt.list()) await rt.remove(c.id, { force: true });
+    process.exit(0);' "$state" || true
   if grep -q " $work/" /proc/self/mountinfo; then
     echo "demo: mounts left under $work; not removing it" >&2
   else
@@ -26,49 +36,44 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The root filesystem: Debian's static busybox and one symlink per applet.
-rootfs="$work/bundle/rootfs"
+# The image's root filesystem, next to the manifests: Debian's static busybox and its applets.
+rootfs="$watch/rootfs"
 mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp,root}
 chmod 1777 "$rootfs/tmp"
 cp /bin/busybox "$rootfs/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
 done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
-  >"$rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
 
-# An OCI runtime-spec config.json, as `runc spec` writes it, minus the terminal.
-caps='["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"]'
-jq -n --argjson caps "$caps" --arg cgroup "/conductor/$id" '{
-  ociVersion: "1.0.2",
-  process: {
-    terminal: false, user: {uid: 0, gid: 0}, cwd: "/",
-    args: ["/bin/sh", "-c",
-      "echo \"hello from $(hostname)\"; id; ps -o pid,user,args; grep -E \":(memory|pids):\" /proc/self/cgroup"],
-    env: ["PATH=/bin", "HOME=/root"],
-    capabilities: {bounding: $caps, effective: $caps, permitted: $caps},
-    rlimits: [{type: "RLIMIT_NOFILE", hard: 1024, soft: 1024}],
-    noNewPrivileges: true
-  },
-  root: {path: "rootfs", readonly: true},
-  hostname: "conductor-demo",
-  mounts: [
-    {destination: "/proc", type: "proc", source: "proc"},
-    {destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-    {destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-    {destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-    {destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]}
-  ],
-  linux: {
-    namespaces: [{type: "pid"}, {type: "ipc"}, {type: "uts"}, {type: "mount"}, {type: "network"}],
-    cgroupsPath: $cgroup,
-    resources: {memory: {limit: 67108864}, pids: {limit: 64}},
-    maskedPaths: ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-    readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-  }
-}' >"$work/bundle/config.json"
+echo "== conductor up --watch $watch --state-dir $state"
+# Not through the function: $! must be node's own pid, for the cleanup to stop it.
+node bin/conductor.js up --watch "$watch" --state-dir "$state" --metrics-addr 127.0.0.1:0 &
+up_pid=$!
+for _ in $(seq 100); do [ -f "$state/controller.json" ] && break; sleep 0.1; done
 
-echo "demo: $runtime run --bundle $work/bundle $id"
-echo
-"$runtime" --root "$work/state" run --bundle "$work/bundle" "$id"
+echo "== conductor apply -f manifests/demo/"
+conductor apply -f manifests/demo/ --state-dir "$state"
+for _ in $(seq 100); do
+  conductor get containers hello --state-dir "$state" 2>/dev/null | grep -q Running && break
+  sleep 0.1
+done
+sleep 1
+echo "== conductor get all"
+conductor get all --state-dir "$state"
+echo "== conductor logs hello"
+conductor logs hello --state-dir "$state"
+echo "== conductor exec hello -- ps"
+conductor exec hello --state-dir "$state" -- ps -o pid,user,args
+echo "== conductor describe container hello"
+conductor describe container hello --state-dir "$state"
+echo "== curl /metrics (controller-runtime's names)"
+addr="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).metricsAddr' "$state/controller.json")"
+curl -s "http://$addr/metrics" | grep -E '^controller_runtime_reconcile_total' || true
+echo "== conductor delete -f manifests/demo/"
+conductor delete -f manifests/demo/ --state-dir "$state"
+for _ in $(seq 100); do
+  conductor get containers --state-dir "$state" 2>/dev/null | grep -q hello || break
+  sleep 0.1
+done
+echo "== done: the container stopped (SIGTERM, its trap said bye) and was removed"
