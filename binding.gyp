@@ -1,6 +1,7 @@
 # Native build, run by `npm ci` (the root package's install script) through node-gyp.
 # Outputs land in build/Release/: the addon (conductor_native.node) and the executables
-# conductor-runtime (the OCI runtime), conductor-shim (one per container) and nsjoin (example).
+# conductor-runtime (the OCI runtime), conductor-shim (one per container), conductor-probe (tcp/http probes inside a
+# container's network namespace) and nsjoin (example).
 {
   "target_defaults": {
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
@@ -33,6 +34,13 @@
       # The shim lives as long as its container: keep it small (no libstdc++ at run time).
       "ldflags": ["-static", "-Wl,--gc-sections"],
       "cflags_cc": ["-ffunction-sections", "-fdata-sections", "-Os"],
+    },
+    {
+      "target_name": "conductor-probe",
+      "type": "executable",
+      "sources": ["runtime-core/native/probe/probe.cc"],
+      "ldflags": ["-static", "-Wl,--gc-sections", "-s"],
+      "cflags_cc": ["-Os"],
     },
     {
       "target_name": "nsjoin",

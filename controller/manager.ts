@@ -283,6 +283,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
         server.markNotReady();
         await source.stop();
         await Promise.all(Object.values(controllers).map((ctl) => ctl.stop()));
+        containerReconciler.prober.stopAll();
         clearTimeout(sourcesWrite);
         await store.writeSources(watchDir, Object.fromEntries(outcomes));
         await store.removeControllerInfo();

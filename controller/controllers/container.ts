@@ -23,6 +23,7 @@ import { parseQuantity } from '../validation/quantity.js';
 import { ContainerNotFoundError, type ContainerInfo } from '../../runtime-core/src/containers.js';
 import type { ContainerMount, ContainerSpec } from '../../runtime-core/src/oci-config.js';
 import { event, setCondition, type ReconcileContext } from './context.js';
+import { Prober } from './probes.js';
 
 export const SPEC_HASH_ANNOTATION = 'conductor.dev/spec-hash';
 export const OWNER_ANNOTATION = 'conductor.dev/owner';
@@ -159,13 +160,17 @@ export class ContainerReconciler implements Reconciler {
   /** Restarts since the container last ran long enough to reset the backoff (kubelet). */
   private readonly crashes = new Map<string, number>();
   private readonly watched = new Set<string>();
+  /** Readiness and liveness probes of the running containers. */
+  readonly prober: Prober;
 
   constructor(
     private readonly ctx: ReconcileContext,
     /** Called when a container exits, so its key is reconciled again. */
     private readonly enqueue: (key: string) => void,
     private readonly backoff: RestartBackoff = KUBELET_BACKOFF,
-  ) {}
+  ) {
+    this.prober = new Prober(ctx, enqueue);
+  }
 
   /** Registers exit notifications for a container the runtime already runs (adoption). */
   watch(key: string, id: string): void {
@@ -196,6 +201,7 @@ export class ContainerReconciler implements Reconciler {
     const info = await this.observe(id);
 
     if (!container) {
+      this.prober.stop(key);
       if (info) {
         const grace = Number(info.annotations?.['conductor.dev/grace-seconds'] ?? 30);
         await this.removeContainer(id, grace);
@@ -254,6 +260,7 @@ export class ContainerReconciler implements Reconciler {
         'Replacing',
         'spec changed: replacing the container',
       );
+      this.prober.stop(key);
       await this.removeContainer(id, container.spec.terminationGracePeriodSeconds);
       this.crashes.delete(key);
       return this.start(key, container, desired, readyImage, { ...old, restartCount: 0 });
@@ -262,6 +269,7 @@ export class ContainerReconciler implements Reconciler {
 
     if (info.status === 'running' || info.status === 'creating') {
       this.watch(key, id);
+      if (info.pid !== undefined) this.prober.ensure(key, container, id, info.pid);
       const startedAt = info.startedAt ? Date.parse(info.startedAt) : ctx.now().getTime();
       const ranFor = ctx.now().getTime() - startedAt;
       if (ranFor >= this.backoff.resetMs) this.crashes.delete(key);
@@ -272,7 +280,7 @@ export class ContainerReconciler implements Reconciler {
         containerID: id,
         ...(info.pid !== undefined ? { pid: info.pid } : {}),
         ...(info.startedAt ? { startedAt: info.startedAt } : {}),
-        ready: true,
+        ready: this.prober.ready(key),
         imageID: readyImage.status?.digest,
       });
       // Look again when the backoff would reset, so the streak ends on time.
@@ -289,6 +297,7 @@ export class ContainerReconciler implements Reconciler {
     }
 
     // Exited (or its shim is gone without a record: treat as failed).
+    this.prober.stop(key);
     const exitCode = info.exitCode ?? (info.status === 'unknown' ? 137 : 0);
     const reason = info.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
     const policy = container.spec.restartPolicy;
@@ -363,6 +372,7 @@ export class ContainerReconciler implements Reconciler {
     try {
       const created = await ctx.runtime.create(desired, { layers });
       this.watch(key, desired.id);
+      this.prober.ensure(key, container, desired.id, created.pid);
       event(
         ctx,
         'Container',
@@ -380,7 +390,7 @@ export class ContainerReconciler implements Reconciler {
         startedAt: created.startedAt,
         finishedAt: undefined,
         exitCode: undefined,
-        ready: true,
+        ready: this.prober.ready(key),
         imageID: image.status?.digest,
       });
       return done();

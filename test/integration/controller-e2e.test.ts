@@ -230,6 +230,61 @@ describe('restartPolicy', () => {
   });
 });
 
+describe('probes', () => {
+  const ready = (o: Container | undefined): boolean | undefined =>
+    o?.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+
+  it('holds a container unready until its exec readiness probe passes', async () => {
+    await h.write(
+      'probed.yaml',
+      containerManifest(NS, 'probed', {
+        command: ['sleep', '1000'],
+        readinessProbe: { exec: { command: ['test', '-f', '/tmp/ready'] }, periodSeconds: 1 },
+      }),
+    );
+    const unready = await h.waitFor<Container>(
+      'Container',
+      'probed',
+      (o) => o?.status?.phase === 'Running',
+    );
+    expect(ready(unready)).toBe(false);
+    const touched = await ctl().runtime.execOutput(`${NS}_probed`, ['touch', '/tmp/ready']);
+    expect(touched.exitCode).toBe(0);
+    await h.waitFor<Container>('Container', 'probed', (o) => ready(o) === true);
+    await h.remove('probed.yaml');
+    await h.waitFor('Container', 'probed', (o) => o === undefined);
+  });
+
+  it('probes HTTP inside the container, and restarts on a failing liveness probe', async () => {
+    await h.write(
+      'http.yaml',
+      containerManifest(NS, 'http', {
+        command: [
+          '/bin/sh',
+          '-c',
+          'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www',
+        ],
+        ports: [{ name: 'web', containerPort: 8080 }],
+        readinessProbe: { httpGet: { path: '/', port: 'web' }, periodSeconds: 1 },
+        // Nothing listens on 9999: killed after two failures, then restarted (Always).
+        livenessProbe: {
+          tcpSocket: { port: 9999 },
+          initialDelaySeconds: 1,
+          periodSeconds: 1,
+          failureThreshold: 2,
+        },
+      }),
+    );
+    await h.waitFor<Container>('Container', 'http', (o) => ready(o) === true);
+    await h.waitFor<Container>('Container', 'http', (o) => (o?.status?.restartCount ?? 0) >= 1);
+    const { readFile } = await import('node:fs/promises');
+    const events = await readFile(`${h.stateDir}/events/containers/${NS}/http.jsonl`, 'utf8');
+    expect(events).toContain('Liveness probe failed: dial tcp 127.0.0.1:9999');
+    await h.remove('http.yaml');
+    await h.waitFor('Container', 'http', (o) => o === undefined);
+  });
+});
+
 describe('scale and metrics', () => {
   it('converges 50 containers from one directory', async () => {
     const docs = Array.from({ length: 50 }, (_, i) =>

@@ -174,8 +174,11 @@ describe('masked and read-only paths', () => {
 });
 
 describe('network namespace', () => {
-  it('has only a loopback device, down', async () => {
-    const r = await suite.sh('ls /sys/class/net');
-    expect(r.stdout).toBe('lo\n');
+  it('has only a loopback device, up (127.0.0.1 works inside)', async () => {
+    const r = await suite.sh(
+      'ls /sys/class/net; cat /sys/class/net/lo/flags; nc -l -p 7000 -e echo pong & sleep 0.2; nc 127.0.0.1 7000 </dev/null',
+    );
+    // IFF_UP | IFF_LOOPBACK
+    expect(r.stdout).toBe('lo\n0x9\npong\n');
   });
 });

@@ -4,10 +4,13 @@
 // started. Every step's failure unwinds what was made: no process, cgroup, mount namespace or
 // state directory is left behind by a failed create.
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -96,6 +99,18 @@ void wait_for_start(const InitArgs& a, int fifo_fd) {
 // cores these overlap; attaching a task to a v1 cgroup alone waits for an RCU grace period).
 // It waits for GO — "you are in your cgroup" — before anything that depends on it: a cgroup
 // mount needs the cgroup's directories, and a new cgroup namespace must be rooted there.
+// A new network namespace starts with `lo` down; processes expect 127.0.0.1 to work (probes,
+// sidecar-style services), as Docker, podman and crun give them.
+void bring_up_loopback() {
+  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) throw_errno("socket for the loopback device");
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0) throw_errno("SIOCGIFFLAGS lo");
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0) throw_errno("bring up lo");
+}
+
 bool needs_cgroup_first(const Spec& spec) {
   for (const auto& m : spec.mounts)
     if (m.type == "cgroup" || m.type == "cgroup2") return true;
@@ -113,6 +128,7 @@ void enter_cgroup(const InitArgs& a) {
   bool started = false;
   try {
     join_namespaces(spec, false);
+    if (spec.has_new_ns(CLONE_NEWNET)) bring_up_loopback();
     if (spec.hostname && ::sethostname(spec.hostname->c_str(), spec.hostname->size()) < 0)
       throw_errno("sethostname `" + *spec.hostname + "`");
     UniqueFd fifo;
