@@ -14,12 +14,13 @@ import { streamLogger } from './logger.js';
 export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
-  conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [-v]
+  conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [--concurrency N] [-v]
 
 Options:
       --watch DIR               manifest directory to watch (default ${DEFAULT_WATCH_DIR})
       --state-dir DIR           state directory (default /var/lib/conductor)
       --metrics-addr HOST:PORT  /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDR})
+      --concurrency N           containers reconciled at once (default 4)
   -v, --verbose                 debug logging
 `;
 
@@ -28,6 +29,8 @@ export interface RunControllerOptions {
   stateDir: string;
   metricsAddr: string;
   logLevel: 'info' | 'debug';
+  /** Workers of the Container controller (MaxConcurrentReconciles). */
+  concurrency?: { Container?: number };
   /** Where the controller logs: stderr, debug lines only with -v. */
   logger?: Logger;
 }
@@ -50,6 +53,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         watch: { type: 'string', default: DEFAULT_WATCH_DIR },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
+        concurrency: { type: 'string', default: '4' },
       },
       allowPositionals: true,
       strict: true,
@@ -64,8 +68,16 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
       'up',
     );
   }
+  const concurrency = Number(values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    throw new UsageError(
+      `--concurrency must be a whole number from 1 to 64, got ${JSON.stringify(values.concurrency)}`,
+      'up',
+    );
+  }
   return {
     help: values.help,
+    concurrency: { Container: concurrency },
     watchDir: resolve(cwd, values.watch),
     stateDir: resolve(cwd, values['state-dir']),
     metricsAddr: values['metrics-addr'],
@@ -85,9 +97,10 @@ export async function up(
     io.stdout(UP_USAGE);
     return 0;
   }
-  const { watchDir, stateDir, metricsAddr, logLevel } = args;
+  const { watchDir, stateDir, metricsAddr, logLevel, concurrency } = args;
   const logger = streamLogger(io.stderr, { debug: logLevel === 'debug', now: io.now });
   const opts: RunControllerOptions = { watchDir, stateDir, metricsAddr, logLevel, logger };
+  if (concurrency) opts.concurrency = concurrency;
   const manager = await load();
 
   // Listening from before the start, so a signal during startup stops the controller as soon

@@ -126,10 +126,21 @@ describe('up', () => {
       stateDir: '/var/lib/conductor',
       metricsAddr: '127.0.0.1:9090',
       logLevel: 'info',
+      concurrency: { Container: 4 },
     });
     expect(
       parseUpArgs(
-        ['--watch', 'm', '--state-dir', 's', '--metrics-addr', '[::1]:9100', '-v'],
+        [
+          '--watch',
+          'm',
+          '--state-dir',
+          's',
+          '--metrics-addr',
+          '[::1]:9100',
+          '-v',
+          '--concurrency',
+          '8',
+        ],
         '/work',
       ),
     ).toEqual({
@@ -138,7 +149,9 @@ describe('up', () => {
       stateDir: '/work/s',
       metricsAddr: '[::1]:9100',
       logLevel: 'debug',
+      concurrency: { Container: 8 },
     });
+    expect(() => parseUpArgs(['--concurrency', '0'], '/')).toThrow('--concurrency must be');
     expect(() => parseUpArgs(['--metrics-addr', '9090'], '/')).toThrow(
       '--metrics-addr must be HOST:PORT',
     );
