@@ -9,7 +9,7 @@
  * own DirectorySource settle time (30 ms, what `conductor up` uses; --settle-ms to change) and
  * default worker counts. The Image is built and Ready before the clock starts; the clock starts
  * just before the manifest is written (temp file + rename) and stops when the last container's
- * persisted status (<state>/objects/containers/<ns>/<name>.json) says phase Running, ready. The
+ * persisted status (<state>/objects/containers/<ns>/<name>.json) says phase Running, Ready. The
  * status files are watched with inotify (fs.watch on the namespace directory) and each one is
  * read back on every event; the time taken is after that read, so it is never earlier than the
  * write. A 100 ms poll backs the watch up in case an event is missed (counted and reported).
@@ -18,13 +18,26 @@
  * runc, a private store (--root/--runroot/--tmpdir in a temp dir), the cgroupfs manager and
  * `--network none` (a Conductor container today gets a new network namespace with nothing in
  * it, which is what podman's `none` is). podman also starts an infra (pause) container per pod:
- * that is its model of a Pod, and it is counted.
+ * that is its model of a Pod, and it is counted; `podman run -d` of one container (no pod) is
+ * timed beside it as a reference. Its pause image is built in the untimed warm-up round.
+ *
+ * Everything made is removed at the end, also on failure or Ctrl-C (which stops after the
+ * current round): harness dirs and containers each round, podman's pods by exact name, its
+ * images and private store, and the empty libpod_parent cgroups podman leaves behind.
  *
  *   node build/bench/bench/controller-start.js [--rounds N] [--rounds-many N] [--many N]
  *     [--settle-ms MS] [--skip-podman]
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, watch, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  rmdirSync,
+  watch,
+  writeFileSync,
+} from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +46,7 @@ import { performance } from 'node:perf_hooks';
 import type { Container, Image } from '../controller/api/types.generated.js';
 import { ControllerHarness, busyboxImage, containerManifest } from '../test/fixtures/controller.js';
 import { CGROUP_ROOT, findLeaks, hostSnapshot, listMounts } from '../test/fixtures/leaks.js';
-import { FIXTURE_ROOT, busyboxRootfs, uniqueId } from '../test/fixtures/rootfs.js';
+import { busyboxRootfs, uniqueId } from '../test/fixtures/rootfs.js';
 import { firstLine, median, parseFlags, table, which } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
@@ -53,27 +66,42 @@ const COMMAND = ['/bin/sleep', '3600'];
 
 const PREFIX = uniqueId('cbench');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+let stop = false;
+process.once('SIGINT', () => {
+  stop = true;
+  console.error('bench: stopping after this round, then cleaning up');
+});
 
 interface Sample {
   /** Manifest written → the last container Running. */
   total: number;
   /** Manifest written → the last object persisted (read, validated, cached: the source's part). */
   observed?: number;
+  /**
+   * Manifest written → the last container process started (its status.startedAt, from the shim;
+   * wall clock, so good to about a millisecond).
+   */
+  started?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Conductor
 
-/** Resolves when every named Container's persisted status is Running and ready. */
+/** Resolves when every named Container's persisted status is Running with condition Ready. */
 class RunningWatcher {
   private readonly observed = new Map<string, number>();
   private readonly running = new Map<string, number>();
+  private readonly startedAt = new Map<string, number>();
+  /** The last status read of a container not yet Running, for the timeout's message. */
+  private last: { name: string; status: unknown } | undefined;
   private readonly watcher;
   private readonly poll: NodeJS.Timeout;
   /** Containers only the backup poll saw Running (the watch missed their last write). */
   polled = 0;
   private finish: ((err?: Error) => void) | undefined;
   t0 = 0;
+  /** t0 on the wall clock, for status.startedAt. */
+  t0Wall = 0;
 
   constructor(
     private readonly dir: string,
@@ -101,8 +129,11 @@ class RunningWatcher {
     if (s?.phase === 'Failed' || s?.reason === 'CrashLoopBackOff') {
       this.finish?.(new Error(`${name}: ${s.phase} ${s.reason ?? ''} ${s.message ?? ''}`));
     }
-    if (s?.phase !== 'Running' || s.ready !== true || this.running.has(name)) return;
+    this.last = { name, status: s };
+    const ready = s?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+    if (s?.phase !== 'Running' || !ready || this.running.has(name)) return;
     this.running.set(name, at);
+    if (s.startedAt) this.startedAt.set(name, Date.parse(s.startedAt) - this.t0Wall);
     if (fromPoll) this.polled++;
     if (this.running.size === this.names.length) this.finish?.();
   }
@@ -110,7 +141,13 @@ class RunningWatcher {
   wait(timeoutMs: number): Promise<Sample> {
     return new Promise<Sample>((resolve, reject) => {
       const timer = setTimeout(
-        () => this.finish?.(new Error(`${this.running.size}/${this.names.length} Running`)),
+        () =>
+          this.finish?.(
+            new Error(
+              `${this.running.size}/${this.names.length} Running after ${timeoutMs} ms; last ` +
+                `read: ${this.last?.name ?? 'none'} ${JSON.stringify(this.last?.status)}`,
+            ),
+          ),
         timeoutMs,
       );
       this.finish = (err) => {
@@ -120,6 +157,7 @@ class RunningWatcher {
         resolve({
           total: Math.max(...this.running.values()),
           observed: Math.max(...this.observed.values()),
+          started: Math.max(...this.startedAt.values()),
         });
       };
       if (this.running.size === this.names.length) this.finish();
@@ -150,6 +188,7 @@ async function conductorRound(namespace: string, n: number): Promise<Sample> {
       const text = names
         .map((name) => containerManifest(namespace, name, { command: COMMAND }))
         .join('\n---\n');
+      watcher.t0Wall = Date.now();
       watcher.t0 = performance.now();
       await h.write('containers.yaml', text);
       const sample = await watcher.wait(30_000 + n * 1000);
@@ -172,17 +211,37 @@ async function conductorRound(namespace: string, n: number): Promise<Sample> {
 // ---------------------------------------------------------------------------------------------
 // podman
 
+/** Every cgroup directory at or below libpod_parent, in every hierarchy, parents first. */
+function podmanCgroups(): string[] {
+  const out: string[] = [];
+  const walk = (dir: string): void => {
+    out.push(dir);
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(dir, e.name));
+    }
+  };
+  for (const h of readdirSync(CGROUP_ROOT)) {
+    const top = join(CGROUP_ROOT, h, 'libpod_parent');
+    if (existsSync(top)) walk(top);
+  }
+  return out;
+}
+
 class Podman {
-  readonly dir = join(FIXTURE_ROOT, `${PREFIX}-podman`);
+  /** Short: podman refuses a runroot path longer than 50 characters. */
+  readonly dir = `/tmp/${PREFIX}-pm`;
   readonly image = `localhost/conductor-bench-busybox:${PREFIX}`;
   private readonly env: NodeJS.ProcessEnv;
   private readonly base: string[];
   /** Pods made and not yet removed: removed by exact name, even after a failure. */
   private readonly pods = new Set<string>();
-  /** libpod_parent cgroups podman makes on first use; removed at the end if we made them. */
-  private readonly parents = readdirSync(CGROUP_ROOT)
-    .map((h) => join(CGROUP_ROOT, h, 'libpod_parent'))
-    .filter((p) => !existsSync(p));
+  private readonly containers = new Set<string>();
+  /**
+   * podman (cgroupfs manager) puts pods under libpod_parent/ in every hierarchy, and on this
+   * hybrid host leaves one empty cgroup per pod behind in the named `systemd` and `unified`
+   * hierarchies. What was there before we started is not ours; the rest is removed at the end.
+   */
+  private readonly cgroupsBefore = new Set(podmanCgroups());
 
   constructor(readonly binary: string) {
     mkdirSync(this.dir, { recursive: true });
@@ -245,17 +304,28 @@ spec:
     this.run(['kube', 'play', '--network', 'none', file]);
     const total = performance.now() - t0;
     // Every container must be running (as Conductor's must): not timed.
-    const states = new Map(
-      this.run(['ps', '--format', '{{.Names}} {{.State}}'])
-        .split('\n')
-        .map((l) => l.split(' ') as [string, string]),
+    const running = new Set(
+      this.run(['ps', '--filter', 'status=running', '--format', '{{.Names}}']).split('\n'),
     );
-    for (const p of pods) {
-      if (states.get(`${p}-c`) !== 'running') {
-        throw new Error(`podman: ${p}-c is ${states.get(`${p}-c`) ?? 'missing'} after kube play`);
-      }
+    const missing = pods.filter((p) => !running.has(`${p}-c`));
+    if (missing.length > 0) {
+      throw new Error(`podman: not running after kube play: ${missing.join(' ')}`);
     }
     return { total };
+  }
+
+  /** `podman run -d` of one container, no pod and so no infra container: a reference. */
+  runContainer(name: string): Sample {
+    this.containers.add(name);
+    const t0 = performance.now();
+    this.run(['run', '-d', '--network', 'none', '--name', name, this.image, ...COMMAND]);
+    return { total: performance.now() - t0 };
+  }
+
+  removeContainers(): void {
+    if (this.containers.size === 0) return;
+    this.run(['rm', '--force', '--time', '0', ...this.containers]);
+    this.containers.clear();
   }
 
   removePods(): void {
@@ -275,6 +345,7 @@ spec:
       }
     };
     attempt(() => this.removePods());
+    attempt(() => this.removeContainers());
     attempt(() => this.run(['rmi', '--force', this.image]));
     // The private store holds only what this run made: the image above and podman's pause image.
     attempt(() => {
@@ -290,9 +361,11 @@ spec:
       });
     }
     attempt(() => rmSync(this.dir, { recursive: true, force: true }));
-    for (const p of this.parents) {
+    // Deepest first; rmdir fails on a cgroup with processes or children: then it is in use.
+    for (const cg of podmanCgroups().reverse()) {
+      if (this.cgroupsBefore.has(cg)) continue;
       try {
-        rmdirSync(p); // fails if not empty: then something else uses it now
+        rmdirSync(cg);
       } catch {
         // not ours to force
       }
@@ -306,6 +379,8 @@ spec:
 interface Series {
   conductor: Sample[];
   podman: Sample[];
+  /** `podman run -d` (1-container series only). */
+  podmanRun: Sample[];
   podmanFailed?: string;
 }
 
@@ -316,8 +391,8 @@ async function series(
   podman: Podman | undefined,
   warmup: boolean,
 ): Promise<Series> {
-  const out: Series = { conductor: [], podman: [] };
-  for (let r = warmup ? -1 : 0; r < count; r++) {
+  const out: Series = { conductor: [], podman: [], podmanRun: [] };
+  for (let r = warmup ? -1 : 0; r < count && !stop; r++) {
     const tag = r < 0 ? 'w' : String(r);
     const round = `${label}${tag}`;
     const conductor = async (): Promise<void> => {
@@ -325,7 +400,8 @@ async function series(
       if (r >= 0) out.conductor.push(s);
       console.log(
         `  round ${tag} conductor: ${s.total.toFixed(1)} ms (objects persisted at ` +
-          `${s.observed?.toFixed(1) ?? '?'} ms)`,
+          `${s.observed?.toFixed(1) ?? '?'} ms, last process started at ` +
+          `${s.started?.toFixed(0) ?? '?'} ms)`,
       );
     };
     const pod = (): void => {
@@ -335,11 +411,17 @@ async function series(
         const s = podman.play(names);
         if (r >= 0) out.podman.push(s);
         console.log(`  round ${tag} podman:    ${s.total.toFixed(1)} ms`);
+        if (n === 1) {
+          const one = podman.runContainer(`${PREFIX}-${round}-run`);
+          if (r >= 0) out.podmanRun.push(one);
+          console.log(`  round ${tag} podman run -d (reference): ${one.total.toFixed(1)} ms`);
+        }
       } catch (err) {
         out.podmanFailed = String(err);
         console.log(`  round ${tag} podman failed: ${out.podmanFailed}`);
       } finally {
         podman.removePods();
+        podman.removeContainers();
       }
     };
     // Alternate who goes first: whoever follows the other's teardown pays for it.
@@ -381,7 +463,7 @@ async function main(): Promise<void> {
     const lots = await series('b', many, roundsMany, podmanError ? undefined : podman, false);
 
     const rows: string[][] = [
-      ['', 'conductor ms', '(objects persisted)', 'podman ms', 'podman / conductor', 'target'],
+      ['', 'conductor ms', '(persisted', 'started)', 'podman ms', 'podman / conductor', 'target'],
     ];
     for (const [name, s] of [
       ['1 container', one],
@@ -389,6 +471,7 @@ async function main(): Promise<void> {
     ] as const) {
       const c = median(s.conductor.map((x) => x.total));
       const o = median(s.conductor.map((x) => x.observed ?? NaN));
+      const st = median(s.conductor.map((x) => x.started ?? NaN));
       const p = median(s.podman.map((x) => x.total));
       const failed = podmanError ?? s.podmanFailed;
       const ratio = p / c;
@@ -396,6 +479,7 @@ async function main(): Promise<void> {
         name,
         c.toFixed(1),
         o.toFixed(1),
+        st.toFixed(0),
         failed ? 'failed' : p.toFixed(1),
         failed ? '-' : `${ratio.toFixed(1)}x`,
         failed ? '-' : `${TARGET}x ${ratio >= TARGET ? 'met' : 'NOT met'}`,
@@ -404,12 +488,25 @@ async function main(): Promise<void> {
     console.log(`medians:\n${table(rows)}`);
     const notes = [
       'podman / conductor: how many times faster Conductor is (higher is better for Conductor).',
-      'objects persisted: when the last object file appeared (watch, settle, parse, validate).',
+      'persisted: when the last object file appeared (inotify, settle, parse, validate, write);',
+      'started: when the last container process started (status.startedAt, from the shim);',
+      'conductor ms: when the last status file said Running (what the CLI and Services see).',
     ];
+    if (one.podmanRun.length > 0) {
+      const pr = median(one.podmanRun.map((x) => x.total));
+      const c = median(one.conductor.map((x) => x.total));
+      notes.push(
+        `reference: podman run -d of 1 container (no pod, no infra container): median ` +
+          `${pr.toFixed(1)} ms, ${(pr / c).toFixed(1)}x Conductor's time.`,
+      );
+    }
     if (podmanError) notes.push(`podman: ${podmanError}`);
     for (const s of [one, lots]) if (s.podmanFailed) notes.push(`podman: ${s.podmanFailed}`);
     if (missedByWatch > 0) {
-      notes.push(`${missedByWatch} Running status(es) were seen by the 100 ms backup poll only.`);
+      notes.push(
+        `${missedByWatch} Running status(es) were read first by the 100 ms backup poll ` +
+          '(at worst 100 ms late; usually a watch-triggered read was in flight too).',
+      );
     }
     notes.push(`load average after: ${loadavg()[0]?.toFixed(2)}.`);
     console.log(notes.join('\n'));

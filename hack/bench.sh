@@ -25,7 +25,10 @@ node --input-type=module -e '
   // All of bench/, and the fixture files it imports (other fixtures may need more than swc).
   const files = [
     ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
-    ...["oci", "rootfs", "leaks"].map((f) => `test/fixtures/${f}.ts`),
+    ...["oci", "rootfs", "leaks", "controller"].map((f) => `test/fixtures/${f}.ts`),
+    // The controller benchmark runs the controller in-process.
+    ...["controller", "runtime-core/src"].flatMap((d) =>
+      readdirSync(d, { recursive: true }).filter((f) => f.endsWith(".ts")).map((f) => `${d}/${f}`)),
   ];
   for (const file of files) {
     const { code } = transformFileSync(file, {
@@ -40,3 +43,5 @@ node --input-type=module -e '
 node build/bench/bench/runtime-start.js "$@"
 echo
 node build/bench/bench/shim-memory.js "$@"
+echo
+node build/bench/bench/controller-start.js "$@"

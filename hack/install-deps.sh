@@ -22,6 +22,7 @@ required=(
   crun runc podman                             # peers for benchmarks and tests
   'golang-github-containers-common|containers-common' # /usr/share/containers/seccomp.json
   prometheus                                   # promtool lints /metrics in tests
+  bpftool                                      # tests check the eBPF device filter
   clang-format hyperfine iproute2 util-linux jq
 )
 

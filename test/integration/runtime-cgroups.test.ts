@@ -3,7 +3,7 @@
  * kill, pids limit, CPU quota; and the v2 backend's files, written into a stand-in cgroup2 tree
  * (CONDUCTOR_CGROUP_ROOT/MODE) so the v2 path is exercised without a v2 host.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -72,6 +72,40 @@ describe('cpu', () => {
     const share = Number(usage() - u0) / Number(process.hrtime.bigint() - t0);
     expect(share).toBeGreaterThan(0.3);
     expect(share).toBeLessThan(0.6);
+    await suite.rt.ok(['delete', '--force', b.id]);
+  });
+});
+
+describe('devices', () => {
+  const caps = ['CAP_MKNOD', 'CAP_DAC_OVERRIDE'];
+  const attached = (id: string): string =>
+    execFileSync('bpftool', ['cgroup', 'show', `/sys/fs/cgroup/unified/conductor/${id}`], {
+      encoding: 'utf8',
+    });
+
+  it('on request, also attaches the v2 eBPF device filter on this hybrid host, and it denies', async () => {
+    const b = await suite.bundleFor('sleep 1000', {
+      annotations: { 'conductor.dev/device-filter': 'ebpf' },
+      process: { capabilities: { bounding: caps, effective: caps, permitted: caps } },
+    });
+    await suite.rt.ok(['run', '-d', '-b', b.dir, b.id]);
+    expect(attached(b.id)).toMatch(/\bcgroup_device\b|\bdevice\b/);
+    const out = await suite.rt.ok([
+      'exec',
+      b.id,
+      '--',
+      'sh',
+      '-c',
+      'mknod /dev/hostdisk b 8 0 2>&1; echo rc=$?',
+    ]);
+    expect(out).toMatch(/Operation not permitted\nrc=1/);
+    await suite.rt.ok(['delete', '--force', b.id]);
+  });
+
+  it('by default leaves device rules to the v1 controller (no eBPF program)', async () => {
+    const b = await suite.bundleFor('sleep 1000');
+    await suite.rt.ok(['run', '-d', '-b', b.dir, b.id]);
+    expect(attached(b.id).trim()).toBe('');
     await suite.rt.ok(['delete', '--force', b.id]);
   });
 });

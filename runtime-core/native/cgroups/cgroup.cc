@@ -124,6 +124,7 @@ void Cgroup::create(const CgroupResources& wanted, pid_t pid) {
     // GO, after all limits are in place.
     CgroupResources devices_only;
     devices_only.devices = wanted.devices;
+    devices_only.ebpf_devices_on_hybrid = wanted.ebpf_devices_on_hybrid;
     apply(devices_only);
     if (pid > 0) add_process(pid);
     CgroupResources rest = wanted;
@@ -145,9 +146,10 @@ void Cgroup::apply(const CgroupResources& res) {
   } else {
     apply_v1(*this, res);
     // On a hybrid host the unified hierarchy carries no resource controllers, but eBPF device
-    // programs attached to it are enforced on top of the v1 devices controller: attach the same
-    // rules there, so the v2 device filter is exercised on hybrid hosts too.
-    if (layout_.mode == CgroupMode::Hybrid && !res.devices.empty())
+    // programs attached to it are enforced on top of the v1 devices controller. Not by default
+    // (loading the program costs about a millisecond and v1 already enforces the rules); on
+    // request, which also lets the v2 device filter be tested on hybrid hosts.
+    if (layout_.mode == CgroupMode::Hybrid && res.ebpf_devices_on_hybrid && !res.devices.empty())
       cgroup_backend::apply_v2_devices(layout_.unified + path_, res.devices);
   }
 }

@@ -45,6 +45,9 @@ struct CgroupResources {
     std::string access = "rwm";
   };
   std::vector<Device> devices;  // rules in order; empty = no device rules
+  // On hybrid hosts the v1 devices controller enforces the rules, as runc does; this adds the
+  // v2 eBPF filter on the unified hierarchy as well (annotation conductor.dev/device-filter=ebpf).
+  bool ebpf_devices_on_hybrid = false;
 };
 
 struct CgroupStats {

@@ -548,6 +548,13 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
       throw Error(e.what());
     }
     parse_resources(field(linux, "resources", "linux"), "linux.resources", spec.resources);
+    if (auto f = spec.annotations.find("conductor.dev/device-filter");
+        f != spec.annotations.end()) {
+      if (f->second != "ebpf")
+        throw Error("annotations.conductor.dev/device-filter: only `ebpf` is known, not `" +
+                    f->second + "`");
+      spec.resources.ebpf_devices_on_hybrid = true;
+    }
 
     const json& devs = field(linux, "devices", "linux");
     if (!devs.is_null()) {
