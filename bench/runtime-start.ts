@@ -13,7 +13,7 @@
  *   hack/bench.sh [--iterations N] [--warmup N] [--only conductor-runtime,crun,runc,floor]
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 
@@ -267,6 +267,12 @@ async function main(): Promise<void> {
     removeCrunNamespace();
     for (const b of bundles) await b.remove().catch((err: unknown) => console.error(String(err)));
     rmSync(WORK, { recursive: true, force: true });
+    // runc also joins the named name=systemd hierarchy and leaves the shared parent there.
+    try {
+      rmdirSync('/sys/fs/cgroup/systemd/conductor');
+    } catch {
+      // not there, or still used by someone else: leave it
+    }
     const leaks = findLeaks(before, { idPrefix: PREFIX, runtimeRoots: [] });
     const left = [...leaks.mounts, ...leaks.cgroups, ...leaks.processes, ...leaks.stateDirs];
     if (left.length > 0) console.error(`bench: left behind:\n  ${left.join('\n  ')}`);
