@@ -141,9 +141,14 @@ describe('makeBundle', () => {
   });
 
   it('makes a bundle that runc runs', async () => {
+    const id = uniqueId(PREFIX);
     const bundle = await makeBundle({
-      prefix: PREFIX,
-      overrides: { process: { args: ['/bin/sh', '-c', 'hostname; echo pid=$$; id -u'] } },
+      id,
+      overrides: {
+        process: { args: ['/bin/sh', '-c', 'hostname; echo pid=$$; id -u'] },
+        // A top-level cgroup: runc removes its leaf but never the parent (/conductor) it made.
+        linux: { cgroupsPath: `/${id}` },
+      },
     });
     try {
       const r = spawnSync('runc', ['--root', runtimeRoot, 'run', '-b', bundle.dir, bundle.id], {
