@@ -28,15 +28,7 @@ trap cleanup EXIT
 
 # The root filesystem: Debian's static busybox and one symlink per applet.
 rootfs="$work/bundle/rootfs"
-mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp,root}
-chmod 1777 "$rootfs/tmp"
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
-  >"$rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+hack/busybox-rootfs.sh "$rootfs"
 
 # An OCI runtime-spec config.json, as `runc spec` writes it, minus the terminal.
 caps='["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"]'

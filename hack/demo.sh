@@ -37,14 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The image's root filesystem, next to the manifests: Debian's static busybox and its applets.
-rootfs="$watch/rootfs"
-mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp,root}
-chmod 1777 "$rootfs/tmp"
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
+hack/busybox-rootfs.sh "$watch/rootfs"
 
 echo "== conductor up --watch $watch --state-dir $state"
 # Not through the function: $! must be node's own pid, for the cleanup to stop it.
