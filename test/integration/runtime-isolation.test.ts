@@ -7,9 +7,11 @@ import { hostname } from 'node:os';
 
 import { describe, expect, it } from '@jest/globals';
 
+import { ociConfig, type OciMount } from '../fixtures/index.js';
 import { runtimeSuite } from '../fixtures/runtime.js';
 
 const suite = runtimeSuite('ri');
+const ociConfigMounts = (): OciMount[] | undefined => ociConfig().mounts;
 const PREFIX = suite.prefix;
 
 describe('pid namespace', () => {
@@ -87,6 +89,21 @@ describe('mounts', () => {
       expect.arrayContaining(['nosuid', 'nodev', 'noexec']),
     );
     expect(mounts.get('/dev/mqueue')?.type).toBe('mqueue');
+  });
+
+  it("mounts the container's own cgroups read-only at /sys/fs/cgroup", async () => {
+    const r = await suite.sh(
+      'cat /sys/fs/cgroup/pids/pids.max; ls /sys/fs/cgroup/memory/memory.limit_in_bytes; echo 1 > /sys/fs/cgroup/pids/pids.max 2>&1; echo rc=$?',
+      {
+        linux: { resources: { pids: { limit: 42 } } },
+        mounts: [
+          ...(ociConfigMounts() ?? []),
+          { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro'] },
+        ],
+      },
+    );
+    expect(r.stdout).toBe('42\n/sys/fs/cgroup/memory/memory.limit_in_bytes\nrc=1\n');
+    expect(r.stderr).toContain('Read-only file system');
   });
 
   it('bind mounts a host directory read-only, and read-write', async () => {
