@@ -106,7 +106,12 @@ export class ImageReconciler implements Reconciler {
   async reconcile(key: string): Promise<Result> {
     const ctx = this.ctx;
     const image = ctx.caches.Image.getByKey(key);
-    if (!image) return done(); // Layers stay for reuse; pruning them is the images issue.
+    if (!image) {
+      // Layers stay for reuse (pruning them is the images issue); the object and status go.
+      const [namespace = 'default', name = key] = key.split('/');
+      await ctx.status.forget('Image', namespace, name);
+      return done();
+    }
     const generation = image.metadata.generation ?? 0;
     const old = ctx.status.get('Image', key);
     if (

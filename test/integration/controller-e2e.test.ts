@@ -102,6 +102,31 @@ describe('containers from manifests', () => {
     expect((await ctl().runtime.list()).map((i) => i.id)).not.toContain(`${NS}_web`);
     await h.waitFor<Service>('Service', 'web', (o) => o?.status?.endpoints?.length === 0);
     await h.remove('svc.yaml');
+    await h.waitFor('Service', 'web', (o) => o === undefined);
+  });
+});
+
+describe('images', () => {
+  it('builds an image once per content, and forgets a deleted one', async () => {
+    await h.write('img2.yaml', busyboxImage(NS, 'second'));
+    const second = await h.waitFor<Image>('Image', 'second', (o) => o?.status?.phase === 'Ready');
+    const first = await h.object<Image>('Image', 'busybox');
+    // Same step, same content, same parent: the same layer, stored once.
+    expect(second?.status?.layers).toEqual(first?.status?.layers);
+    await h.remove('img2.yaml');
+    await h.waitFor('Image', 'second', (o) => o === undefined);
+  });
+
+  it('refuses a copy source that escapes the manifest directory', async () => {
+    await h.write(
+      'escape.yaml',
+      `apiVersion: conductor.dev/v1alpha1\nkind: Image\nmetadata: {name: escape, namespace: ${NS}}\nspec:\n  from: scratch\n  steps: [{copy: {src: ../../.., dest: /}}]\n`,
+    );
+    const failed = await h.waitFor<Image>('Image', 'escape', (o) => o?.status?.phase === 'Failed');
+    expect(failed?.status?.message).toContain('resolves outside the manifest');
+    expect(failed?.status?.failedStep).toBe(0);
+    await h.remove('escape.yaml');
+    await h.waitFor('Image', 'escape', (o) => o === undefined);
   });
 });
 
