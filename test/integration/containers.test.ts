@@ -1,9 +1,9 @@
 /**
  * The containers facade (runtime-core/src/containers.ts) against the real shim, addon and an OCI
- * runtime: CONDUCTOR_TEST_RUNTIME if set, else build/Release/conductor-runtime when it behaves
- * like a runtime, else runc. Needs root and the real kernel.
+ * runtime: CONDUCTOR_TEST_RUNTIME if set (runc works), else build/Release/conductor-runtime.
+ * Needs root and the real kernel.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -37,25 +37,10 @@ import {
   uniqueId,
   type HostSnapshot,
 } from '../fixtures/index.js';
+import { RUNTIME } from '../fixtures/runtime.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const PREFIX = 'ctrfac';
-const RUNTIME = pickRuntime();
-
-function pickRuntime(): string {
-  const fromEnv = process.env.CONDUCTOR_TEST_RUNTIME;
-  if (fromEnv) return fromEnv;
-  const ours = join(REPO, 'build/Release/conductor-runtime');
-  if (existsSync(ours)) {
-    const root = mkdtempSync('/tmp/conductor-ctrtest-probe-');
-    const r = spawnSync(ours, ['--root', root, 'state', 'conductor-probe-absent'], {
-      encoding: 'utf8',
-    });
-    rmSync(root, { recursive: true, force: true });
-    if (r.error === undefined && r.status !== 0 && r.stderr.trim() !== '') return ours;
-  }
-  return 'runc';
-}
 
 /** Polls until `fn` returns a value (no timing assertions: jest's timeout is the limit). */
 async function eventually<T>(

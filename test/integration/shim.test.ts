@@ -1,8 +1,8 @@
 /**
  * conductor-shim against a real OCI runtime (runtime-core/README.md, "conductor-shim").
  *
- * The runtime is CONDUCTOR_TEST_RUNTIME if set, else build/Release/conductor-runtime when it
- * behaves like a runtime, else `runc` (same command line). Needs root and the real kernel.
+ * The runtime is CONDUCTOR_TEST_RUNTIME if set (runc works: same command line), else
+ * build/Release/conductor-runtime. Needs root and the real kernel.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import {
@@ -23,27 +23,12 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 
+import { RUNTIME } from '../fixtures/runtime.js';
+
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SHIM = join(REPO, 'build/Release/conductor-shim');
-const RUNTIME = pickRuntime();
 
 // ---- small local helpers (a shared fixture module is on its way; this file stands alone)
-
-/** A runtime stub exits 0 for anything; a real one refuses to show a container that is not there. */
-function pickRuntime(): string {
-  const fromEnv = process.env.CONDUCTOR_TEST_RUNTIME;
-  if (fromEnv) return fromEnv;
-  const ours = join(REPO, 'build/Release/conductor-runtime');
-  if (existsSync(ours)) {
-    const root = mkdtempSync('/tmp/conductor-shimtest-probe-');
-    const r = spawnSync(ours, ['--root', root, 'state', 'conductor-probe-absent'], {
-      encoding: 'utf8',
-    });
-    rmSync(root, { recursive: true, force: true });
-    if (r.error === undefined && r.status !== 0 && r.stderr.trim() !== '') return ours;
-  }
-  return 'runc';
-}
 
 function buildRootfs(dir: string): void {
   mkdirSync(join(dir, 'bin'), { recursive: true });
