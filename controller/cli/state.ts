@@ -8,6 +8,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { KINDS, type Kind } from '../api/kinds.js';
+import { errCode, readJson } from '../../runtime-core/src/files.js';
 import type { ManifestError, ObjectIdentity } from '../source/manifests.js';
 
 /** controller.json: who the running controller is and what it watches. */
@@ -58,20 +59,6 @@ export interface StoredObject {
   };
   spec?: Record<string, unknown>;
   status?: Record<string, unknown>;
-}
-
-const errCode = (err: unknown): string | undefined =>
-  (err as NodeJS.ErrnoException | undefined)?.code;
-
-async function readJson<T>(path: string): Promise<T | undefined> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
-  } catch (err) {
-    if (errCode(err) === 'ENOENT') return undefined;
-    throw new Error(`read ${path}: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    });
-  }
 }
 
 async function listDir(path: string): Promise<string[]> {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve, sep } from 'node:path';
 
+import { errCode } from '../../runtime-core/src/files.js';
 import { isManifestPath } from '../source/directory.js';
 import {
   parseManifests,
@@ -26,9 +27,6 @@ export interface InputFile {
   name: string;
   text: string;
 }
-
-const errCode = (err: unknown): string | undefined =>
-  (err as NodeJS.ErrnoException | undefined)?.code;
 
 /**
  * The files `-f` names: a file as given, or a directory's manifest files (not recursive, as

@@ -4,10 +4,11 @@
  * written atomically, so the CLI reads a consistent picture and a restarted controller finds
  * the status it wrote.
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { KINDS, type Kind } from '../api/kinds.js';
+import { writeFileAtomic } from '../../runtime-core/src/files.js';
 import type { ConductorObject } from '../api/types.generated.js';
 
 export interface ControllerInfo {
@@ -32,15 +33,6 @@ export interface StoredEvent {
 }
 
 const EVENTS_KEPT = 50;
-let tmpCounter = 0;
-
-async function writeAtomic(path: string, text: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${process.pid}.${(tmpCounter += 1)}.tmp`);
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-}
-
 export class StateStore {
   /** Writes to one path are serialised: the last write always wins on disk. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -63,7 +55,7 @@ export class StateStore {
   writeObject(object: ConductorObject): Promise<void> {
     const { kind, metadata } = object;
     const path = this.objectPath(kind, metadata.namespace, metadata.name);
-    return this.serial(path, () => writeAtomic(path, `${JSON.stringify(object, null, 2)}\n`));
+    return this.serial(path, () => writeFileAtomic(path, `${JSON.stringify(object, null, 2)}\n`));
   }
 
   removeObject(kind: Kind, namespace: string, name: string): Promise<void> {
@@ -94,7 +86,7 @@ export class StateStore {
   writeSources(watchDir: string, files: Record<string, FileOutcome>): Promise<void> {
     const path = join(this.dir, 'sources.json');
     return this.serial(path, () =>
-      writeAtomic(path, `${JSON.stringify({ watchDir, files }, null, 2)}\n`),
+      writeFileAtomic(path, `${JSON.stringify({ watchDir, files }, null, 2)}\n`),
     );
   }
 
@@ -107,7 +99,7 @@ export class StateStore {
     return this.serial(path, async () => {
       const old = await readFile(path, 'utf8').catch(() => '');
       const lines = [...old.split('\n').filter(Boolean), JSON.stringify(event)];
-      await writeAtomic(path, `${lines.slice(-EVENTS_KEPT).join('\n')}\n`);
+      await writeFileAtomic(path, `${lines.slice(-EVENTS_KEPT).join('\n')}\n`);
     });
   }
 
@@ -123,7 +115,7 @@ export class StateStore {
 
   writeControllerInfo(info: ControllerInfo): Promise<void> {
     const path = join(this.dir, 'controller.json');
-    return this.serial(path, () => writeAtomic(path, `${JSON.stringify(info, null, 2)}\n`));
+    return this.serial(path, () => writeFileAtomic(path, `${JSON.stringify(info, null, 2)}\n`));
   }
 
   removeControllerInfo(): Promise<void> {

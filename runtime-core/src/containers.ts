@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 
 import { readCriLog, type LogEntry } from './cri-log.js';
 import * as addon from './native.js';
@@ -25,6 +25,7 @@ import {
   type ContainerSpec,
   type OciConfigOptions,
 } from './oci-config.js';
+import { errCode, readJson, writeJsonAtomic } from './files.js';
 import { buildOutput, DEFAULT_STATE_DIR, StateLayout, type ContainerPaths } from './paths.js';
 import { OciRuntimeCli } from './runtime-cli.js';
 
@@ -161,24 +162,6 @@ interface Watch {
 
 interface ContainerRuntimeEvents {
   exit: [id: string, info: ContainerInfo];
-}
-
-const errCode = (err: unknown): string | undefined =>
-  (err as NodeJS.ErrnoException | undefined)?.code;
-
-async function readJson<T>(path: string): Promise<T | undefined> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
-  } catch (err) {
-    if (errCode(err) === 'ENOENT') return undefined;
-    // A torn read cannot happen (tmp + rename); anything else is worth surfacing.
-    throw new Error(`read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  await writeFile(`${path}.tmp`, JSON.stringify(value, null, 2));
-  await rename(`${path}.tmp`, path);
 }
 
 function isZombie(pid: number): boolean {

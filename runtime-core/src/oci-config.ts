@@ -158,7 +158,11 @@ export const DEFAULT_READONLY_PATHS: readonly string[] = [
   '/proc/sysrq-trigger',
 ];
 
-function defaultMounts(): OciMount[] {
+/**
+ * The filesystems every container gets, as runc's and Docker's defaults: proc, /dev (tmpfs),
+ * devpts, shm, mqueue, sysfs read-only. Tests and benchmarks build their bundles from it too.
+ */
+export function standardMounts(): OciMount[] {
   return [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     {
@@ -191,6 +195,12 @@ function defaultMounts(): OciMount[] {
       source: 'sysfs',
       options: ['nosuid', 'noexec', 'nodev', 'ro'],
     },
+  ];
+}
+
+function defaultMounts(): OciMount[] {
+  return [
+    ...standardMounts(),
     {
       destination: '/sys/fs/cgroup',
       type: 'cgroup',

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 
+import { standardMounts } from '../../runtime-core/src/oci-config.js';
 import { RUNTIME } from '../fixtures/runtime.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -51,27 +52,7 @@ interface BundleOptions {
 
 function writeBundle(bundle: string, rootfs: string, cgroup: string, o: BundleOptions): void {
   const caps = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
-  const mounts: object[] = [
-    { destination: '/proc', type: 'proc', source: 'proc' },
-    {
-      destination: '/dev',
-      type: 'tmpfs',
-      source: 'tmpfs',
-      options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
-    },
-    {
-      destination: '/dev/pts',
-      type: 'devpts',
-      source: 'devpts',
-      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'],
-    },
-    {
-      destination: '/sys',
-      type: 'sysfs',
-      source: 'sysfs',
-      options: ['nosuid', 'noexec', 'nodev', 'ro'],
-    },
-  ];
+  const mounts: object[] = standardMounts();
   if (o.ctlDir) {
     mounts.push({ destination: '/ctl', type: 'bind', source: o.ctlDir, options: ['rbind', 'rw'] });
   }

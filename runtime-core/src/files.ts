@@ -1,0 +1,43 @@
+/** Small file helpers shared by the facade, the controller and the CLI. */
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+
+/** The errno name of a Node fs error (`ENOENT`, …), if it is one. */
+export const errCode = (err: unknown): string | undefined =>
+  (err as NodeJS.ErrnoException | undefined)?.code;
+
+/** A JSON file's content; undefined when it does not exist. Other failures throw, naming it. */
+export async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return undefined;
+    // Writers use writeFileAtomic: a torn read cannot happen; anything else is worth surfacing.
+    throw new Error(`read ${path}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+let tmpCounter = 0;
+
+/**
+ * Writes `text` to a hidden temporary file beside `path` (unique per process and call, so
+ * concurrent writers never share one) and renames it into place: readers see the old file or
+ * the new one, never a part.
+ */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${process.pid}.${(tmpCounter += 1)}.tmp`);
+  try {
+    await writeFile(tmp, text);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
