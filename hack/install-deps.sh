@@ -24,6 +24,9 @@ required=(
   prometheus                                   # promtool lints /metrics in tests
   bpftool                                      # tests check the eBPF device filter
   clang-format hyperfine iproute2 util-linux jq
+  zlib1g-dev libzstd-dev zstd                  # layer unpacking (gzip, zstd); zstd for tests
+  skopeo debootstrap                           # image pulls, archive imports, distribution bases
+  umoci docker-registry                        # tests build images and serve a real registry
 )
 
 installed() {
