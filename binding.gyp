@@ -11,8 +11,9 @@
   "targets": [
     {
       "target_name": "conductor_native",
-      "sources": ["<!@(ls -1 runtime-core/native/addon/*.cc runtime-core/native/common/*.cc runtime-core/native/cgroups/*.cc)"],
+      "sources": ["<!@(ls -1 runtime-core/native/addon/*.cc runtime-core/native/common/*.cc runtime-core/native/cgroups/*.cc runtime-core/native/image/*.cc)"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "libraries": ["-lz", "-lzstd"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
     },

@@ -45,6 +45,24 @@ export interface CgroupStats {
   oomKills: number;
 }
 
+export type LayerCompression = 'auto' | 'gzip' | 'zstd' | 'none';
+
+export interface UnpackLayerOptions {
+  /** The layer tarball (absolute path to a regular file). */
+  archive: string;
+  /** An existing, empty directory (absolute path): becomes the layer, an overlayfs lowerdir. */
+  target: string;
+  /** Default 'auto': sniffs the magic bytes (gzip 1f 8b, zstd 28 b5 2f fd, else plain tar). */
+  compression?: LayerCompression;
+}
+
+export interface UnpackLayerResult {
+  /** Archive entries applied (pax and GNU long-name headers not counted). */
+  entries: number;
+  /** Bytes of regular-file data written. */
+  bytes: number;
+}
+
 /** An error from the addon: `code`/`errno` are set when a syscall failed. */
 export interface NativeError extends Error {
   code?: string;
@@ -58,6 +76,8 @@ interface Addon {
   unmount(target: string, opts?: UnmountOptions): Promise<void>;
   cgroupStats(cgroupsPath: string): Promise<CgroupStats>;
   nsInodes(pid: number): Record<NamespaceKind, string>;
+  unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayerResult>;
+  resolveInRoot(root: string, path: string): string;
 }
 
 /** Path of the addon, found from this module's location (works from src/ and dist/). */
@@ -117,4 +137,35 @@ export async function cgroupStats(cgroupsPath: string): Promise<CgroupStats> {
  */
 export function nsInodes(pid: number): Record<NamespaceKind, string> {
   return addon().nsInodes(pid);
+}
+
+/**
+ * Unpacks one OCI layer tarball (ustar, pax, GNU long names; gzip, zstd or none) into
+ * `target`, streaming, on the libuv pool. Modes (setuid/setgid/sticky too), numeric owners and
+ * mtimes are kept exactly; directories get their times after their contents. OCI whiteouts
+ * become overlayfs ones: `d/.wh.NAME` a 0/0 character device `d/NAME`, `d/.wh..wh..opq` the
+ * xattr `trusted.overlay.opaque=y` on `d`. Of pax `SCHILY.xattr.*` only `user.*` and
+ * `security.capability` are applied (a layer must not forge `trusted.overlay.*`).
+ *
+ * Hostile archives are refused, never rewritten: absolute names or names with a `..`
+ * component, any entry below a symlink (parents are opened with openat2 RESOLVE_IN_ROOT |
+ * RESOLVE_NO_SYMLINKS), hardlinks to anything but a non-directory entry already in the layer,
+ * device nodes, unsupported types, truncated or corrupt data. The promise rejects on the first
+ * such entry with a message naming it (`layer entry "a/../x": path leaves the layer`).
+ *
+ * On rejection what was written so far is left in `target`: the caller must delete `target`.
+ */
+export async function unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayerResult> {
+  return addon().unpackLayer(opts);
+}
+
+/**
+ * Resolves `path` as if `root` were `/` (openat2 RESOLVE_IN_ROOT: symlinks followed but kept
+ * inside `root`, `..` stops at `root`) and returns the real host path. Missing trailing
+ * components are allowed: the longest existing prefix is resolved and the rest appended; the
+ * rest must not contain `..` and must not begin at a dangling symlink (EINVAL / ELOOP).
+ * The answer holds while nothing else changes `root` (for copying into an image being built).
+ */
+export function resolveInRoot(root: string, path: string): string {
+  return addon().resolveInRoot(root, path);
 }

@@ -36,6 +36,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_mounts(env, exports);
   register_cgroups(env, exports);
   register_namespaces(env, exports);
+  register_image(env, exports);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // Glue shared by the addon's files: one register_* per concern (pidfd, mounts, cgroup stats,
-// namespaces), conversion of conductor::Error into JS errors, and a promise-returning worker
-// so nothing that can block (mount, cgroup reads) runs on the JS thread.
+// namespaces, image layers), conversion of conductor::Error into JS errors, and a
+// promise-returning worker so nothing that can block (mount, cgroup reads, unpacking) runs on
+// the JS thread.
 #pragma once
 
 #include <napi.h>
@@ -18,6 +19,7 @@ void register_pidfd(Napi::Env env, Napi::Object exports);
 void register_mounts(Napi::Env env, Napi::Object exports);
 void register_cgroups(Napi::Env env, Napi::Object exports);
 void register_namespaces(Napi::Env env, Napi::Object exports);
+void register_image(Napi::Env env, Napi::Object exports);
 
 // An Error whose message is `message` and, for syscall failures, `code` = "ENOENT"... and
 // `errno` = the number, as Node's own fs errors carry them.
