@@ -230,8 +230,16 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
    * Creates and starts a container: overlay rootfs over `layers` (top first), config.json, and
    * a detached shim that runs it. On any failure everything made so far is undone and the
    * error names the step that failed.
+   *
+   * `upperDir` (image builds): the overlay's upper directory lives there instead of in the
+   * container's state directory, so it outlives remove() and can become a layer. It must not
+   * exist yet and must be on the state directory's filesystem (overlayfs needs upper and work
+   * on one). A failed create removes it.
    */
-  async create(spec: ContainerSpec, opts: { layers: string[] }): Promise<CreatedContainer> {
+  async create(
+    spec: ContainerSpec,
+    opts: { layers: string[]; upperDir?: string },
+  ): Promise<CreatedContainer> {
     const config = buildOciConfig(spec, this.opts.oci);
     const { id } = spec;
     if (!Array.isArray(opts.layers) || opts.layers.length === 0) {
@@ -260,14 +268,19 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     const undo: Array<() => Promise<void>> = [() => rm(p.dir, { recursive: true, force: true })];
     let step = 'create state directory';
     try {
+      const upper = opts.upperDir ?? p.upper;
+      if (opts.upperDir !== undefined) {
+        await mkdir(opts.upperDir, { mode: 0o755 });
+        undo.push(() => rm(upper, { recursive: true, force: true }));
+      }
       for (const dir of [p.upper, p.work, p.bundle, p.rootfs]) await mkdir(dir, { mode: 0o755 });
       // The overlay's root takes the upper dir's mode: keep it 0755 whatever the umask.
-      await chmod(p.upper, 0o755);
+      await chmod(upper, 0o755);
 
       step = 'mount rootfs';
       await native.mountOverlay({
         lower: opts.layers,
-        upper: p.upper,
+        upper,
         work: p.work,
         target: p.rootfs,
       });
