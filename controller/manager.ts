@@ -28,6 +28,7 @@ import { formatManifestError, type ManifestError } from './source/manifests.js';
 import { StateStore, type FileOutcome } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import { ContainerRuntime, type ContainerRuntimeOptions } from '../runtime-core/src/containers.js';
+import { ImageBuilder, type BuilderOptions } from '../runtime-core/src/images/builder.js';
 import { silentLogger, type Logger } from '../runtime-core/src/logger.js';
 
 export const DEFAULT_WATCH_DIR = '/etc/conductor/manifests';
@@ -47,6 +48,8 @@ export interface RunControllerOptions {
   settleMs?: number;
   /** CrashLoopBackOff timing; the kubelet's (10 s doubling to 5 min, reset after 10 min). */
   restartBackoff?: RestartBackoff;
+  /** Image builds: a shared cache for debootstrap bases, distribution mirrors. */
+  images?: Pick<BuilderOptions, 'baseCacheDir' | 'mirrors' | 'buildIdPrefix'>;
 }
 
 export interface RunningController {
@@ -82,6 +85,9 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   const server = new MetricsServer({ metrics, addr: opts.metricsAddr ?? DEFAULT_METRICS_ADDR });
   const metricsAddress = await server.start();
   const runtime = new ContainerRuntime({ ...opts.runtime, stateDir, logger: log });
+  // Off the first container's path: compiled while the rest starts up (never fails).
+  const runtimePrepared = runtime.prepare();
+  const images = new ImageBuilder({ ...opts.images, stateDir, runtime });
 
   const caches: Caches = {
     Image: new ObjectCache<Image>('Image'),
@@ -106,6 +112,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
     status,
     store,
     runtime,
+    images,
     stateDir,
     fileOf: (kind, key) => files.get(`${kind}/${key}`),
     logger: log,
@@ -150,6 +157,10 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
     caches.Container.list(img.metadata.namespace)
       .filter((ct) => ct.spec.image === img.metadata.name)
       .map((ct) => objectKey(ct));
+  const imagesBuiltOn = (img: { metadata: { namespace: string; name: string } }): string[] =>
+    caches.Image.list(img.metadata.namespace)
+      .filter((i) => i.spec.from.trim() === `image:${img.metadata.name}`)
+      .map((i) => objectKey(i));
   const servicesIn = (namespace: string): string[] =>
     caches.Service.list(namespace).map((s) => objectKey(s));
   controllers.Image.watch(enqueueForObject(caches.Image, controllers.Image.queue));
@@ -166,9 +177,12 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   // Status is not in the cache: its changes requeue dependents directly.
   status.onChange = (kind, key) => {
     const [namespace = 'default', name = key] = key.split('/');
-    if (kind === 'Image')
+    if (kind === 'Image') {
       for (const k of containersUsing({ metadata: { namespace, name } }))
         controllers.Container.queue.add(k);
+      for (const k of imagesBuiltOn({ metadata: { namespace, name } }))
+        controllers.Image.queue.add(k);
+    }
     if (kind === 'Container')
       for (const k of servicesIn(namespace)) controllers.Service.queue.add(k);
   };
@@ -272,6 +286,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
     startedAt: new Date().toISOString(),
     version: VERSION,
   });
+  await runtimePrepared;
   log.info('controller started', { watchDir, stateDir, metrics: metricsAddress });
 
   let stopping: Promise<void> | undefined;

@@ -50,7 +50,7 @@ export interface ImageSpec {
 export interface ImageStep {
   copy?: CopyStep;
   /**
-   * A command run with /bin/sh -c in the image built so far, without network access unless the base needs it.
+   * A command run with /bin/sh -c in a build container over the image built so far, with the image's env, workdir and user and the host's network (so apt-get install works); its output goes to the build log.
    */
   run?: string;
   /**
@@ -185,6 +185,86 @@ export interface ImageStatus {
    */
   size?: number;
   /**
+   * The configuration containers inherit: the base's, changed by the steps, then spec.config applied over it.
+   */
+  config?: {
+    /**
+     * The command containers run; Container.spec.command replaces it.
+     *
+     * Items: One word of the entrypoint.
+     */
+    entrypoint?: string[];
+    /**
+     * Default arguments to the entrypoint; Container.spec.args replaces them.
+     *
+     * Items: One argument.
+     */
+    cmd?: string[];
+    /**
+     * Environment variables of containers run from the image.
+     */
+    env?: {
+      /**
+       * The variable's value.
+       */
+      [k: string]: string;
+    };
+    /**
+     * The working directory of containers, an absolute path.
+     */
+    workingDir?: string;
+    /**
+     * The user containers run as, USER[:GROUP] as names or ids.
+     */
+    user?: string;
+    /**
+     * Ports containers from the image are expected to listen on.
+     *
+     * Items: One exposed port.
+     */
+    exposedPorts?: {
+      /**
+       * The port number, 1-65535.
+       */
+      port: number;
+      /**
+       * The port's protocol.
+       */
+      protocol: 'TCP' | 'UDP';
+    }[];
+  };
+  /**
+   * config.user resolved against the image's /etc/passwd and /etc/group: what its containers run as.
+   */
+  user?: {
+    /**
+     * The numeric user id.
+     */
+    uid: number;
+    /**
+     * The numeric primary group id.
+     */
+    gid: number;
+    /**
+     * Supplementary groups (from /etc/group).
+     *
+     * Items: A numeric group id.
+     */
+    additionalGids?: number[];
+  };
+  /**
+   * The digest of the pulled or imported manifest the image is based on (for registry, archive and OCI layout sources).
+   */
+  baseDigest?: string;
+  /**
+   * How many steps of the last build ran (the others came from the cache).
+   */
+  stepsRun?: number;
+  /**
+   * How many steps of the last build were found in the layer cache.
+   */
+  stepsCached?: number;
+  /**
    * How long the last pull or build took, in seconds.
    */
   buildDurationSeconds?: number;
@@ -234,6 +314,10 @@ export interface ImageLayer {
    * The layer's content digest (sha256:...).
    */
   digest: string;
+  /**
+   * What made the layer: the build step, the pulled blob or the base.
+   */
+  createdBy?: string;
   /**
    * The layer's size in bytes.
    */

@@ -108,6 +108,14 @@ async function deleteFiles(filenames: string[], state: StateDir, io: CliIO): Pro
       for (const e of given.errors) fail(formatManifestError(e));
       continue;
     }
+    const refused = await imagesInUse(
+      state,
+      given.objects.map((o) => o.identity),
+    );
+    if (refused.length > 0) {
+      for (const r of refused) fail(r);
+      continue;
+    }
     const target = join(watchDir, input.name);
     const text = await readIfExists(target);
     if (text === undefined) {
@@ -200,6 +208,8 @@ async function deleteObject(
   state: StateDir,
   io: CliIO,
 ): Promise<void> {
+  const [refused] = await imagesInUse(state, [id]);
+  if (refused) throw new CliError(refused);
   const watchDir = await watchDirOf(state, false);
   const candidates: string[] = [];
   const recorded = fileDefining(await state.readSources(), id);
@@ -227,4 +237,33 @@ async function deleteObject(
     return;
   }
   throw new CliError(`${pluralResourceName(id.kind)} ${JSON.stringify(id.name)} not found`);
+}
+
+/**
+ * An Image that Containers still use is not deleted (as `docker rmi` refuses an image a
+ * container uses): one message per such Image among `ids`, naming its users. Containers that
+ * are deleted together with it do not count.
+ */
+async function imagesInUse(state: StateDir, ids: readonly ObjectIdentity[]): Promise<string[]> {
+  const leaving = new Set(ids.map(identityKey));
+  const messages: string[] = [];
+  for (const id of ids) {
+    if (id.kind !== 'Image') continue;
+    const users = (await state.listObjects('Container', id.namespace))
+      .filter(
+        (c) =>
+          c.spec?.image === id.name &&
+          !leaving.has(
+            identityKey({ kind: 'Container', namespace: id.namespace, name: c.metadata.name }),
+          ),
+      )
+      .map((c) => c.metadata.name)
+      .sort();
+    if (users.length > 0) {
+      messages.push(
+        `${resourceName('Image')}/${id.name} is used by container(s) ${users.join(', ')}: delete them first`,
+      );
+    }
+  }
+  return messages;
 }

@@ -151,3 +151,17 @@ export function toJSON(value: unknown): string {
 export function toYAML(value: unknown): string {
   return stringify(sortKeys(value), { indentSeq: false, lineWidth: 0 });
 }
+
+/** Bytes as docker prints sizes: decimal units, three significant digits (`4.27MB`). */
+export function humanSize(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
+  const text = value.toFixed(digits);
+  return `${digits > 0 ? text.replace(/\.?0+$/, '') : text}${units[unit]}`;
+}

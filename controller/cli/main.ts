@@ -7,10 +7,12 @@
  * contract"): no API server, several installations side by side with --state-dir.
  */
 import { apply, APPLY_USAGE } from './apply.js';
+import { build, BUILD_USAGE } from './build.js';
 import { del, DELETE_USAGE } from './delete.js';
 import { describe, DESCRIBE_USAGE } from './describe.js';
 import { exec, EXEC_USAGE } from './exec.js';
 import { get, GET_USAGE } from './get.js';
+import { images, IMAGES_USAGE } from './images.js';
 import { CliError, UsageError, errorMessage, processIO, type CliIO } from './io.js';
 import { logs, LOGS_USAGE } from './logs.js';
 import { up, UP_USAGE } from './up.js';
@@ -26,6 +28,8 @@ const COMMANDS: Record<string, { run: Command; usage: string; summary: string }>
   delete: { run: del, usage: DELETE_USAGE, summary: 'Delete resources' },
   logs: { run: logs, usage: LOGS_USAGE, summary: 'Print the logs of a Container' },
   exec: { run: exec, usage: EXEC_USAGE, summary: 'Run a command in a Container' },
+  images: { run: images, usage: IMAGES_USAGE, summary: 'List images; prune unused layers' },
+  build: { run: build, usage: BUILD_USAGE, summary: 'Build Images without the controller' },
   version: { run: version, usage: VERSION_USAGE, summary: 'Print the version' },
 };
 

@@ -11,6 +11,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Container, ContainerStatus, Image } from '../api/types.generated.js';
+import { DEFAULT_PATH } from '../../runtime-core/src/images/config.js';
 import {
   done,
   requeueAfter,
@@ -68,18 +69,10 @@ export function runtimeSpecFor(
   id: string,
   stateDir: string,
 ): ContainerSpec {
-  const cfg = image.spec.config ?? {};
-  const steps = image.spec.steps ?? [];
-  // Steps set image config as a Containerfile does; spec.config has the last word.
-  const env: Record<string, string> = {};
-  let workdir: string | undefined;
-  let user: string | undefined;
-  for (const s of steps) {
-    if (s.env) Object.assign(env, s.env);
-    if (s.workdir) workdir = s.workdir;
-    if (s.user) user = s.user;
-  }
-  Object.assign(env, cfg.env ?? {});
+  // The configuration the image build resolved (base, steps, spec.config), see ImageStatus.
+  const cfg = image.status?.config ?? {};
+  // Docker gives a container whose image sets no PATH the standard one.
+  const env: Record<string, string> = { PATH: DEFAULT_PATH, ...(cfg.env ?? {}) };
   for (const e of c.spec.env ?? []) env[e.name] = e.value;
   // Kubernetes: command replaces the entrypoint, args replace cmd.
   const entrypoint = c.spec.command ?? cfg.entrypoint ?? [];
@@ -99,13 +92,15 @@ export function runtimeSpecFor(
     },
     annotations: { [OWNER_ANNOTATION]: `Container/${c.metadata.namespace}/${c.metadata.name}` },
   };
-  const wd = c.spec.workingDir ?? cfg.workingDir ?? workdir;
+  const wd = c.spec.workingDir ?? cfg.workingDir;
   if (wd) spec.workingDir = wd;
-  const u = cfg.user ?? user;
-  if (u) {
-    const m = /^(\d+)(?::(\d+))?$/.exec(u);
-    if (!m) throw new SpecError(`image user "${u}": only numeric UID[:GID] is supported`);
-    spec.user = { uid: Number(m[1]), gid: Number(m[2] ?? 0) };
+  const user = image.status?.user;
+  if (user) {
+    spec.user = {
+      uid: user.uid,
+      gid: user.gid,
+      ...(user.additionalGids?.length ? { additionalGids: user.additionalGids } : {}),
+    };
   }
   const limits = c.spec.resources?.limits;
   if (limits) {
@@ -357,7 +352,7 @@ export class ContainerReconciler implements Reconciler {
   ): Promise<Result> {
     const ctx = this.ctx;
     const layers = (image.status?.layers ?? [])
-      .map((l) => join(ctx.stateDir, 'layers', l.digest.replace(/^sha256:/, '')))
+      .map((l) => ctx.images.store.path(l.digest.replace(/^sha256:/, '')))
       .reverse();
     if (layers.length === 0) {
       // A scratch image with no copy step: an empty lower layer keeps overlayfs happy.

@@ -13,6 +13,7 @@ import type {
 import { objectKey, type ObjectCache } from '../cache/cache.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ContainerRuntime } from '../../runtime-core/src/containers.js';
+import type { ImageBuilder } from '../../runtime-core/src/images/builder.js';
 import type { Logger } from '../../runtime-core/src/logger.js';
 
 type StatusOf<K extends Kind> = NonNullable<
@@ -76,6 +77,8 @@ export interface ReconcileContext {
   status: StatusStore;
   store: StateStore;
   runtime: ContainerRuntime;
+  /** Builds and pulls images into the layer store under the state dir. */
+  images: ImageBuilder;
   stateDir: string;
   /** The manifest file (absolute) that defines an object, by `<Kind>/<namespace>/<name>`. */
   fileOf(kind: Kind, key: string): string | undefined;

@@ -1,113 +1,51 @@
 /**
- * The Image reconciler, as far as the controller issue needs it: `from: scratch` with copy, env,
- * workdir and user steps. Each copy step is one content-addressed layer under
- * `<state>/layers/<key>`, its key derived from the parent's key, the step and the content of
- * what it copies, so an unchanged image rebuilds nothing and identical layers are stored once.
- * Registry pulls, debootstrap bases and run steps are the images issue.
+ * The Image reconciler: builds or pulls the image with the runtime core's ImageBuilder and
+ * records the result in status (phase Pending → Pulling/Building → Ready | Failed, digest,
+ * layers, the configuration containers inherit). The builder's layer cache makes reconciling an
+ * unchanged image cheap; a Ready image whose generation was built and whose layers are all on
+ * disk is not touched at all.
+ *
+ * A failed build is terminal until the spec changes (it is recorded with the failing step and
+ * the tail of its output). `from: image:NAME` waits for NAME to be Ready: the other Image's
+ * status change re-enqueues this one.
  */
-import { createHash } from 'node:crypto';
-import {
-  cp,
-  lstat,
-  mkdir,
-  readFile,
-  readdir,
-  readlink,
-  realpath,
-  rename,
-  rm,
-  stat,
-} from 'node:fs/promises';
-import { dirname, isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
+import { dirname } from 'node:path';
+import { lstat } from 'node:fs/promises';
 
-import type { Image, ImageStatus } from '../api/types.generated.js';
+import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
 import { event, setCondition, type ReconcileContext } from './context.js';
+import {
+  BuildError,
+  DependencyNotReadyError,
+  type BuildProgress,
+  type BuiltImage,
+} from '../../runtime-core/src/images/builder.js';
 
-export class ImageBuildError extends Error {
-  constructor(
-    readonly step: number | undefined,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** sha256 over a tree: names, types, modes, link targets and file contents, in sorted order. */
-async function treeDigest(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  const walk = async (p: string, rel: string): Promise<void> => {
-    const st = await lstat(p);
-    hash.update(`${rel}\0${st.mode}\0`);
-    if (st.isSymbolicLink()) hash.update(`link\0${await readlink(p)}\0`);
-    else if (st.isFile()) hash.update(await readFile(p));
-    else if (st.isDirectory()) {
-      for (const name of (await readdir(p)).sort()) await walk(join(p, name), `${rel}/${name}`);
-    }
+/** The built image an Image's status describes, for `from: image:NAME` and containers. */
+export function builtFromStatus(status: ImageStatus | undefined): BuiltImage | undefined {
+  if (status?.phase !== 'Ready' || !status.digest) return undefined;
+  return {
+    digest: status.digest,
+    layers: (status.layers ?? []).map((l) => ({
+      key: l.digest.replace(/^sha256:/, ''),
+      size: l.size ?? 0,
+      createdBy: l.createdBy ?? '',
+    })),
+    config: status.config ?? {},
+    stepsRun: status.stepsRun ?? 0,
+    stepsCached: status.stepsCached ?? 0,
   };
-  await walk(path, '');
-  return hash.digest('hex');
-}
-
-async function treeSize(path: string): Promise<number> {
-  const st = await lstat(path);
-  if (!st.isDirectory()) return st.size;
-  let total = 0;
-  for (const name of await readdir(path)) total += await treeSize(join(path, name));
-  return total;
-}
-
-/** `src` relative to the manifest's directory, refusing anything that escapes it (symlinks too). */
-async function resolveSource(manifestDir: string, src: string, step: number): Promise<string> {
-  if (isAbsolute(src)) {
-    throw new ImageBuildError(
-      step,
-      `spec.steps[${step}].copy.src: "${src}" must be relative to the manifest's directory`,
-    );
-  }
-  const root = await realpath(manifestDir);
-  let real: string;
-  try {
-    real = await realpath(resolve(manifestDir, src));
-  } catch {
-    throw new ImageBuildError(
-      step,
-      `spec.steps[${step}].copy.src: "${src}" does not exist next to the manifest`,
-    );
-  }
-  const rel = relative(root, real);
-  if (rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
-    throw new ImageBuildError(
-      step,
-      `spec.steps[${step}].copy.src: "${src}" resolves outside the manifest's directory`,
-    );
-  }
-  return real;
-}
-
-function destination(dest: string, step: number): string {
-  const norm = posix.normalize(dest);
-  if (!norm.startsWith('/') || norm.split('/').includes('..')) {
-    throw new ImageBuildError(
-      step,
-      `spec.steps[${step}].copy.dest: "${dest}" must be an absolute path without ".."`,
-    );
-  }
-  return norm;
 }
 
 export class ImageReconciler implements Reconciler {
   constructor(private readonly ctx: ReconcileContext) {}
 
-  layerDir(key: string): string {
-    return join(this.ctx.stateDir, 'layers', key);
-  }
-
   async reconcile(key: string): Promise<Result> {
     const ctx = this.ctx;
     const image = ctx.caches.Image.getByKey(key);
     if (!image) {
-      // Layers stay for reuse (pruning them is the images issue); the object and status go.
+      // Layers stay for reuse (`conductor images prune` removes them); the object and status go.
       const [namespace = 'default', name = key] = key.split('/');
       await ctx.status.forget('Image', namespace, name);
       return done();
@@ -122,17 +60,73 @@ export class ImageReconciler implements Reconciler {
       return done();
     }
     const started = Date.now();
+    const file = ctx.fileOf('Image', key);
+    let phase: ImageStatus['phase'] = 'Pending';
+    const setPhase = async (p: 'Pulling' | 'Building'): Promise<void> => {
+      if (phase === p) return;
+      phase = p;
+      await ctx.status.set('Image', key, {
+        ...(old ?? {}),
+        phase: p,
+        observedGeneration: generation,
+        conditions: setCondition(
+          old?.conditions,
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: p,
+            message: `${p.toLowerCase()} ${image.spec.from}`,
+            observedGeneration: generation,
+          },
+          ctx.now(),
+        ),
+      });
+    };
+    const pending: Promise<void>[] = [];
+    const onProgress = (e: BuildProgress): void => {
+      if (e.type === 'phase') pending.push(setPhase(e.phase));
+      else if (e.type === 'step')
+        ctx.logger.debug('image step', {
+          image: key,
+          step: e.index,
+          description: e.description,
+          cached: e.cached,
+        });
+      else if (e.type === 'layer') ctx.logger.debug('image layer', { image: key, ...e });
+      else if (e.type === 'output')
+        ctx.logger.debug('image build output', { image: key, line: e.line });
+    };
     try {
-      const layers = await this.build(image, key);
-      const digest = createHash('sha256')
-        .update(layers.map((l) => l.digest).join(','))
-        .digest('hex');
+      const built = await ctx.images.build({
+        name: key,
+        from: image.spec.from,
+        ...(image.spec.steps ? { steps: image.spec.steps } : {}),
+        ...(image.spec.config ? { config: image.spec.config } : {}),
+        ...(image.spec.registry ? { registry: image.spec.registry } : {}),
+        ...(file ? { contextDir: dirname(file) } : {}),
+        resolveImage: (name) =>
+          builtFromStatus(ctx.status.get('Image', `${image.metadata.namespace}/${name}`)),
+        onProgress,
+      });
+      await Promise.all(pending);
+      const user = built.config.user
+        ? await ctx.images.resolveUser(built, built.config.user)
+        : undefined;
       const status: ImageStatus = {
         phase: 'Ready',
         observedGeneration: generation,
-        digest: `sha256:${digest}`,
-        layers,
-        size: layers.reduce((n, l) => n + (l.size ?? 0), 0),
+        digest: built.digest,
+        layers: built.layers.map((l) => ({
+          digest: `sha256:${l.key}`,
+          size: l.size,
+          createdBy: l.createdBy,
+        })),
+        size: built.layers.reduce((n, l) => n + l.size, 0),
+        config: built.config,
+        ...(user ? { user } : {}),
+        ...(built.baseDigest ? { baseDigest: built.baseDigest } : {}),
+        stepsRun: built.stepsRun,
+        stepsCached: built.stepsCached,
         buildDurationSeconds: (Date.now() - started) / 1000,
         conditions: setCondition(
           old?.conditions,
@@ -140,7 +134,7 @@ export class ImageReconciler implements Reconciler {
             type: 'Ready',
             status: 'True',
             reason: 'Built',
-            message: `${layers.length} layer(s)`,
+            message: `${built.layers.length} layer(s); ${built.stepsRun} step(s) run, ${built.stepsCached} cached`,
             observedGeneration: generation,
           },
           ctx.now(),
@@ -158,15 +152,34 @@ export class ImageReconciler implements Reconciler {
       await ctx.status.set('Image', key, status);
       return done();
     } catch (err) {
-      const e =
-        err instanceof ImageBuildError
-          ? err
-          : new ImageBuildError(undefined, (err as Error).message);
+      await Promise.allSettled(pending);
+      if (err instanceof DependencyNotReadyError) {
+        await ctx.status.set('Image', key, {
+          ...(old ?? {}),
+          phase: 'Pending',
+          observedGeneration: generation,
+          message: err.message,
+          conditions: setCondition(
+            old?.conditions,
+            {
+              type: 'Ready',
+              status: 'False',
+              reason: 'BaseImageNotReady',
+              message: err.message,
+              observedGeneration: generation,
+            },
+            ctx.now(),
+          ),
+        });
+        return done(); // the base image's status change re-enqueues this one
+      }
+      const e = err instanceof BuildError ? err : new BuildError((err as Error).message);
       const status: ImageStatus = {
         phase: 'Failed',
         observedGeneration: generation,
         message: e.message,
         ...(e.step !== undefined ? { failedStep: e.step } : {}),
+        buildDurationSeconds: (Date.now() - started) / 1000,
         conditions: setCondition(
           old?.conditions,
           {
@@ -188,95 +201,9 @@ export class ImageReconciler implements Reconciler {
 
   private async layersPresent(status: ImageStatus): Promise<boolean> {
     for (const l of status.layers ?? []) {
-      const dir = this.layerDir(l.digest.replace(/^sha256:/, ''));
-      if (!(await stat(dir).catch(() => undefined))) return false;
+      const dir = this.ctx.images.store.path(l.digest.replace(/^sha256:/, ''));
+      if (!(await lstat(`${dir}/.`).catch(() => undefined))) return false;
     }
     return true;
-  }
-
-  private async build(image: Image, key: string): Promise<{ digest: string; size: number }[]> {
-    const { from, steps = [] } = image.spec;
-    if (from !== 'scratch') {
-      throw new ImageBuildError(
-        undefined,
-        `spec.from: "${from}" is not supported yet: only "scratch" (with copy steps) is built so far`,
-      );
-    }
-    const file = this.ctx.fileOf('Image', key);
-    if (!file)
-      throw new ImageBuildError(undefined, 'the manifest that defines this image is not known');
-    const manifestDir = dirname(file);
-    const layers: { digest: string; size: number }[] = [];
-    let parent = 'scratch';
-    for (const [i, step] of steps.entries()) {
-      if (step.run !== undefined) {
-        throw new ImageBuildError(
-          i,
-          `spec.steps[${i}].run: run steps are not supported yet (they come with image builds)`,
-        );
-      }
-      if (!step.copy) continue; // env, workdir, user: image config, no layer
-      const src = await resolveSource(manifestDir, step.copy.src, i);
-      const dest = destination(step.copy.dest, i);
-      const layerKey = createHash('sha256')
-        .update(`${parent}\n${JSON.stringify(step)}\n${await treeDigest(src)}`)
-        .digest('hex');
-      const dir = this.layerDir(layerKey);
-      if (!(await stat(dir).catch(() => undefined)))
-        await this.copyLayer(src, dest, dir, step.copy.chown, i);
-      layers.push({ digest: `sha256:${layerKey}`, size: await treeSize(dir) });
-      parent = layerKey;
-    }
-    return layers;
-  }
-
-  /** Copies into a temporary directory and renames it into place: a layer is whole or absent. */
-  private async copyLayer(
-    src: string,
-    dest: string,
-    dir: string,
-    chown: string | undefined,
-    step: number,
-  ): Promise<void> {
-    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-    await mkdir(tmp, { recursive: true, mode: 0o755 });
-    try {
-      const isDir = (await stat(src)).isDirectory();
-      const target =
-        isDir || dest.endsWith('/')
-          ? join(tmp, dest, isDir ? '' : src.slice(src.lastIndexOf(sep) + 1))
-          : join(tmp, dest);
-      await mkdir(isDir ? target : dirname(target), { recursive: true, mode: 0o755 });
-      // Links are copied as links (never followed): they point into the image, not the host.
-      await cp(src, target, {
-        recursive: true,
-        verbatimSymlinks: true,
-        preserveTimestamps: true,
-        force: true,
-      });
-      if (chown) await this.chownTree(tmp, chown, step);
-      await rename(tmp, dir);
-    } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
-      if (err instanceof ImageBuildError) throw err;
-      throw new ImageBuildError(step, `spec.steps[${step}].copy: ${(err as Error).message}`);
-    }
-  }
-
-  private async chownTree(root: string, chown: string, step: number): Promise<void> {
-    const m = /^(\d+)(?::(\d+))?$/.exec(chown);
-    if (!m)
-      throw new ImageBuildError(
-        step,
-        `spec.steps[${step}].copy.chown: "${chown}" must be UID[:GID] (numbers)`,
-      );
-    const uid = Number(m[1]);
-    const gid = Number(m[2] ?? m[1]);
-    const { lchown } = await import('node:fs/promises');
-    const walk = async (p: string): Promise<void> => {
-      await lchown(p, uid, gid);
-      if ((await lstat(p)).isDirectory()) for (const n of await readdir(p)) await walk(join(p, n));
-    };
-    for (const n of await readdir(root)) await walk(join(root, n));
   }
 }

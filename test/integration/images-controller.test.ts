@@ -1,0 +1,213 @@
+/**
+ * Images through the controller and the CLI, end to end: an Image pulled from a real registry
+ * with a run step and a config, a Container that inherits its command from it, an Image built on
+ * another (waiting for it), a failing build's status, `conductor images`, refusing to delete an
+ * Image a Container uses, `conductor images prune`, and `conductor build -f` sharing the
+ * controller's cache.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+
+import type { Container, Image } from '../../controller/api/types.generated.js';
+import { ControllerHarness, REPO_ROOT, buildDist } from '../fixtures/controller.js';
+import {
+  assertNoLeaks,
+  busyboxImage,
+  hostSnapshot,
+  pushImage,
+  startRegistry,
+  uniqueId,
+  type HostSnapshot,
+  type Registry,
+} from '../fixtures/index.js';
+
+const NS = uniqueId('imc');
+let h: ControllerHarness;
+let before: HostSnapshot;
+let registry: Registry;
+let from: string;
+
+beforeAll(async () => {
+  before = hostSnapshot();
+  await buildDist();
+  registry = await startRegistry({ prefix: NS });
+  await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);
+  from = `${registry.host}/${NS}/busybox:1`;
+  h = await ControllerHarness.create(NS);
+  await h.start({ images: { buildIdPrefix: `${NS}-build` } });
+}, 120_000);
+
+afterAll(async () => {
+  await h?.cleanup();
+  await registry?.stop();
+  assertNoLeaks(before, { idPrefix: NS });
+});
+
+interface Out {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function conductor(args: string[]): Promise<Out> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['bin/conductor.js', ...args.slice(0, 1), '--state-dir', h.stateDir, ...args.slice(1)],
+      { cwd: REPO_ROOT },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+function image(name: string, spec: Record<string, unknown>): string {
+  return JSON.stringify({
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Image',
+    metadata: { name, namespace: NS },
+    spec,
+  });
+}
+
+function container(name: string, spec: Record<string, unknown>): string {
+  return JSON.stringify({
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Container',
+    metadata: { name, namespace: NS },
+    spec: { terminationGracePeriodSeconds: 1, ...spec },
+  });
+}
+
+const ready = (o: Image | undefined): boolean => o?.status?.phase === 'Ready';
+
+it('pulls, builds and runs: the container inherits the image configuration', async () => {
+  await h.write(
+    'app.json',
+    image('app', {
+      from,
+      registry: { tlsVerify: false },
+      steps: [{ env: { WHO: 'conductor' } }, { run: 'echo "hello $WHO" > /greeting' }],
+      config: { cmd: ['/bin/sh', '-c', 'cat /greeting; echo "$PATH"; exec sleep 1000'] },
+    }),
+  );
+  const img = await h.waitFor<Image>('Image', 'app', ready);
+  expect(img?.status).toMatchObject({
+    observedGeneration: 1,
+    stepsRun: 1,
+    stepsCached: 0,
+    config: { env: { PATH: '/bin', WHO: 'conductor' } },
+  });
+  expect(img?.status?.baseDigest).toMatch(/^sha256:[a-f0-9]{64}$/);
+  expect(img?.status?.layers?.map((l) => l.createdBy)).toEqual([
+    expect.stringMatching(/^pull sha256:/),
+    'run echo "hello $WHO" > /greeting',
+  ]);
+  await h.write('app-ctr.json', container('app', { image: 'app' }));
+  await h.waitFor<Container>('Container', 'app', (o) => o?.status?.phase === 'Running');
+  let logs: Out | undefined;
+  for (let i = 0; i < 100; i++) {
+    logs = await conductor(['logs', '-n', NS, 'app']);
+    if (logs.stdout.includes('/bin')) break;
+  }
+  expect(logs?.stdout).toBe('hello conductor\n/bin\n');
+
+  const listed = await conductor(['images', '-n', NS]);
+  expect(listed.code).toBe(0);
+  expect(listed.stdout).toMatch(
+    new RegExp(
+      `^NAMESPACE +NAME +FROM +PHASE +DIGEST +LAYERS +SIZE +CREATED\\n${NS} +app +${from.replace(/[./]/g, '\\$&')} +Ready +[a-f0-9]{12} +2 +[0-9.]+[kM]B +\\d+s ago\\n$`,
+    ),
+  );
+
+  const refused = await conductor(['delete', '-n', NS, 'image', 'app']);
+  expect(refused.code).toBe(1);
+  expect(refused.stderr).toBe(
+    'error: image.conductor.dev/app is used by container(s) app: delete them first\n',
+  );
+  expect(existsSync(join(h.watchDir, 'app.json'))).toBe(true);
+}, 60_000);
+
+it('builds an Image on another once that one is Ready', async () => {
+  await h.write(
+    'derived.json',
+    image('derived', { from: 'image:base', steps: [{ run: 'touch /derived' }] }),
+  );
+  await h.waitFor<Image>('Image', 'derived', (o) => o?.status?.phase === 'Pending');
+  await h.write(
+    'base.json',
+    image('base', { from, registry: { tlsVerify: false }, steps: [{ run: 'touch /base' }] }),
+  );
+  const base = await h.waitFor<Image>('Image', 'base', ready);
+  const derived = await h.waitFor<Image>('Image', 'derived', ready);
+  expect(derived?.status?.layers?.slice(0, 2)).toEqual(base?.status?.layers);
+}, 60_000);
+
+it('records a failed build with its step and output, then recovers when the spec is fixed', async () => {
+  const broken = {
+    from,
+    registry: { tlsVerify: false },
+    steps: [{ run: 'echo about to fail; exit 7' }],
+  };
+  await h.write('broken.json', image('broken', broken));
+  const failed = await h.waitFor<Image>('Image', 'broken', (o) => o?.status?.phase === 'Failed');
+  expect(failed?.status).toMatchObject({ failedStep: 0, observedGeneration: 1 });
+  expect(failed?.status?.message).toMatch(
+    /^spec\.steps\[0\]\.run: .*exited with code 7; last output:\nabout to fail$/,
+  );
+  expect(failed?.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+    status: 'False',
+    reason: 'BuildFailed',
+  });
+  await h.write('broken.json', image('broken', { ...broken, steps: [{ run: 'true' }] }));
+  await h.waitFor<Image>('Image', 'broken', (o) => ready(o) && o?.status?.observedGeneration === 2);
+}, 60_000);
+
+it('conductor build shares the cache; images prune keeps only what is used', async () => {
+  const manifest = join(h.base, 'cli-image.json');
+  await writeFile(
+    manifest,
+    image('app', {
+      from,
+      registry: { tlsVerify: false },
+      steps: [{ env: { WHO: 'conductor' } }, { run: 'echo "hello $WHO" > /greeting' }],
+      config: { cmd: ['/bin/sh', '-c', 'cat /greeting; echo "$PATH"; exec sleep 1000'] },
+    }),
+  );
+  const built = await conductor(['build', '-f', manifest]);
+  expect(built.stderr).toBe('');
+  expect(built.stdout).toMatch(
+    /\[app\] step 2\/2: run echo "hello \$WHO" > \/greeting \(cached\)\n/,
+  );
+  expect(built.stdout).toMatch(
+    /image\.conductor\.dev\/app built sha256:[a-f0-9]{64} \(.*; 0 step\(s\) run, 1 cached\)/,
+  );
+
+  // `derived` goes: its own layer is used by nothing else any more.
+  const layersBefore = readdirSync(join(h.stateDir, 'layers')).filter((n) =>
+    /^[a-f0-9]{64}$/.test(n),
+  );
+  await h.remove('derived.json');
+  await h.waitFor<Image>('Image', 'derived', (o) => o === undefined);
+  await h.stop(); // no grace period without a running controller
+  const pruned = await conductor(['images', 'prune']);
+  await h.start({ images: { buildIdPrefix: `${NS}-build` } });
+  expect(pruned.code).toBe(0);
+  expect(pruned.stdout).toMatch(/^deleted: sha256:[a-f0-9]{64} {2}\(run touch \/derived\)\n/m);
+  expect(pruned.stdout).toMatch(/Total reclaimed space: /);
+  const layersAfter = readdirSync(join(h.stateDir, 'layers')).filter((n) =>
+    /^[a-f0-9]{64}$/.test(n),
+  );
+  expect(layersAfter.length).toBeLessThan(layersBefore.length);
+  // Everything the remaining Images use is still there: they stay Ready and run.
+  for (const name of ['app', 'base', 'broken']) {
+    const o = await h.object<Image>('Image', name);
+    for (const l of o?.status?.layers ?? [])
+      expect(layersAfter).toContain(l.digest.replace(/^sha256:/, ''));
+  }
+  await h.waitFor<Container>('Container', 'app', (o) => o?.status?.phase === 'Running');
+}, 60_000);
