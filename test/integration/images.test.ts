@@ -21,7 +21,7 @@ import { gzipSync } from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
-import { ContainerRuntime, type LogEntry } from '../../runtime-core/src/containers.js';
+import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import {
   BuildError,
   ImageBuilder,
@@ -42,6 +42,7 @@ import {
   type HostSnapshot,
   type Registry,
 } from '../fixtures/index.js';
+import { runInImage } from '../fixtures/build.js';
 import { RUNTIME } from '../fixtures/runtime.js';
 import { tarBuffer, type TarEntrySpec } from '../fixtures/tar.js';
 
@@ -95,23 +96,8 @@ function build(req: Partial<BuildRequest> & { from: string }): Promise<BuiltImag
   return builder.build({ name: `test/${uniqueId('img')}`, ...req });
 }
 
-/** Runs `script` in a container on the image's layers; its output and exit code. */
-async function runIn(image: BuiltImage, script: string): Promise<{ out: string; code?: number }> {
-  const id = uniqueId(PREFIX);
-  const layers = image.layers.map((l) => builder.store.path(l.key)).reverse();
-  await rt.create({ id, args: ['/bin/sh', '-c', script], env: { PATH: '/bin' } }, { layers });
-  try {
-    const info = await rt.waitForExit(id);
-    const lines: LogEntry[] = [];
-    for await (const e of rt.logs(id)) lines.push(e);
-    return {
-      out: lines.map((l) => l.line).join('\n'),
-      ...(info.exitCode !== undefined ? { code: info.exitCode } : {}),
-    };
-  } finally {
-    await rt.remove(id, { force: true });
-  }
-}
+const runIn = (image: BuiltImage, script: string): Promise<{ out: string; code?: number }> =>
+  runInImage(rt, builder, image, script, PREFIX);
 
 describe('pulls from a registry', () => {
   it('pulls by tag and by digest; the container sees the image and its config', async () => {

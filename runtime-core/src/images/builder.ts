@@ -415,7 +415,8 @@ export class ImageBuilder {
     progress: (e: BuildProgress) => void,
   ): Promise<BuiltLayer> {
     const mirror = this.opts.mirrors?.[source.distro] ?? MIRRORS[source.distro];
-    const key = sha256('debootstrap', 'minbase', source.distro, source.suite, mirror);
+    // The recipe's version is part of the key: a changed recipe builds a new base.
+    const key = sha256('debootstrap', 'minbase', 'slim-1', source.distro, source.suite, mirror);
     const createdBy = `debootstrap ${source.distro} ${source.suite}`;
     progress({ type: 'base', description: `${createdBy} (${mirror})` });
     await this.once(`layer:${key}`, async () => {
@@ -427,9 +428,12 @@ export class ImageBuilder {
           ['--variant=minbase', source.suite, tmp, mirror],
           { onLine: (line) => progress({ type: 'output', line }) },
         );
-        // The downloaded .debs are not part of the system (175 of 206 MB stay).
-        await rm(join(tmp, 'var/cache/apt/archives'), { recursive: true, force: true });
-        await mkdir(join(tmp, 'var/cache/apt/archives/partial'), { recursive: true });
+        // Like the distributions' own container images: no downloaded .debs, no package lists
+        // (a run step starts with `apt-get update`); 206 MB → 118 MB.
+        for (const dir of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
+          await rm(join(tmp, dir), { recursive: true, force: true });
+          await mkdir(join(tmp, dir, 'partial'), { recursive: true, mode: 0o755 });
+        }
         await this.store.commitBase(tmp, key, createdBy);
       } catch (err) {
         throw new BuildError(
