@@ -59,6 +59,8 @@ export function fromOciConfig(body: OciImageConfigBody | undefined): ImageConfig
     if (m && port >= 1 && port <= 65535)
       ports.push({ port, protocol: m[2]?.toLowerCase() === 'udp' ? 'UDP' : 'TCP' });
   }
+  // In port order: the image's digest must not depend on how its JSON happened to be ordered.
+  ports.sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
   if (ports.length) out.exposedPorts = ports;
   return out;
 }
