@@ -267,6 +267,11 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   // Adopt what is running: no restart, no duplicate; exits are reported from now on.
   for (const info of await runtime.adopt()) {
     const owner = info.annotations?.[OWNER_ANNOTATION]?.split('/');
+    if (owner?.[0] === 'Build') {
+      // A build container whose build died with its process: its step never became a layer.
+      await runtime.remove(info.id, { force: true });
+      continue;
+    }
     if (owner?.[0] !== 'Container' || owner.length !== 3) continue;
     const key = `${owner[1]}/${owner[2]}`;
     if (info.shimAlive) containerReconciler.watch(key, info.id);
@@ -297,6 +302,8 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
       stopping ??= (async () => {
         server.markNotReady();
         await source.stop();
+        // A build in progress may take minutes (apt-get): stop it, the next start redoes it.
+        await images.abort();
         await Promise.all(Object.values(controllers).map((ctl) => ctl.stop()));
         containerReconciler.prober.stopAll();
         clearTimeout(sourcesWrite);

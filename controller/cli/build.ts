@@ -111,34 +111,49 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
   for (const o of await state.listObjects('Image'))
     stored.set(`${o.metadata.namespace}/${o.metadata.name}`, o.status as ImageStatus | undefined);
   let failed = false;
-  for (const { image, file } of images) {
-    const { namespace, name } = image.metadata;
-    const started = Date.now();
-    try {
-      const result = await builder.build({
-        name: `${namespace}/${name}`,
-        from: image.spec.from,
-        ...(image.spec.steps ? { steps: image.spec.steps } : {}),
-        ...(image.spec.config ? { config: image.spec.config } : {}),
-        ...(image.spec.registry ? { registry: image.spec.registry } : {}),
-        contextDir: dirname(file),
-        resolveImage: (other) =>
-          built.get(`${namespace}/${other}`) ??
-          builtFromStatus(stored.get(`${namespace}/${other}`)),
-        ...(values.quiet ? {} : { onProgress: progressPrinter(io, name) }),
-      });
-      built.set(`${namespace}/${name}`, result);
-      const size = humanSize(result.layers.reduce((n, l) => n + l.size, 0));
-      io.stdout(
-        values.quiet
-          ? `${result.digest}\n`
-          : `${resourceName('Image')}/${name} built ${result.digest} (${size}; ${result.stepsRun} step(s) run, ${result.stepsCached} cached) in ${((Date.now() - started) / 1000).toFixed(2)}s\n`,
-      );
-    } catch (err) {
-      failed = true;
-      const why = err instanceof BuildError || err instanceof Error ? err.message : String(err);
-      io.stderr(`error: ${resourceName('Image')}/${name} (${file}): ${why}\n`);
+  let interrupted = false;
+  // Ctrl-C: stop the running build container, so no step is left running behind the command.
+  const onSignal = (): void => {
+    interrupted = true;
+    void builder.abort();
+  };
+  io.signals.on('SIGINT', onSignal);
+  io.signals.on('SIGTERM', onSignal);
+  try {
+    for (const { image, file } of images) {
+      if (interrupted) break;
+      const { namespace, name } = image.metadata;
+      const started = Date.now();
+      try {
+        const result = await builder.build({
+          name: `${namespace}/${name}`,
+          from: image.spec.from,
+          ...(image.spec.steps ? { steps: image.spec.steps } : {}),
+          ...(image.spec.config ? { config: image.spec.config } : {}),
+          ...(image.spec.registry ? { registry: image.spec.registry } : {}),
+          contextDir: dirname(file),
+          resolveImage: (other) =>
+            built.get(`${namespace}/${other}`) ??
+            builtFromStatus(stored.get(`${namespace}/${other}`)),
+          ...(values.quiet ? {} : { onProgress: progressPrinter(io, name) }),
+        });
+        built.set(`${namespace}/${name}`, result);
+        const size = humanSize(result.layers.reduce((n, l) => n + l.size, 0));
+        io.stdout(
+          values.quiet
+            ? `${result.digest}\n`
+            : `${resourceName('Image')}/${name} built ${result.digest} (${size}; ${result.stepsRun} step(s) run, ${result.stepsCached} cached) in ${((Date.now() - started) / 1000).toFixed(2)}s\n`,
+        );
+      } catch (err) {
+        failed = true;
+        const why = err instanceof BuildError || err instanceof Error ? err.message : String(err);
+        io.stderr(`error: ${resourceName('Image')}/${name} (${file}): ${why}\n`);
+      }
     }
+  } finally {
+    io.signals.removeListener('SIGINT', onSignal);
+    io.signals.removeListener('SIGTERM', onSignal);
   }
+  if (interrupted) return 130;
   return failed ? 1 : 0;
 }

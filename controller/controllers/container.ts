@@ -21,13 +21,17 @@ import {
   type Result,
 } from '../reconcile/result.js';
 import { parseQuantity } from '../validation/quantity.js';
-import { ContainerNotFoundError, type ContainerInfo } from '../../runtime-core/src/containers.js';
+import {
+  ContainerNotFoundError,
+  OWNER_ANNOTATION,
+  type ContainerInfo,
+} from '../../runtime-core/src/containers.js';
 import type { ContainerMount, ContainerSpec } from '../../runtime-core/src/oci-config.js';
 import { event, setCondition, type ReconcileContext } from './context.js';
 import { Prober } from './probes.js';
 
 export const SPEC_HASH_ANNOTATION = 'conductor.dev/spec-hash';
-export const OWNER_ANNOTATION = 'conductor.dev/owner';
+export { OWNER_ANNOTATION };
 
 /** The kubelet's container restart backoff: 10 s doubling to 5 min, reset after 10 min running. */
 export const BACKOFF_INITIAL_MS = 10_000;

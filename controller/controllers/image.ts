@@ -17,6 +17,7 @@ import { done, terminal, type Reconciler, type Result } from '../reconcile/resul
 import { event, setCondition, type ReconcileContext } from './context.js';
 import {
   BuildError,
+  BuildInterruptedError,
   DependencyNotReadyError,
   type BuildProgress,
   type BuiltImage,
@@ -153,6 +154,8 @@ export class ImageReconciler implements Reconciler {
       return done();
     } catch (err) {
       await Promise.allSettled(pending);
+      // The controller is stopping: the next one builds it again (it is not Ready).
+      if (err instanceof BuildInterruptedError) return done();
       if (err instanceof DependencyNotReadyError) {
         await ctx.status.set('Image', key, {
           ...(old ?? {}),

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
+import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import { ControllerHarness, REPO_ROOT, buildDist } from '../fixtures/controller.js';
 import {
   assertNoLeaks,
@@ -210,4 +211,48 @@ it('conductor build shares the cache; images prune keeps only what is used', asy
       expect(layersAfter).toContain(l.digest.replace(/^sha256:/, ''));
   }
   await h.waitFor<Container>('Container', 'app', (o) => o?.status?.phase === 'Running');
+}, 60_000);
+
+it('a stopping controller stops a build in progress; the next one builds the image again', async () => {
+  const rt = new ContainerRuntime({ stateDir: h.stateDir });
+  const builds = async (): Promise<string[]> =>
+    (await rt.list()).map((c) => c.id).filter((id) => id.startsWith(`${NS}-build`));
+  await h.write(
+    'slow.json',
+    image('slow', {
+      from,
+      registry: { tlsVerify: false },
+      steps: [{ run: 'sleep 2; touch /done' }],
+    }),
+  );
+  for (let i = 0; (await builds()).length === 0; i++) {
+    if (i > 400) throw new Error('no build container appeared');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  await h.stop();
+  expect(await builds()).toEqual([]);
+  expect((await h.object<Image>('Image', 'slow'))?.status?.phase).toBe('Building');
+  expect(readdirSync(join(h.stateDir, 'layers')).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+
+  // A build container whose controller died (SIGKILL) is removed by the next one.
+  const orphan = `${NS}-build-orphan`;
+  const layers = [
+    join(
+      h.stateDir,
+      'layers',
+      (await h.object<Image>('Image', 'app'))?.status?.layers?.[0]?.digest.slice(7) ?? '',
+    ),
+  ];
+  await rt.create(
+    {
+      id: orphan,
+      args: ['/bin/sleep', '1000'],
+      annotations: { 'conductor.dev/owner': `Build/${NS}/slow` },
+    },
+    { layers },
+  );
+  await h.start({ images: { buildIdPrefix: `${NS}-build` } });
+  expect((await rt.list()).map((c) => c.id)).not.toContain(orphan);
+  const slow = await h.waitFor<Image>('Image', 'slow', ready);
+  expect(slow?.status?.stepsRun).toBe(1);
 }, 60_000);

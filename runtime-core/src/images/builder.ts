@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { lstat, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
-import type { ContainerRuntime } from '../containers.js';
+import { OWNER_ANNOTATION, type ContainerRuntime } from '../containers.js';
 import { mountOverlay, unmount, unpackLayer } from '../native.js';
 import { runCommand } from './command.js';
 import { DEFAULT_PATH, fromOciConfig, mergeConfig, type ImageConfig } from './config.js';
@@ -93,6 +93,14 @@ export class BuildError extends Error {
   }
 }
 
+/** The build was stopped by abort() (Ctrl-C, a controller shutting down): not the image's fault. */
+export class BuildInterruptedError extends Error {
+  constructor() {
+    super('the build was interrupted');
+    this.name = 'BuildInterruptedError';
+  }
+}
+
 /** `from: image:NAME` whose image is not built yet: wait for it, this is not a failure. */
 export class DependencyNotReadyError extends Error {
   constructor(readonly image: string) {
@@ -134,6 +142,9 @@ function describeStep(step: ImageStep): string {
 export class ImageBuilder {
   readonly store: LayerStore;
   readonly oci: OciCache;
+  /** Build containers running now. */
+  private readonly running = new Set<string>();
+  private aborted = false;
   /** Work that several builds may ask for at once (a base, a pull, a layer): done once. */
   private readonly inflight = new Map<string, Promise<unknown>>();
 
@@ -540,6 +551,7 @@ export class ImageBuilder {
     const user = config.user
       ? await this.guard(step, () => this.user(layers, config.user ?? ''))
       : undefined;
+    if (this.aborted) throw new BuildInterruptedError();
     const runtime = this.opts.runtime;
     const id = `${this.opts.buildIdPrefix ?? 'build'}-${randomBytes(6).toString('hex')}`;
     const env = { PATH: DEFAULT_PATH, ...(config.env ?? {}) };
@@ -554,6 +566,8 @@ export class ImageBuilder {
           workingDir: config.workingDir ?? '/',
           ...(user ? { user } : {}),
           network: { mode: 'host' },
+          // A build container found by a restarted controller belongs to a dead build: removed.
+          annotations: { [OWNER_ANNOTATION]: `Build/${req.name}` },
           ...(existsSync(resolv)
             ? {
                 mounts: [
@@ -569,6 +583,7 @@ export class ImageBuilder {
         },
         { layers: this.lowerDirs(layers), upperDir },
       );
+      this.running.add(id);
     } catch (err) {
       throw new BuildError(
         `${field}: cannot start the build container: ${(err as Error).message}`,
@@ -583,6 +598,7 @@ export class ImageBuilder {
         progress({ type: 'output', line: entry.line, step });
       }
       const info = await runtime.waitForExit(id);
+      if (this.aborted) throw new BuildInterruptedError();
       if (info.exitCode !== 0) {
         const how = info.signal
           ? `was killed by ${info.signal}`
@@ -594,7 +610,20 @@ export class ImageBuilder {
         );
       }
     } finally {
+      this.running.delete(id);
       await runtime.remove(id, { force: true });
     }
+  }
+
+  /**
+   * Stops every build container this builder runs (Ctrl-C of `conductor build`, a controller
+   * stopping): their builds end with BuildInterruptedError and nothing they made becomes a
+   * layer. The builder takes no more run steps afterwards.
+   */
+  async abort(): Promise<void> {
+    this.aborted = true;
+    await Promise.allSettled(
+      [...this.running].map((id) => this.opts.runtime.stop(id, { gracePeriodSeconds: 0 })),
+    );
   }
 }
