@@ -26,7 +26,7 @@ required=(
   clang-format hyperfine iproute2 util-linux jq
   zlib1g-dev libzstd-dev zstd                  # layer unpacking (gzip, zstd); zstd for tests
   skopeo debootstrap                           # image pulls, archive imports, distribution bases
-  umoci docker-registry                        # tests build images and serve a real registry
+  umoci docker-registry apache2-utils          # tests: images, a real registry (htpasswd for auth)
 )
 
 installed() {
