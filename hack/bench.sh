@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs the benchmarks in bench/ (as root): runtime start-to-exit against crun and runc, and the
-# shim's memory against conmon. Flags (both benchmarks get all, each reads its own):
-# --iterations N (default 200), --warmup N (5), --containers N (monitors per kind, 3).
+# Runs the benchmarks in bench/ (as root): runtime start-to-exit against crun and runc, the
+# shim's memory against conmon, manifest to Running against podman kube play, and image
+# rebuilds and pulls against podman build / pull. Leading names choose benchmarks (default: all):
+#   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [--flags...]
+# Flags go to every chosen benchmark, each reads its own: --iterations N (default 200),
+# --warmup N (5), --containers N (monitors per kind, 3); see each bench/*.ts for the rest.
 #
 # The benchmarks are TypeScript like the rest of the project and share test/fixtures with the
 # tests. Node 20 cannot run .ts files, so they are compiled first with the swc that jest already
@@ -14,6 +17,20 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+ALL=(runtime-start shim-memory controller-start images)
+CHOSEN=()
+while [ $# -gt 0 ] && [[ "$1" != --* ]]; do
+  case " ${ALL[*]} " in
+    *" $1 "*) CHOSEN+=("$1") ;;
+    *)
+      echo "bench: unknown benchmark '$1' (choose from: ${ALL[*]})" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+[ ${#CHOSEN[@]} -gt 0 ] || CHOSEN=("${ALL[@]}")
+
 [ -d node_modules/@swc/core ] || npm ci --no-audit --no-fund
 # No build here: `npm ci` builds the native core; a missing or broken runtime is reported.
 
@@ -25,8 +42,9 @@ node --input-type=module -e '
   // All of bench/, and the fixture files it imports (other fixtures may need more than swc).
   const files = [
     ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
-    ...["oci", "rootfs", "leaks", "controller"].map((f) => `test/fixtures/${f}.ts`),
-    // The controller benchmark runs the controller in-process.
+    ...["oci", "rootfs", "leaks", "controller", "images", "registry"].map(
+      (f) => `test/fixtures/${f}.ts`),
+    // The controller and images benchmarks run controller and runtime-core code in-process.
     ...["controller", "runtime-core/src"].flatMap((d) =>
       readdirSync(d, { recursive: true }).filter((f) => f.endsWith(".ts")).map((f) => `${d}/${f}`)),
   ];
@@ -40,8 +58,9 @@ node --input-type=module -e '
     writeFileSync(out, code);
   }'
 
-node build/bench/bench/runtime-start.js "$@"
-echo
-node build/bench/bench/shim-memory.js "$@"
-echo
-node build/bench/bench/controller-start.js "$@"
+first=1
+for name in "${CHOSEN[@]}"; do
+  [ $first -eq 1 ] || echo
+  first=0
+  node "build/bench/bench/$name.js" "$@"
+done
