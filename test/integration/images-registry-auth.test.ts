@@ -184,6 +184,21 @@ describe('a registry that requires credentials', () => {
     const image = await build({ from, registry: { certDir: certDir(), authFile } });
     expect(image.baseDigest).toBe(digest);
     await expectBusybox(image);
+    // Pulled once with credentials is not pulled for anyone: the same reference without them
+    // (or with other ones) asks the registry again, and is refused.
+    const again = await buildError({ from, registry: { certDir: certDir() } });
+    expect(again.message).toMatch(/unauthorized: authentication required/);
+    const wrong = await authRegistry.authFile(newDir('other'), {
+      user: ACCOUNT.user,
+      password: 'x',
+    });
+    await expect(
+      build({ from, registry: { certDir: certDir(), authFile: wrong } }),
+    ).rejects.toThrow(/unauthorized/);
+    // With the same credentials it is reused.
+    expect((await build({ from, registry: { certDir: certDir(), authFile } })).baseDigest).toBe(
+      digest,
+    );
   });
 
   it('fails with a wrong password in authFile', async () => {

@@ -11,7 +11,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
 import { OWNER_ANNOTATION, type ContainerRuntime } from '../containers.js';
@@ -367,8 +367,13 @@ export class ImageBuilder {
       case 'registry': {
         // skopeo takes a tag or a digest, not both: the digest pins the content.
         const ref = formatReference(source.digest ? { ...source, tag: undefined } : source);
-        const pinned = source.digest !== undefined || source.tag !== 'latest';
-        return { transport: `docker://${ref}`, ...(pinned ? { fingerprint: 'pinned' } : {}) };
+        if (source.digest === undefined && source.tag === 'latest')
+          return { transport: `docker://${ref}` };
+        // Reused only by a build that could pull it again: same TLS settings, same credentials.
+        return {
+          transport: `docker://${ref}`,
+          fingerprint: await registryFingerprint(req.registry),
+        };
       }
       default:
         throw new BuildError(`spec.from: "${req.from}" is not pulled`);
@@ -626,4 +631,23 @@ export class ImageBuilder {
       [...this.running].map((id) => this.opts.runtime.stop(id, { gracePeriodSeconds: 0 })),
     );
   }
+}
+
+/**
+ * What decides whether a pull would succeed: TLS settings, certificates and credentials. A copy
+ * made under one fingerprint is not reused under another, so a private image pulled with an
+ * auth file is not handed to an Image that names it without one.
+ */
+async function registryFingerprint(opts: RegistryOptions | undefined): Promise<string> {
+  const hash = createHash('sha256').update(`tls=${opts?.tlsVerify !== false}\n`);
+  const add = async (label: string, file: string): Promise<void> => {
+    const content = await readFile(file).catch(() => Buffer.from('<missing>'));
+    hash.update(`${label}=${file}\n`).update(content).update('\n');
+  };
+  if (opts?.authFile) await add('auth', opts.authFile);
+  if (opts?.certDir) {
+    const names = (await readdir(opts.certDir).catch(() => [] as string[])).sort();
+    for (const n of names) await add('cert', join(opts.certDir, n));
+  }
+  return `pinned:${hash.digest('hex')}`;
 }
