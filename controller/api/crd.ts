@@ -2,6 +2,7 @@
  * Reading crds/: the CustomResourceDefinitions are the single source of truth for the schema of
  * every kind. The type generator and directory-mode validation both load them from here.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,11 +110,37 @@ export function defaultCrdsDir(): string {
   }
 }
 
+/** Where `npm run build` leaves parsed copies of the CRDs: dist/crds/<file>.json. */
+export function parsedCopyPath(file: string): string {
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'crds', `${file}.json`);
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * The build's parsed copy of a CRD when it was made from exactly this YAML text (parsing the
+ * YAML costs a short-lived CLI tens of milliseconds; the copy is checked, never trusted stale).
+ */
+function parsedCopy(file: string, text: string): unknown {
+  try {
+    const copy = JSON.parse(readFileSync(parsedCopyPath(file), 'utf8')) as {
+      sha256?: string;
+      crd?: unknown;
+    };
+    return copy.sha256 === sha256(text) ? copy.crd : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads and checks the CRD of one kind; throws naming the file if it does not describe it. */
 export function loadCrd(kind: Kind, crdsDir = defaultCrdsDir()): CustomResourceDefinition {
   const info = KINDS[kind];
   const file = join(crdsDir, info.file);
-  const crd = parse(readFileSync(file, 'utf8')) as CustomResourceDefinition;
+  const text = readFileSync(file, 'utf8');
+  const crd = (parsedCopy(info.file, text) ?? parse(text)) as CustomResourceDefinition;
   const expectedName = `${info.plural}.${GROUP}`;
   if (
     crd?.kind !== 'CustomResourceDefinition' ||

@@ -5,7 +5,7 @@
  * goes to stdout as it happens; the last line per image is its digest, as `docker build`
  * ends with the image id.
  */
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import type { Image, ImageStatus } from '../api/types.generated.js';
@@ -99,12 +99,12 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
   }
   if (images.length === 0) throw new CliError(`no Image in ${values.filename.join(', ')}`);
 
-  const state = new StateDir(values['state-dir']);
+  const state = new StateDir(resolve(io.cwd, values['state-dir']));
   const runtime = new ContainerRuntime({ stateDir: state.dir });
   const builder = new ImageBuilder({
     stateDir: state.dir,
     runtime,
-    ...(values['base-cache'] ? { baseCacheDir: values['base-cache'] } : {}),
+    ...(values['base-cache'] ? { baseCacheDir: resolve(io.cwd, values['base-cache']) } : {}),
   });
   const built = new Map<string, BuiltImage>();
   const stored = new Map<string, ImageStatus | undefined>();

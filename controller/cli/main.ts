@@ -6,32 +6,96 @@
  * Every command but `up` works from the state directory alone (controller/README.md, "On-disk
  * contract"): no API server, several installations side by side with --state-dir.
  */
-import { apply, APPLY_USAGE } from './apply.js';
-import { build, BUILD_USAGE } from './build.js';
-import { del, DELETE_USAGE } from './delete.js';
-import { describe, DESCRIBE_USAGE } from './describe.js';
-import { exec, EXEC_USAGE } from './exec.js';
-import { get, GET_USAGE } from './get.js';
-import { images, IMAGES_USAGE } from './images.js';
 import { CliError, UsageError, errorMessage, processIO, type CliIO } from './io.js';
-import { logs, LOGS_USAGE } from './logs.js';
-import { up, UP_USAGE } from './up.js';
-import { version, VERSION_USAGE } from './version.js';
 
 type Command = (argv: string[], io: CliIO) => Promise<number>;
+interface Loaded {
+  run: Command;
+  usage: string;
+}
 
-const COMMANDS: Record<string, { run: Command; usage: string; summary: string }> = {
-  up: { run: up, usage: UP_USAGE, summary: 'Run the controller in the foreground' },
-  apply: { run: apply, usage: APPLY_USAGE, summary: 'Apply manifests to the running controller' },
-  get: { run: get, usage: GET_USAGE, summary: 'Display one or many resources' },
-  describe: { run: describe, usage: DESCRIBE_USAGE, summary: 'Show details of a resource' },
-  delete: { run: del, usage: DELETE_USAGE, summary: 'Delete resources' },
-  logs: { run: logs, usage: LOGS_USAGE, summary: 'Print the logs of a Container' },
-  exec: { run: exec, usage: EXEC_USAGE, summary: 'Run a command in a Container' },
-  images: { run: images, usage: IMAGES_USAGE, summary: 'List images; prune unused layers' },
-  build: { run: build, usage: BUILD_USAGE, summary: 'Build Images without the controller' },
-  version: { run: version, usage: VERSION_USAGE, summary: 'Print the version' },
+/**
+ * Each command's module is loaded only when it runs (a short-lived CLI pays for every module it
+ * imports: `conductor build` need not load the controller, `conductor get` not the builder).
+ */
+const COMMANDS: Record<string, { load: () => Promise<Loaded>; summary: string }> = {
+  up: {
+    load: async () => {
+      const m = await import('./up.js');
+      return { run: m.up, usage: m.UP_USAGE };
+    },
+    summary: 'Run the controller in the foreground',
+  },
+  apply: {
+    load: async () => {
+      const m = await import('./apply.js');
+      return { run: m.apply, usage: m.APPLY_USAGE };
+    },
+    summary: 'Apply manifests to the running controller',
+  },
+  get: {
+    load: async () => {
+      const m = await import('./get.js');
+      return { run: m.get, usage: m.GET_USAGE };
+    },
+    summary: 'Display one or many resources',
+  },
+  describe: {
+    load: async () => {
+      const m = await import('./describe.js');
+      return { run: m.describe, usage: m.DESCRIBE_USAGE };
+    },
+    summary: 'Show details of a resource',
+  },
+  delete: {
+    load: async () => {
+      const m = await import('./delete.js');
+      return { run: m.del, usage: m.DELETE_USAGE };
+    },
+    summary: 'Delete resources',
+  },
+  logs: {
+    load: async () => {
+      const m = await import('./logs.js');
+      return { run: m.logs, usage: m.LOGS_USAGE };
+    },
+    summary: 'Print the logs of a Container',
+  },
+  exec: {
+    load: async () => {
+      const m = await import('./exec.js');
+      return { run: m.exec, usage: m.EXEC_USAGE };
+    },
+    summary: 'Run a command in a Container',
+  },
+  images: {
+    load: async () => {
+      const m = await import('./images.js');
+      return { run: m.images, usage: m.IMAGES_USAGE };
+    },
+    summary: 'List images; prune unused layers',
+  },
+  build: {
+    load: async () => {
+      const m = await import('./build.js');
+      return { run: m.build, usage: m.BUILD_USAGE };
+    },
+    summary: 'Build Images without the controller',
+  },
+  version: {
+    load: async () => {
+      const m = await import('./version.js');
+      return { run: m.version, usage: m.VERSION_USAGE };
+    },
+    summary: 'Print the version',
+  },
 };
+
+function loadCommand(name: string): Promise<Loaded> {
+  const c = COMMANDS[name];
+  if (!c) throw new Error(`no command ${name}`);
+  return c.load();
+}
 
 export const USAGE = `conductor runs containers on this node from Kubernetes-style manifests.
 
@@ -51,18 +115,17 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? rest[0] : undefined;
-    io.stdout(topic !== undefined && COMMANDS[topic] ? COMMANDS[topic].usage : USAGE);
+    io.stdout(topic !== undefined && COMMANDS[topic] ? (await loadCommand(topic)).usage : USAGE);
     return 0;
   }
-  if (name === '--version') return version([], io);
-  const command = COMMANDS[name];
-  if (!command) {
+  if (name === '--version') return (await loadCommand('version')).run([], io);
+  if (!COMMANDS[name]) {
     io.stderr(`error: unknown command ${JSON.stringify(name)} for "conductor"\n`);
     io.stderr(`Run 'conductor --help' for usage.\n`);
     return 2;
   }
   try {
-    return await command.run(rest, io);
+    return await (await loadCommand(name)).run(rest, io);
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr(`error: ${err.message}\nSee 'conductor ${name} --help' for usage.\n`);

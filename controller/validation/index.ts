@@ -85,22 +85,25 @@ function checkSubtree(
 
 /** Validates objects of every kind against the CRDs in one directory (compiled once). */
 export class Validator {
-  private readonly kinds: Record<Kind, KindSchema>;
+  private readonly kinds: Partial<Record<Kind, KindSchema>> = {};
+  private readonly ajv = newAjv();
 
-  constructor(crdsDir = defaultCrdsDir()) {
-    const ajv = newAjv();
-    const kinds: Partial<Record<Kind, KindSchema>> = {};
-    for (const kind of KIND_NAMES) {
-      const root = schemaOf(loadCrd(kind, crdsDir));
-      const { spec, status } = root.properties ?? {};
-      if (!spec || !status) throw new Error(`the ${kind} CRD has no spec or status in its schema`);
-      kinds[kind] = {
-        spec: { schema: spec, openapi: new OpenAPIValidator(spec, 'spec', ajv) },
-        status: { schema: status, openapi: new OpenAPIValidator(status, 'status', ajv) },
-        specRequired: root.required?.includes('spec') ?? false,
-      };
-    }
-    this.kinds = kinds as Record<Kind, KindSchema>;
+  /** CRDs are read when a kind is first validated: `conductor build` reads only the Image's. */
+  constructor(private readonly crdsDir = defaultCrdsDir()) {}
+
+  private schemaFor(kind: Kind): KindSchema {
+    const cached = this.kinds[kind];
+    if (cached) return cached;
+    const root = schemaOf(loadCrd(kind, this.crdsDir));
+    const { spec, status } = root.properties ?? {};
+    if (!spec || !status) throw new Error(`the ${kind} CRD has no spec or status in its schema`);
+    const schema: KindSchema = {
+      spec: { schema: spec, openapi: new OpenAPIValidator(spec, 'spec', this.ajv) },
+      status: { schema: status, openapi: new OpenAPIValidator(status, 'status', this.ajv) },
+      specRequired: root.required?.includes('spec') ?? false,
+    };
+    this.kinds[kind] = schema;
+    return schema;
   }
 
   validate(input: unknown): ValidationResult {
@@ -119,7 +122,7 @@ export class Validator {
     else if (!isKind(obj.kind)) errors.push(notSupported('kind', obj.kind, KIND_NAMES));
     if (errors.length > 0 || !isKind(obj.kind)) return { ok: false, errors };
     const kind = obj.kind;
-    const schema = this.kinds[kind];
+    const schema = this.schemaFor(kind);
 
     for (const key of Object.keys(obj)) {
       if (!TOP_LEVEL_FIELDS.has(key)) errors.push(unknownField(key));
@@ -144,7 +147,7 @@ export class Validator {
    */
   validateStatus(kind: Kind, status: unknown): FieldError[] {
     const errors: FieldError[] = [];
-    checkSubtree('status', structuredClone(status), this.kinds[kind].status, errors);
+    checkSubtree('status', structuredClone(status), this.schemaFor(kind).status, errors);
     return errors;
   }
 

@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 
 import { OWNER_ANNOTATION, type ContainerRuntime } from '../containers.js';
 import { mountOverlay, unmount, unpackLayer } from '../native.js';
@@ -148,9 +148,17 @@ export class ImageBuilder {
   /** Work that several builds may ask for at once (a base, a pull, a layer): done once. */
   private readonly inflight = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly opts: BuilderOptions) {
-    this.store = new LayerStore(opts.stateDir, opts.baseCacheDir);
-    this.oci = new OciCache(opts.stateDir);
+  private readonly opts: BuilderOptions;
+
+  constructor(opts: BuilderOptions) {
+    // Absolute: paths go to skopeo, the native unpacker and overlayfs.
+    this.opts = {
+      ...opts,
+      stateDir: resolve(opts.stateDir),
+      ...(opts.baseCacheDir !== undefined ? { baseCacheDir: resolve(opts.baseCacheDir) } : {}),
+    };
+    this.store = new LayerStore(this.opts.stateDir, this.opts.baseCacheDir);
+    this.oci = new OciCache(this.opts.stateDir);
   }
 
   private once<T>(key: string, fn: () => Promise<T>): Promise<T> {

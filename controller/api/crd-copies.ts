@@ -1,0 +1,20 @@
+/**
+ * Run by `npm run build` after tsc: writes dist/crds/<file>.json, each CRD parsed from its YAML
+ * with the sha256 of that YAML, which loadCrd uses instead of parsing the YAML again when the
+ * hash still matches.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+import { parse } from 'yaml';
+
+import { defaultCrdsDir, parsedCopyPath, sha256 } from './crd.js';
+import { KIND_NAMES, KINDS } from './kinds.js';
+
+for (const kind of KIND_NAMES) {
+  const { file } = KINDS[kind];
+  const text = readFileSync(join(defaultCrdsDir(), file), 'utf8');
+  const out = parsedCopyPath(file);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ sha256: sha256(text), crd: parse(text) as unknown }));
+}
