@@ -5,66 +5,38 @@
  * run step installs a package with apt-get over the network, the container runs as a user named
  * in the image. The cache: unchanged → no step runs; one changed step → only it and later ones.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { beforeAll, expect, it } from '@jest/globals';
 
-import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import {
-  ImageBuilder,
   type BuildProgress,
   type BuildRequest,
   type BuiltImage,
 } from '../../runtime-core/src/images/builder.js';
-import { runInImage } from '../fixtures/build.js';
-import { FIXTURE_ROOT, assertNoLeaks, hostSnapshot, type HostSnapshot } from '../fixtures/index.js';
-import { RUNTIME } from '../fixtures/runtime.js';
+import { builderSuite } from '../fixtures/build.js';
+import { FIXTURE_ROOT } from '../fixtures/index.js';
 
 const PREFIX = 'imgdeb';
 const BASES = join(FIXTURE_ROOT, 'bases');
 
-let before: HostSnapshot;
-let work: string;
-let stateDir: string;
-let rt: ContainerRuntime;
-let builder: ImageBuilder;
+const suite = builderSuite(PREFIX, { baseCacheDir: BASES });
 
 beforeAll(() => {
-  before = hostSnapshot();
-  mkdirSync(BASES, { recursive: true });
-  work = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-`));
-  stateDir = join(work, 'state');
-  rt = new ContainerRuntime({ stateDir, runtimePath: RUNTIME });
-  builder = new ImageBuilder({
-    stateDir,
-    runtime: rt,
-    baseCacheDir: BASES,
-    buildIdPrefix: `${PREFIX}-b`,
-  });
-  mkdirSync(join(work, 'ctx', 'files'), { recursive: true });
+  mkdirSync(join(suite.work, 'ctx', 'files'), { recursive: true });
   writeFileSync(
-    join(work, 'ctx', 'files', 'greet'),
+    join(suite.work, 'ctx', 'files', 'greet'),
     '#!/bin/sh\necho "greetings from debian $(cat /etc/debian_version | cut -d. -f1)"\n',
     { mode: 0o755 },
   );
-});
-
-afterAll(async () => {
-  for (const c of (await rt?.list()) ?? []) await rt.remove(c.id, { force: true });
-  assertNoLeaks(before, {
-    idPrefix: PREFIX,
-    runtimeRoots: [join(stateDir, 'runtime')],
-    tempDirs: [work],
-  });
-  rmSync(work, { recursive: true, force: true });
 });
 
 function request(marker: string, events: BuildProgress[]): BuildRequest {
   return {
     name: `${PREFIX}/app`,
     from: 'debian:bookworm',
-    contextDir: join(work, 'ctx'),
+    contextDir: join(suite.work, 'ctx'),
     steps: [
       { copy: { src: 'files/greet', dest: '/usr/local/bin/' } },
       {
@@ -81,7 +53,7 @@ let first: BuiltImage;
 
 it('builds bookworm minbase with debootstrap, then copy and apt-get run steps on it', async () => {
   const events: BuildProgress[] = [];
-  first = await builder.build(request('one', events));
+  first = await suite.builder.build(request('one', events));
   expect(first).toMatchObject({ stepsRun: 3, stepsCached: 0 });
   expect(first.layers[0]?.createdBy).toBe('debootstrap debian bookworm');
   // The base lives in the shared cache; this store links it.
@@ -97,13 +69,7 @@ it('builds bookworm minbase with debootstrap, then copy and apt-get run steps on
       line: expect.stringMatching(/Setting up hello/),
     }),
   );
-  const { out, code } = await runInImage(
-    rt,
-    builder,
-    first,
-    'greet; hello; id -un; cat /etc/marker',
-    PREFIX,
-  );
+  const { out, code } = await suite.runIn(first, 'greet; hello; id -un; cat /etc/marker');
   expect({ out, code }).toEqual({
     out: 'greetings from debian 12\nHello, world!\nnobody\none',
     code: 0,
@@ -112,12 +78,12 @@ it('builds bookworm minbase with debootstrap, then copy and apt-get run steps on
 
 it('rebuilds nothing when nothing changed, and only the changed step and later ones otherwise', async () => {
   const unchangedEvents: BuildProgress[] = [];
-  const unchanged = await builder.build(request('one', unchangedEvents));
+  const unchanged = await suite.builder.build(request('one', unchangedEvents));
   expect(unchanged).toMatchObject({ stepsRun: 0, stepsCached: 3, digest: first.digest });
   expect(unchangedEvents.filter((e) => e.type === 'output')).toEqual([]); // no debootstrap, no step
 
-  const changed = await builder.build(request('two', []));
+  const changed = await suite.builder.build(request('two', []));
   expect(changed).toMatchObject({ stepsRun: 1, stepsCached: 2 });
   expect(changed.layers.slice(0, 3)).toEqual(first.layers.slice(0, 3));
-  expect((await runInImage(rt, builder, changed, 'cat /etc/marker', PREFIX)).out).toBe('two');
+  expect((await suite.runIn(changed, 'cat /etc/marker')).out).toBe('two');
 }, 300_000);

@@ -7,73 +7,49 @@
  * Every pull uses a tag of its own: a pulled tag other than latest is reused without asking the
  * registry again (the kubelet's IfNotPresent), which would hide a failing TLS or auth check.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { beforeAll, describe, expect, it } from '@jest/globals';
 
-import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import {
   BuildError,
-  ImageBuilder,
   type BuildRequest,
   type BuiltImage,
 } from '../../runtime-core/src/images/builder.js';
 import {
   CA_CERT_FILE,
-  FIXTURE_ROOT,
-  assertNoLeaks,
   busyboxImage,
   fetchManifest,
-  hostSnapshot,
   pushImage,
   registryGet,
   startRegistry,
   uniqueId,
-  type HostSnapshot,
   type Registry,
 } from '../fixtures/index.js';
-import { runInImage } from '../fixtures/build.js';
-import { RUNTIME } from '../fixtures/runtime.js';
+import { builderSuite } from '../fixtures/build.js';
 
 const PREFIX = 'imgauth';
 const ACCOUNT = { user: 'conductor', password: `pw-${uniqueId('x')}` };
 
-let before: HostSnapshot;
-let work: string;
-let stateDir: string;
-let rt: ContainerRuntime;
-let builder: ImageBuilder;
 /** HTTPS, no auth. */
 let tlsRegistry: Registry;
 /** HTTPS and ACCOUNT required: credentials only ever travel over TLS. */
 let authRegistry: Registry;
+const suite = builderSuite(PREFIX, {
+  teardown: async () => {
+    await tlsRegistry?.stop();
+    await authRegistry?.stop();
+  },
+});
 
 beforeAll(async () => {
-  before = hostSnapshot();
-  mkdirSync(FIXTURE_ROOT, { recursive: true });
-  work = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-`));
-  stateDir = join(work, 'state');
-  rt = new ContainerRuntime({ stateDir, runtimePath: RUNTIME });
-  builder = new ImageBuilder({ stateDir, runtime: rt, buildIdPrefix: `${PREFIX}-b` });
   tlsRegistry = await startRegistry({ prefix: PREFIX, tls: true });
   authRegistry = await startRegistry({ prefix: PREFIX, tls: true, auth: ACCOUNT });
 }, 60_000);
 
-afterAll(async () => {
-  await tlsRegistry?.stop();
-  await authRegistry?.stop();
-  for (const c of (await rt?.list()) ?? []) await rt.remove(c.id, { force: true });
-  assertNoLeaks(before, {
-    idPrefix: PREFIX,
-    runtimeRoots: [join(stateDir, 'runtime')],
-    tempDirs: [work],
-  });
-  rmSync(work, { recursive: true, force: true });
-});
-
 function build(req: Partial<BuildRequest> & { from: string }): Promise<BuiltImage> {
-  return builder.build({ name: `test/${uniqueId('img')}`, ...req });
+  return suite.build(req);
 }
 
 /** Pushes busybox as `test/busybox:TAG` (a fresh tag) and returns the reference and digest. */
@@ -94,7 +70,7 @@ async function buildError(req: Partial<BuildRequest> & { from: string }): Promis
 }
 
 async function expectBusybox(image: BuiltImage): Promise<void> {
-  const { out, code } = await runInImage(rt, builder, image, 'ls /bin/busybox', PREFIX);
+  const { out, code } = await suite.runIn(image, 'ls /bin/busybox');
   expect({ out, code }).toEqual({ out: '/bin/busybox', code: 0 });
 }
 
@@ -104,7 +80,7 @@ function caDir(registry: Registry): string {
 }
 
 function newDir(name: string): string {
-  return mkdtempSync(join(work, `${name}-`));
+  return mkdtempSync(join(suite.work, `${name}-`));
 }
 
 describe('the registry fixture', () => {

@@ -11,7 +11,6 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -19,72 +18,47 @@ import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { beforeAll, describe, expect, it } from '@jest/globals';
 
-import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import {
   BuildError,
-  ImageBuilder,
   type BuildRequest,
   type BuiltImage,
 } from '../../runtime-core/src/images/builder.js';
 import {
-  FIXTURE_ROOT,
-  assertNoLeaks,
   busyboxImage,
-  hostSnapshot,
   multiArchIndex,
   pushImage,
   saveArchive,
   startRegistry,
-  uniqueId,
   whiteoutImage,
-  type HostSnapshot,
   type Registry,
 } from '../fixtures/index.js';
-import { runInImage } from '../fixtures/build.js';
-import { RUNTIME } from '../fixtures/runtime.js';
+import { builderSuite } from '../fixtures/build.js';
 import { tarBuffer, type TarEntrySpec } from '../fixtures/tar.js';
 
 const PREFIX = 'imgbld';
 
-let before: HostSnapshot;
-let work: string;
-let stateDir: string;
-let rt: ContainerRuntime;
-let builder: ImageBuilder;
-let registry: Registry;
+let registry: Registry | undefined;
 /** A directory outside every store: nothing may ever appear in it. */
-let outside: string;
+let outside: string | undefined;
+const suite = builderSuite(PREFIX, {
+  teardown: async () => {
+    await registry?.stop();
+    if (outside) expect(readdirSync(outsideDir())).toEqual(['sentinel']);
+  },
+});
 
 beforeAll(async () => {
-  before = hostSnapshot();
-  mkdirSync(FIXTURE_ROOT, { recursive: true });
-  work = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-`));
-  stateDir = join(work, 'state');
-  outside = join(work, 'outside');
+  outside = join(suite.work, 'outside');
   mkdirSync(outside);
   writeFileSync(join(outside, 'sentinel'), 'untouched');
-  rt = new ContainerRuntime({ stateDir, runtimePath: RUNTIME });
-  builder = new ImageBuilder({ stateDir, runtime: rt, buildIdPrefix: `${PREFIX}-b` });
   registry = await startRegistry({ prefix: PREFIX });
 }, 60_000);
 
-afterAll(async () => {
-  await registry?.stop();
-  for (const c of (await rt?.list()) ?? []) await rt.remove(c.id, { force: true });
-  if (work) expect(readdirSync(outside)).toEqual(['sentinel']);
-  assertNoLeaks(before, {
-    idPrefix: PREFIX,
-    runtimeRoots: [join(stateDir, 'runtime')],
-    tempDirs: [work],
-  });
-  rmSync(work, { recursive: true, force: true });
-});
-
 /** A manifest directory of its own, with files for copy steps. */
 function context(files: Record<string, string> = {}): string {
-  const dir = mkdtempSync(join(work, 'ctx-'));
+  const dir = mkdtempSync(join(suite.work, 'ctx-'));
   for (const [name, text] of Object.entries(files)) {
     mkdirSync(join(dir, name, '..'), { recursive: true });
     writeFileSync(join(dir, name), text);
@@ -92,24 +66,28 @@ function context(files: Record<string, string> = {}): string {
   return dir;
 }
 
-function build(req: Partial<BuildRequest> & { from: string }): Promise<BuiltImage> {
-  return builder.build({ name: `test/${uniqueId('img')}`, ...req });
-}
-
+const build = (req: Partial<BuildRequest> & { from: string }): Promise<BuiltImage> =>
+  suite.build(req);
 const runIn = (image: BuiltImage, script: string): Promise<{ out: string; code?: number }> =>
-  runInImage(rt, builder, image, script, PREFIX);
+  suite.runIn(image, script);
+/** The registry, once beforeAll has started it. */
+const reg = (): Registry => {
+  if (!registry) throw new Error('no registry');
+  return registry;
+};
+const outsideDir = (): string => outside ?? '';
 
 describe('pulls from a registry', () => {
   it('pulls by tag and by digest; the container sees the image and its config', async () => {
-    const digest = await pushImage(await busyboxImage(), registry, 'test/busybox:1');
+    const digest = await pushImage(await busyboxImage(), reg(), 'test/busybox:1');
     const byTag = await build({
-      from: `${registry.host}/test/busybox:1`,
+      from: `${reg().host}/test/busybox:1`,
       registry: { tlsVerify: false },
     });
     expect(byTag.baseDigest).toBe(digest);
     expect(byTag.config).toMatchObject({ cmd: ['/bin/sh'], env: { PATH: '/bin' } });
     const byDigest = await build({
-      from: `${registry.host}/test/busybox@${digest}`,
+      from: `${reg().host}/test/busybox@${digest}`,
       registry: { tlsVerify: false },
     });
     expect(byDigest.layers.map((l) => l.key)).toEqual(byTag.layers.map((l) => l.key));
@@ -117,9 +95,9 @@ describe('pulls from a registry', () => {
   });
 
   it('applies whiteouts: a deleted file and an opaque directory hide the layer below', async () => {
-    await pushImage(await whiteoutImage(), registry, 'test/whiteout:1');
+    await pushImage(await whiteoutImage(), reg(), 'test/whiteout:1');
     const image = await build({
-      from: `${registry.host}/test/whiteout:1`,
+      from: `${reg().host}/test/whiteout:1`,
       registry: { tlsVerify: false },
     });
     expect(image.layers).toHaveLength(3);
@@ -128,9 +106,9 @@ describe('pulls from a registry', () => {
   });
 
   it('picks the host platform (linux/amd64) from a multi-arch index', async () => {
-    await pushImage(await multiArchIndex(), registry, 'test/multi:1', { all: true });
+    await pushImage(await multiArchIndex(), reg(), 'test/multi:1', { all: true });
     const image = await build({
-      from: `${registry.host}/test/multi:1`,
+      from: `${reg().host}/test/multi:1`,
       registry: { tlsVerify: false },
     });
     expect((await runIn(image, 'cat /arch')).out).toBe('amd64');
@@ -138,11 +116,11 @@ describe('pulls from a registry', () => {
 
   it('fails clearly for a missing tag and for TLS against a plain-HTTP registry', async () => {
     await expect(
-      build({ from: `${registry.host}/test/none:1`, registry: { tlsVerify: false } }),
+      build({ from: `${reg().host}/test/none:1`, registry: { tlsVerify: false } }),
     ).rejects.toThrow(/^spec\.from: skopeo failed .*manifest unknown/);
     // Not pulled before (a pulled tag other than latest is reused, as the kubelet's IfNotPresent).
-    await pushImage(await busyboxImage(), registry, 'test/busybox:tls');
-    await expect(build({ from: `${registry.host}/test/busybox:tls` })).rejects.toThrow(
+    await pushImage(await busyboxImage(), reg(), 'test/busybox:tls');
+    await expect(build({ from: `${reg().host}/test/busybox:tls` })).rejects.toThrow(
       /^spec\.from: skopeo failed .*https/,
     );
   });
@@ -256,13 +234,15 @@ describe('hostile inputs are refused and nothing outside the store is touched', 
     expect(err).toBeInstanceOf(BuildError);
     expect((err as Error).message).toMatch(/^spec\.from: layer sha256:[a-f0-9]{64}: /);
     expect((err as Error).message).toMatch(message);
-    expect(readdirSync(join(stateDir, 'layers')).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+    expect(
+      readdirSync(join(suite.stateDir, 'layers')).filter((n) => n.startsWith('.tmp-')),
+    ).toEqual([]);
     expect(existsSync('/tmp/escape')).toBe(false);
   });
 
   it('refuses a COPY of ../../etc and a symlink leading out of the manifest directory', async () => {
     const dir = context({ 'ok.txt': 'fine' });
-    symlinkSync(outside, join(dir, 'sneaky'));
+    symlinkSync(outsideDir(), join(dir, 'sneaky'));
     const scratch = { from: 'scratch', contextDir: dir };
     await expect(
       build({ ...scratch, steps: [{ copy: { src: '../../etc', dest: '/' } }] }),
@@ -278,13 +258,13 @@ describe('hostile inputs are refused and nothing outside the store is touched', 
     // The image has /app -> <outside> (absolute, a path that exists on the host): the copy must
     // land at <outside> inside the image, never in the host's directory of that name.
     const dir = context({ 'conf/app.conf': 'mine' });
-    const parts = outside.split('/').filter(Boolean);
+    const parts = outsideDir().split('/').filter(Boolean);
     await layoutWithLayer(join(dir, 'layout'), [
       ...parts.map((_, i) => ({
         name: `${parts.slice(0, i + 1).join('/')}/`,
         type: 'dir' as const,
       })),
-      { name: 'app', type: 'symlink', linkname: outside },
+      { name: 'app', type: 'symlink', linkname: outsideDir() },
       { name: 'dangling', type: 'symlink', linkname: '/nowhere/in/the/image' },
     ]);
     const image = await build({
@@ -292,9 +272,9 @@ describe('hostile inputs are refused and nothing outside the store is touched', 
       contextDir: dir,
       steps: [{ copy: { src: 'conf', dest: '/app/' } }],
     });
-    expect(readdirSync(outside)).toEqual(['sentinel']);
-    const top = builder.store.path(image.layers.at(-1)?.key ?? '');
-    expect(readFileSync(join(top, outside, 'app.conf'), 'utf8')).toBe('mine');
+    expect(readdirSync(outsideDir())).toEqual(['sentinel']);
+    const top = suite.builder.store.path(image.layers.at(-1)?.key ?? '');
+    expect(readFileSync(join(top, outsideDir(), 'app.conf'), 'utf8')).toBe('mine');
     // A symlink whose target is not in the image is refused, not created on the host.
     await expect(
       build({
@@ -363,7 +343,9 @@ describe('build steps and the cache', () => {
     expect((err as Error).message).toMatch(
       /^spec\.steps\[0\]\.run: .* exited with code 3; last output:\nfirst\nsecond$/,
     );
-    expect(readdirSync(join(stateDir, 'layers')).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+    expect(
+      readdirSync(join(suite.stateDir, 'layers')).filter((n) => n.startsWith('.tmp-')),
+    ).toEqual([]);
   });
 
   it('resolves user names from the image and builds on another image', async () => {
@@ -385,7 +367,7 @@ describe('build steps and the cache', () => {
     });
     expect(derived.layers.slice(0, base.layers.length)).toEqual(base.layers);
     expect((await runIn(derived, 'cat /tmp/uid /tmp/owner')).out).toBe('65534\nnobody');
-    expect(await builder.resolveUser(derived, 'nobody')).toEqual({ uid: 65534, gid: 65534 });
+    expect(await suite.builder.resolveUser(derived, 'nobody')).toEqual({ uid: 65534, gid: 65534 });
     await expect(build({ from: 'image:missing', resolveImage: () => undefined })).rejects.toThrow(
       /image missing is not Ready yet/,
     );
