@@ -190,6 +190,11 @@ function isMounted(target: string): boolean {
     .some((line) => line.split(' ')[4] === escaped);
 }
 
+/** Waits for every promise; then throws the first failure, if any (in the given order). */
+async function allSettled(promises: Promise<unknown>[]): Promise<void> {
+  for (const r of await Promise.allSettled(promises)) if (r.status === 'rejected') throw r.reason;
+}
+
 /** `promise`, or 'timeout' after `ms`; the timer never outlives the race. */
 async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
   let timer: NodeJS.Timeout | undefined;
@@ -252,18 +257,22 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     if (!Array.isArray(opts.layers) || opts.layers.length === 0) {
       throw new InvalidSpecError('layers', 'at least one image layer is needed');
     }
-    for (const [i, layer] of opts.layers.entries()) {
-      const s = await stat(layer).catch((err: unknown) => {
-        throw new InvalidSpecError(`layers[${i}]`, `${layer}: ${errCode(err) ?? String(err)}`);
-      });
-      if (!s.isDirectory())
-        throw new InvalidSpecError(`layers[${i}]`, `${layer} is not a directory`);
-    }
+    // Independent steps run side by side (each fs call is a thread-pool round trip); all
+    // settle before a failure is reported, so undo sees everything that was made.
+    await allSettled([
+      ...opts.layers.map(async (layer, i) => {
+        const s = await stat(layer).catch((err: unknown) => {
+          throw new InvalidSpecError(`layers[${i}]`, `${layer}: ${errCode(err) ?? String(err)}`);
+        });
+        if (!s.isDirectory())
+          throw new InvalidSpecError(`layers[${i}]`, `${layer} is not a directory`);
+      }),
+      mkdir(this.layout.containersDir, { recursive: true, mode: 0o711 }),
+      mkdir(this.layout.runtimeRoot, { recursive: true, mode: 0o700 }),
+    ]);
     const native = this.native();
     const p = this.paths(id);
 
-    await mkdir(this.layout.containersDir, { recursive: true, mode: 0o711 });
-    await mkdir(this.layout.runtimeRoot, { recursive: true, mode: 0o700 });
     try {
       await mkdir(p.dir, { mode: 0o711 });
     } catch (err) {
@@ -280,23 +289,27 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
         await mkdir(opts.upperDir, { mode: 0o755 });
         undo.push(() => rm(upper, { recursive: true, force: true }));
       }
-      for (const dir of [p.upper, p.work, p.bundle, p.rootfs]) await mkdir(dir, { mode: 0o755 });
+      await allSettled([
+        mkdir(p.upper, { mode: 0o755 }),
+        mkdir(p.work, { mode: 0o755 }),
+        mkdir(p.bundle, { mode: 0o755 }).then(() => mkdir(p.rootfs, { mode: 0o755 })),
+      ]);
       // The overlay's root takes the upper dir's mode: keep it 0755 whatever the umask.
       await chmod(upper, 0o755);
 
+      // The mount and the bundle's files are independent: made side by side.
       step = 'mount rootfs';
-      await native.mountOverlay({
-        lower: opts.layers,
-        upper,
-        work: p.work,
-        target: p.rootfs,
-      });
-      undo.push(() => this.unmountRootfs(p));
-
-      step = 'write config.json';
-      await writeFile(p.config, JSON.stringify(config, null, 2));
+      const mounted = native
+        .mountOverlay({ lower: opts.layers, upper, work: p.work, target: p.rootfs })
+        .then(() => void undo.push(() => this.unmountRootfs(p)));
       const record: SpecRecord = { spec, layers: opts.layers, createdAt: new Date().toISOString() };
-      await writeJsonAtomic(p.spec, record);
+      const written = writeFile(p.config, JSON.stringify(config, null, 2)).then(() =>
+        writeJsonAtomic(p.spec, record),
+      );
+      const [mount, files] = await Promise.allSettled([mounted, written]);
+      if (mount.status === 'rejected') throw mount.reason;
+      step = 'write config.json';
+      if (files.status === 'rejected') throw files.reason;
 
       step = 'start shim';
       // The shim undoes a failed start itself; this covers a shim that died half-way.
@@ -311,8 +324,10 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
         pid: started.pid,
         startTime: native.pidStartTime(started.pid)?.toString() ?? '',
       };
-      await writeJsonAtomic(p.shim, shimRecord);
-      const status = await readJson<ShimStatus>(p.status);
+      const [, status] = await Promise.all([
+        writeJsonAtomic(p.shim, shimRecord),
+        readJson<ShimStatus>(p.status),
+      ]);
       this.watch(id, started.shimPid);
       const created = {
         id,
