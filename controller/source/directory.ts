@@ -10,8 +10,21 @@
  *
  * Level-based: a filesystem event only marks a file dirty; a single worker then reads what is
  * on disk now and reconciles that file's definitions, so event bursts, renames and lost events
- * all end in the same state. Every added or changed file is given `settleMs` of quiet
- * (chokidar's awaitWriteFinish) before it is read, so in-place writes are read once complete.
+ * all end in the same state.
+ *
+ * When a file is read. A file renamed (or linked) into place is complete the moment its name
+ * appears, and is read at once. A file written in place may be read half-written, and a half
+ * that parses would be applied (objects cut short, or deleted while the file is truncated), so
+ * after an in-place write the file is read only once it has had `settleMs` of quiet. The two
+ * are told apart by inotify: every write(2), truncate(2) or chmod(2) of a file is reported on
+ * its directory's watch as a `change` of that name (IN_MODIFY, IN_ATTRIB), while a rename into
+ * the directory is a `rename` (IN_MOVED_TO) and the data written to the temporary file is
+ * reported under the temporary name. A read is applied only if no `change` of the name was seen
+ * within `settleMs` before it nor while it ran, counting the events the kernel had queued when
+ * the read finished (the loop is turned until they are delivered). A file created in place is
+ * a `rename` (IN_CREATE) followed by a `change` for its first write; read in between, it is
+ * empty. An editor that moves the old file away and writes a new one makes that window matter,
+ * so an empty file counts only once it has stayed empty for `settleMs`.
  *
  * Semantics (the contract the cache and `conductor get/describe` build on):
  * - A file is all or nothing. If it fails to read, parse or validate, its errors are reported
@@ -35,6 +48,7 @@ import { randomUUID } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { basename, join, relative, resolve, sep } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { isDeepStrictEqual } from 'node:util';
 
 import { watch, type FSWatcher } from 'chokidar';
@@ -57,9 +71,8 @@ export interface DirectorySourceOptions<T> {
   validate: ValidateFn<T>;
   sink: SourceEventSink<T>;
   /**
-   * Quiet time before an added or changed file is read (chokidar's awaitWriteFinish), so a
-   * file being written in place is read once complete. Default 30 ms; at least 1 ms: without
-   * awaitWriteFinish chokidar drops a change that follows another within 50 ms.
+   * Quiet time after an in-place write before the file is read, so a file being written in
+   * place is read once complete. Files renamed into place are read at once. Default 30 ms.
    */
   settleMs?: number;
   /** Files larger than this are rejected unread. Default 3 MiB (the apiserver's request limit). */
@@ -70,6 +83,14 @@ export interface DirectorySourceOptions<T> {
 }
 
 const MANIFEST_EXT = /\.(ya?ml|json)$/i;
+
+/**
+ * Resolves after `turns` iterations of the event loop, each with a poll phase: inotify events
+ * the kernel queued before the call are delivered (fs.watch callbacks run) by then.
+ */
+async function loopTurns(turns: number): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise<void>((r) => setImmediate(r));
+}
 
 // Names that are never manifests, whatever their extension: hidden files (also editors' lock
 // and swap files: `.#web.yaml`, `.web.yaml.swp`), backups, merge leftovers, vim's write probe,
@@ -100,6 +121,11 @@ interface FileState<T> {
   parseErrors: ManifestError[];
   /** Objects this file defines but another file owns. */
   conflicts: Map<string, ManifestError>;
+  /**
+   * The text `defs`/`parseErrors` came from; undefined after a failure to read. The same text
+   * parses the same way, so a second event for one write is not parsed again.
+   */
+  text?: string;
 }
 
 interface Stored<T> {
@@ -136,6 +162,12 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   /** Until the initial scan is done, dirty paths are collected and processed in sorted order. */
   private initialScan = true;
   private readonly dirty = new Set<string>();
+  /** In-place writes seen per file: when the last one was, and how many (see the file doc). */
+  private readonly writes = new Map<string, { at: number; count: number }>();
+  /** Files read empty, since when: applied once empty for `settleMs` (see the file doc). */
+  private readonly emptySince = new Map<string, number>();
+  /** Files waiting out their settle time, with the timer that marks them dirty again. */
+  private readonly settling = new Map<string, NodeJS.Timeout>();
   private worker: Promise<void> | undefined;
   private isSynced = false;
   private readonly syncedPromise: Promise<void>;
@@ -167,22 +199,20 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
       ignoreInitial: false,
       persistent: true,
       ignored: (path: string, stats?: Stats) => this.ignored(path, stats),
-      awaitWriteFinish: {
-        stabilityThreshold: this.settleMs,
-        pollInterval: Math.min(10, this.settleMs),
-      },
     });
     this.watcher = watcher;
     this.disposables.defer(() => watcher.close());
-    // close() leaves awaitWriteFinish's polling timers running until each file settles.
     this.disposables.defer(() => {
-      const pending = watcher._pendingWrites as Map<string, { cancelWait?: () => unknown }>;
-      for (const write of [...pending.values()]) write.cancelWait?.();
+      for (const timer of this.settling.values()) clearTimeout(timer);
+      this.settling.clear();
     });
     const onPath = (path: string): void => this.markDirty(path);
     watcher.on('add', onPath);
     watcher.on('change', onPath);
     watcher.on('unlink', onPath);
+    // Unfiltered and unthrottled (chokidar drops a `change` within 50 ms of another): every
+    // in-place write is seen here.
+    watcher.on('raw', (event, path, details) => this.onRawEvent(event, path, details));
     // chokidar reports the files of a removed directory one by one; marking every file known
     // under it makes sure none is missed.
     watcher.on('unlinkDir', (path: string) => {
@@ -262,6 +292,59 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     this.kick();
   }
 
+  /**
+   * fs.watch's events as chokidar got them. A directory's watch names the entry (`name`
+   * relative to `watchedPath`); a file's own watch reports its old inode after a rename over
+   * it, so only what resolves to an entry of a watched directory counts as a write to that name
+   * (the file watch's events resolve below the file, to a path that is never a file).
+   */
+  private onRawEvent(event: string, name: string, details: unknown): void {
+    if (!name || this.stopped) return;
+    const watched = (details as { watchedPath?: unknown } | undefined)?.watchedPath;
+    if (typeof watched !== 'string') return;
+    const abs = join(watched, name);
+    const rel = this.rel(abs);
+    if (rel.startsWith('..') || !isManifestPath(rel)) return;
+    if (event === 'rename') {
+      // A name appeared (renamed or linked in, created) or went. Only an appearance is acted on
+      // here: it may be a change chokidar throttled away. A removal waits for chokidar's
+      // `unlink`, which it holds back a little so a delete-and-recreate save is not a delete.
+      void stat(abs).then(
+        () => this.markDirty(abs),
+        () => undefined,
+      );
+      return;
+    }
+    if (event !== 'change') return;
+    const previous = this.writes.get(rel);
+    this.writes.set(rel, { at: performance.now(), count: (previous?.count ?? 0) + 1 });
+    this.markDirty(rel);
+  }
+
+  /** How long `rel` must still stay quiet after its last in-place write (0: not written). */
+  private settleLeft(rel: string): number {
+    const write = this.writes.get(rel);
+    if (!write) return 0;
+    const left = write.at + this.settleMs - performance.now();
+    if (left > 0) return left;
+    this.writes.delete(rel);
+    return 0;
+  }
+
+  /** Reads `rel` again once it has been quiet for its settle time (or after `delayMs`). */
+  private settleThenRead(rel: string, delayMs = this.settleLeft(rel)): void {
+    clearTimeout(this.settling.get(rel));
+    const timer = setTimeout(
+      () => {
+        this.settling.delete(rel);
+        this.dirty.add(rel);
+        this.kick();
+      },
+      Math.max(1, delayMs),
+    );
+    this.settling.set(rel, timer);
+  }
+
   private onReady(): void {
     if (this.stopped) return;
     // chokidar emits the initial adds before 'ready'; its own listing is added too, so the
@@ -311,6 +394,10 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   /** Brings the state of one file in line with what is on disk now. */
   private async syncFile(rel: string): Promise<void> {
     const abs = join(this.dir, rel);
+    // The initial sync reads what is there (writers still busy are re-read when they finish).
+    const settle = this.isSynced;
+    if (settle && this.settleLeft(rel) > 0) return this.settleThenRead(rel);
+    const writesBefore = this.writes.get(rel)?.count ?? 0;
     let text: string;
     try {
       const st = await stat(abs);
@@ -330,9 +417,23 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
       return this.setParseErrors(rel, [{ file: rel, message: `read: ${(err as Error).message}` }]);
     }
     if (this.stopped) return;
+    if (settle) {
+      // Two turns: the first may run before the poll phase that delivers what is queued.
+      await loopTurns(2);
+      if (this.stopped) return;
+      if ((this.writes.get(rel)?.count ?? 0) !== writesBefore) return this.settleThenRead(rel);
+      if (text === '') {
+        const since = this.emptySince.get(rel) ?? performance.now();
+        this.emptySince.set(rel, since);
+        const left = since + this.settleMs - performance.now();
+        if (left > 0) return this.settleThenRead(rel, left);
+      }
+    }
+    this.emptySince.delete(rel);
+    if (this.files.get(rel)?.text === text) return;
     const result = parseManifests(text, { file: rel, validate: this.validate });
-    if (result.errors.length > 0) return this.setParseErrors(rel, result.errors);
-    this.applyFile(rel, result.objects);
+    if (result.errors.length > 0) return this.setParseErrors(rel, result.errors, text);
+    this.applyFile(rel, result.objects, text);
   }
 
   private fileState(rel: string): FileState<T> {
@@ -344,14 +445,17 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     return state;
   }
 
-  private setParseErrors(rel: string, errors: ManifestError[]): void {
-    this.fileState(rel).parseErrors = errors;
+  private setParseErrors(rel: string, errors: ManifestError[], text?: string): void {
+    const state = this.fileState(rel);
+    state.parseErrors = errors;
+    state.text = text;
     this.publishErrors(rel);
   }
 
-  private applyFile(rel: string, parsed: ParsedObject<T>[]): void {
+  private applyFile(rel: string, parsed: ParsedObject<T>[], text: string): void {
     const state = this.fileState(rel);
     state.parseErrors = [];
+    state.text = text;
     const old = state.defs;
     state.defs = new Map(parsed.map((p) => [identityKey(p.identity), p]));
     for (const key of old.keys()) if (!state.defs.has(key)) this.release(key, rel);
@@ -360,6 +464,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   }
 
   private removeFile(rel: string): void {
+    this.emptySince.delete(rel);
     const state = this.files.get(rel);
     if (!state) return;
     for (const key of state.defs.keys()) this.release(key, rel);

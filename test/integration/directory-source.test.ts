@@ -3,7 +3,17 @@
  * polls with a bound (waitFor); nothing asserts on elapsed time.
  */
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -130,8 +140,8 @@ function writeByRename(dir: string, rel: string, text: string): void {
   renameSync(tmp, join(dir, rel));
 }
 
-async function startSource(dir: string, sink = new RecordingSink()) {
-  const source = new DirectorySource<Obj>({ dir, validate, sink, settleMs: 20 });
+async function startSource(dir: string, sink = new RecordingSink(), settleMs = 20) {
+  const source = new DirectorySource<Obj>({ dir, validate, sink, settleMs });
   sources.push(source);
   await source.start();
   await source.synced();
@@ -241,6 +251,61 @@ describe('DirectorySource', () => {
     ]);
     expect(sink.deletes()).toEqual([]);
     expect(sink.errors()).toEqual([]);
+  });
+
+  it('a file renamed into place is read at once, without the settle time', async () => {
+    const dir = tempDir();
+    // Ten minutes: only a read that skips the settle time can meet waitFor's bound.
+    const { sink } = await startSource(dir, new RecordingSink(), 600_000);
+    writeByRename(dir, 'web.yaml', manifest('web'));
+    await waitFor('upsert of web', () => sink.upserts('web')[0]);
+    writeByRename(dir, 'web.yaml', manifest('web', 'v2'));
+    await waitFor('upsert of v2', () =>
+      sink.upserts('web').find((e) => e.object.spec.image === 'v2'),
+    );
+    expect(sink.deletes()).toEqual([]);
+  });
+
+  it('a file written in place is read once quiet, never half-written', async () => {
+    const dir = tempDir();
+    write(dir, 'app.yaml', `${manifest('a')}---\n${manifest('b')}`);
+    const { sink } = await startSource(dir, new RecordingSink(), 2000);
+    // An in-place rewrite in two writes: after the first, the file parses and defines only a
+    // (applied, it would delete b). The pause is long enough for a read that did not wait,
+    // well inside the settle time.
+    const fd = openSync(join(dir, 'app.yaml'), 'w');
+    try {
+      writeSync(fd, manifest('a', 'v2'));
+      await new Promise((res) => setTimeout(res, 100));
+      writeSync(fd, `---\n${manifest('b', 'v2')}`);
+    } finally {
+      closeSync(fd);
+    }
+    await waitFor('upsert of b v2', () =>
+      sink.upserts('b').find((e) => e.object.spec.image === 'v2'),
+    );
+    expect(sink.upserts('a').map((e) => e.object.spec.image)).toEqual(['busybox', 'v2']);
+    expect(sink.deletes()).toEqual([]);
+    expect(sink.errors()).toEqual([]);
+  });
+
+  it('a file moved away and written anew in place is not deleted while it is empty', async () => {
+    const dir = tempDir();
+    write(dir, 'web.yaml', manifest('web'));
+    const { sink } = await startSource(dir, new RecordingSink(), 2000);
+    // vim's save: the old file becomes the backup, a new one is created and then written.
+    renameSync(join(dir, 'web.yaml'), join(dir, 'web.yaml~'));
+    const fd = openSync(join(dir, 'web.yaml'), 'w');
+    try {
+      await new Promise((res) => setTimeout(res, 100));
+      writeSync(fd, manifest('web', 'v2'));
+    } finally {
+      closeSync(fd);
+    }
+    await waitFor('upsert of v2', () =>
+      sink.upserts('web').find((e) => e.object.spec.image === 'v2'),
+    );
+    expect(sink.deletes()).toEqual([]);
   });
 
   it('invalid YAML is reported with its line and the previous objects are kept; fixing it resolves', async () => {
