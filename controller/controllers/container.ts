@@ -370,16 +370,10 @@ export class ContainerReconciler implements Reconciler {
     }
     try {
       const created = await ctx.runtime.create(desired, { layers });
-      this.watch(key, desired.id);
       this.prober.ensure(key, container, desired.id, created.pid);
-      event(
-        ctx,
-        'Container',
-        container,
-        'Normal',
-        'Started',
-        `started container ${desired.id} (pid ${created.pid})`,
-      );
+      // Status first: the exit watch and the event read and write files too, and Running is
+      // what users and Services wait for. An exit before the watch is still reported (the
+      // watch starts by looking at the container).
       await this.setStatus(key, container, old, {
         phase: 'Running',
         reason: undefined,
@@ -392,6 +386,15 @@ export class ContainerReconciler implements Reconciler {
         ready: this.prober.ready(key),
         imageID: image.status?.digest,
       });
+      this.watch(key, desired.id);
+      event(
+        ctx,
+        'Container',
+        container,
+        'Normal',
+        'Started',
+        `started container ${desired.id} (pid ${created.pid})`,
+      );
       return done();
     } catch (err) {
       const message = (err as Error).message;
