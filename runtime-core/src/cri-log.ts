@@ -167,13 +167,15 @@ class ChainReader {
           (await inodeOf(this.path)) === this.ino &&
           now.length === inos.length &&
           now.every((ino, i) => ino === inos[i]);
-        if (stable || attempt >= 20) return older;
+        if (stable || attempt >= 40) return older;
       } catch (err) {
         await Promise.all(older.map((h) => h.close()));
         throw err;
       }
       await Promise.all(older.map((h) => h.close()));
       await this.close();
+      // A burst of output rotates several times in a row: let it pass rather than race it.
+      if (attempt >= 2) await sleep(Math.min(2 * attempt, 25));
     }
   }
 
@@ -216,6 +218,8 @@ class ChainReader {
       const ino = (await h.stat()).ino;
       if ((await inodeOf(await successor())) === ino) return h;
       await h.close();
+      // Names still moving: a burst of rotations; wait it out instead of racing it.
+      if (attempt >= 2) await sleep(Math.min(2 * attempt, 25));
     }
     return open(this.path, 'r').catch(() => undefined);
   }
