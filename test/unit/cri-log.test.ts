@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+import { spawn } from 'node:child_process';
 import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,5 +105,37 @@ describe('readCriLog', () => {
       await reader;
       expect(seen).toEqual(['a', 'b', 'é', 'c', 'd', 'ef']);
     }),
+  );
+});
+
+describe('readCriLog against a writer rotating in bursts', () => {
+  it(
+    'follows every line in order while another process rotates files under it',
+    withDir(async (dir) => {
+      const log = join(dir, 'container.log');
+      writeFileSync(log, '');
+      // Another process, as the shim is: 600 lines, a rotation every 5 lines (every generation
+      // kept, renamed .N-1 → .N as the shim does), with synchronous calls and no pause at all.
+      const script = `
+        const fs = require('node:fs');
+        const log = process.argv[1];
+        let n = 0;
+        for (let i = 0; i < 600; i++) {
+          fs.appendFileSync(log, '${T(0)} stdout F line-' + i + '\\n');
+          if ((i + 1) % 5 === 0) {
+            n++;
+            for (let k = n; k > 1; k--) fs.renameSync(log + '.' + (k - 1), log + '.' + k);
+            fs.renameSync(log, log + '.1');
+            fs.writeFileSync(log, '');
+          }
+        }`;
+      const writer = spawn(process.execPath, ['-e', script, log], { stdio: 'ignore' });
+      const done = new Promise<void>((resolve) => writer.on('exit', () => resolve()));
+      const lines = (await collect(readCriLog(log, { follow: true, done, pollMs: 1 }))).map(
+        (e) => e.line,
+      );
+      expect(lines).toEqual(Array.from({ length: 600 }, (_, i) => `line-${i}`));
+    }),
+    60_000,
   );
 });
