@@ -24,7 +24,7 @@ import { ConductorMetrics } from './metrics/registry.js';
 import { DEFAULT_METRICS_ADDR, MetricsServer, type HostPort } from './metrics/server.js';
 import { Controller } from './reconcile/controller.js';
 import { DirectorySource } from './source/directory.js';
-import { formatManifestError, type ManifestError } from './source/manifests.js';
+import { formatManifestError, identityKey, type ManifestError } from './source/manifests.js';
 import { StateStore, type FileOutcome } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import { ContainerRuntime, type ContainerRuntimeOptions } from '../runtime-core/src/containers.js';
@@ -98,11 +98,17 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   // What a previous run persisted: status survives restarts, and an object deleted while the
   // controller was down is still known, so its containers are removed.
   const persisted: { kind: Kind; key: string }[] = [];
+  // Defined again, they keep uid, creationTimestamp and generation (the source decides).
+  const previous = new Map<string, object>();
   for (const kind of KIND_NAMES) {
     for (const obj of await store.readObjects(kind)) {
       const key = objectKey(obj);
       status.restore(kind, key, obj.status);
       persisted.push({ kind, key });
+      previous.set(
+        identityKey({ kind, namespace: obj.metadata.namespace, name: obj.metadata.name }),
+        obj,
+      );
     }
   }
 
@@ -205,6 +211,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   const source = new DirectorySource<ConductorObject>({
     dir: watchDir,
     validate: validateManifest,
+    previous,
     ...(opts.settleMs !== undefined ? { settleMs: opts.settleMs } : {}),
     sink: {
       onUpsert(obj, file) {

@@ -80,6 +80,12 @@ export interface DirectorySourceOptions<T> {
   /** Injected for tests. */
   now?: () => Date;
   newUid?: () => string;
+  /**
+   * What an earlier run served (the objects a restarted controller persisted), by
+   * identityKey: an object defined again keeps its uid and creationTimestamp, and its generation
+   * (one more if its definition changed meanwhile), as it would in the API server.
+   */
+  previous?: ReadonlyMap<string, object>;
 }
 
 const MANIFEST_EXT = /\.(ya?ml|json)$/i;
@@ -147,6 +153,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   private readonly maxFileBytes: number;
   private readonly now: () => Date;
   private readonly newUid: () => string;
+  private readonly previous: Map<string, object>;
 
   private readonly files = new Map<string, FileState<T>>();
   /** Files defining each identity key, in claim order: the first one owns it. */
@@ -181,6 +188,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     this.maxFileBytes = options.maxFileBytes ?? 3 * 1024 * 1024;
     this.now = options.now ?? (() => new Date());
     this.newUid = options.newUid ?? randomUUID;
+    this.previous = new Map(options.previous ?? []);
     this.syncedPromise = new Promise<void>((resolveFn, rejectFn) => {
       this.settleSynced = (err) => (err ? rejectFn(err) : resolveFn());
     });
@@ -520,6 +528,38 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     this.emit(() => this.sink.onDelete(stored.identity, rel, stored.object));
   }
 
+  /** An earlier run's object (used once): its server-set metadata and what it was defined as. */
+  private fromPrevious(
+    key: string,
+  ):
+    | {
+        uid: string;
+        creationTimestamp: string;
+        generation: number;
+        desired: Record<string, unknown>;
+      }
+    | undefined {
+    const obj = this.previous.get(key);
+    if (!obj) return undefined;
+    this.previous.delete(key);
+    const m = ((obj as { metadata?: unknown }).metadata ?? {}) as Record<string, unknown>;
+    if (
+      typeof m.uid !== 'string' ||
+      typeof m.creationTimestamp !== 'string' ||
+      typeof m.generation !== 'number' ||
+      !Number.isSafeInteger(m.generation) ||
+      m.generation < 1
+    ) {
+      return undefined;
+    }
+    return {
+      uid: m.uid,
+      creationTimestamp: m.creationTimestamp,
+      generation: m.generation,
+      desired: withoutServerFields(obj),
+    };
+  }
+
   /** Makes the stored object match its owner's definition, emitting an upsert if anything changed. */
   private materialize(key: string): void {
     const owner = this.claims.get(key)?.[0];
@@ -532,11 +572,12 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     let generation = 1;
     let uid = this.newUid();
     let creationTimestamp = rfc3339(this.now());
-    if (stored) {
-      ({ uid, creationTimestamp } = stored);
-      generation = isDeepStrictEqual(withoutMetadata(stored.desired), withoutMetadata(desired))
-        ? stored.generation
-        : stored.generation + 1;
+    const before = stored ?? this.fromPrevious(key);
+    if (before) {
+      ({ uid, creationTimestamp } = before);
+      generation = isDeepStrictEqual(withoutMetadata(before.desired), withoutMetadata(desired))
+        ? before.generation
+        : before.generation + 1;
     }
     this.resourceVersion += 1;
     const metadata = {

@@ -124,3 +124,42 @@ it('converges after a SIGKILL mid-reconcile, without duplicates or needless rest
     expect(now.find((i) => i.id === id)?.pid).toBe(pid);
   }
 }, 240_000);
+
+it('keeps uid, creationTimestamp and generation across a restart; a change made while down is one more generation', async () => {
+  const meta = async (n: string) => (await h.object<Container>('Container', n))?.metadata;
+  const before1 = await meta('c-1');
+  const before2 = await meta('c-2');
+  expect(before1?.uid).toBeDefined();
+  child?.kill('SIGTERM');
+  if (child) await exited(child);
+
+  const names = Array.from({ length: 20 }, (_, i) => `c-${i}`).filter((n) => n !== 'c-0');
+  const docs = names.map((n) =>
+    containerManifest(NS, n, {
+      command: ['sleep', '1000'],
+      ...(n === 'c-2' ? { env: [{ name: 'CHANGED', value: 'while-down' }] } : {}),
+    }),
+  );
+  docs.push(containerManifest(NS, 'short', { command: ['sleep', '1'], restartPolicy: 'Never' }));
+  docs.push(containerManifest(NS, 'late', { command: ['sleep', '1000'] }));
+  await h.write('many.yaml', docs.join('\n---\n'));
+  child = up();
+
+  const gen2 = (before2?.generation ?? 0) + 1;
+  const after2 = await h.waitFor<Container>(
+    'Container',
+    'c-2',
+    (o) => running(o) && o?.status?.observedGeneration === gen2,
+    60_000,
+  );
+  expect(after2?.metadata).toMatchObject({
+    uid: before2?.uid,
+    creationTimestamp: before2?.creationTimestamp,
+    generation: gen2,
+  });
+  expect(await meta('c-1')).toMatchObject({
+    uid: before1?.uid,
+    creationTimestamp: before1?.creationTimestamp,
+    generation: before1?.generation,
+  });
+}, 120_000);
