@@ -529,9 +529,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   }
 
   /** An earlier run's object (used once): its server-set metadata and what it was defined as. */
-  private fromPrevious(
-    key: string,
-  ):
+  private fromPrevious(key: string):
     | {
         uid: string;
         creationTimestamp: string;
