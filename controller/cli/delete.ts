@@ -102,8 +102,13 @@ async function deleteFiles(filenames: string[], state: StateDir, io: CliIO): Pro
     io.stderr(`error: ${message}\n`);
     failed = true;
   };
-  for (const input of inputs) {
-    const given = parseFile(input.text, input.path, identityOnly);
+  const parsed = inputs.map((input) => ({
+    input,
+    given: parseFile(input.text, input.path, identityOnly),
+  }));
+  // An Image goes with the Containers that use it when all of them are deleted together.
+  const leaving = parsed.flatMap(({ given }) => given.objects.map((o) => o.identity));
+  for (const { input, given } of parsed) {
     if (given.errors.length > 0) {
       for (const e of given.errors) fail(formatManifestError(e));
       continue;
@@ -111,6 +116,7 @@ async function deleteFiles(filenames: string[], state: StateDir, io: CliIO): Pro
     const refused = await imagesInUse(
       state,
       given.objects.map((o) => o.identity),
+      leaving,
     );
     if (refused.length > 0) {
       for (const r of refused) fail(r);
@@ -242,10 +248,14 @@ async function deleteObject(
 /**
  * An Image that Containers still use is not deleted (as `docker rmi` refuses an image a
  * container uses): one message per such Image among `ids`, naming its users. Containers that
- * are deleted together with it do not count.
+ * are deleted together with it (in `ids` or `alsoLeaving`) do not count.
  */
-async function imagesInUse(state: StateDir, ids: readonly ObjectIdentity[]): Promise<string[]> {
-  const leaving = new Set(ids.map(identityKey));
+async function imagesInUse(
+  state: StateDir,
+  ids: readonly ObjectIdentity[],
+  alsoLeaving: readonly ObjectIdentity[] = [],
+): Promise<string[]> {
+  const leaving = new Set([...ids, ...alsoLeaving].map(identityKey));
   const messages: string[] = [];
   for (const id of ids) {
     if (id.kind !== 'Image') continue;

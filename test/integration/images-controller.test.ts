@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
@@ -255,4 +255,28 @@ it('a stopping controller stops a build in progress; the next one builds the ima
   expect((await rt.list()).map((c) => c.id)).not.toContain(orphan);
   const slow = await h.waitFor<Image>('Image', 'slow', ready);
   expect(slow?.status?.stepsRun).toBe(1);
+}, 60_000);
+
+it('delete -f refuses an Image whose Containers stay, and deletes it with them', async () => {
+  const only = join(h.base, 'only-image');
+  const both = join(h.base, 'both');
+  await mkdir(only);
+  await mkdir(both);
+  await copyFile(join(h.watchDir, 'app.json'), join(only, 'app.json'));
+  for (const f of ['app.json', 'app-ctr.json']) await copyFile(join(h.watchDir, f), join(both, f));
+
+  const refused = await conductor(['delete', '-f', only]);
+  expect(refused).toMatchObject({
+    code: 1,
+    stderr: 'error: image.conductor.dev/app is used by container(s) app: delete them first\n',
+  });
+  expect(existsSync(join(h.watchDir, 'app.json'))).toBe(true);
+
+  const deleted = await conductor(['delete', '-f', both]);
+  expect(deleted).toMatchObject({
+    code: 0,
+    stdout: 'container.conductor.dev/app deleted\nimage.conductor.dev/app deleted\n',
+  });
+  await h.waitFor('Container', 'app', (o) => o === undefined);
+  await h.waitFor('Image', 'app', (o) => o === undefined);
 }, 60_000);
