@@ -136,6 +136,7 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
             built.get(`${namespace}/${other}`) ??
             builtFromStatus(stored.get(`${namespace}/${other}`)),
           ...(values.quiet ? {} : { onProgress: progressPrinter(io, name) }),
+          ...(!values.quiet && process.stdout.isTTY ? { terminal: true } : {}),
         });
         built.set(`${namespace}/${name}`, result);
         const size = humanSize(result.layers.reduce((n, l) => n + l.size, 0));

@@ -51,6 +51,8 @@ export interface BuildRequest {
   /** For `from: image:NAME`: the other image, once built (undefined: not ready yet). */
   resolveImage?: (name: string) => BuiltImage | undefined;
   onProgress?: (event: BuildProgress) => void;
+  /** Our stdout is a person's terminal: pulls draw skopeo's progress bars (bytes per blob). */
+  terminal?: boolean;
 }
 
 export interface BuiltLayer {
@@ -319,6 +321,7 @@ export class ImageBuilder {
             .copy(transport, {
               ...(req.registry ?? {}),
               ...(fingerprint !== undefined ? { reuse: { fingerprint } } : {}),
+              ...(req.terminal ? { terminal: true } : {}),
               onLine: (line) => progress({ type: 'output', line }),
               ...(this.opts.skopeo ? { skopeo: this.opts.skopeo } : {}),
             })

@@ -21,11 +21,15 @@ export function runCommand(
     onLine?: (line: string) => void;
     tailLines?: number;
     describe?: (line: string) => string;
+    /** The command's stdout goes to ours (a terminal: its own progress bars); stderr is kept. */
+    stdoutToTerminal?: boolean;
   } = {},
 ): Promise<void> {
   const keep = opts.tailLines ?? 5;
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', opts.stdoutToTerminal ? 'inherit' : 'pipe', 'pipe'],
+    });
     const tail: string[] = [];
     const take = (line: string): void => {
       const shown = (opts.describe ?? ((l: string) => l))(line).trim();
@@ -35,8 +39,8 @@ export function runCommand(
       }
       opts.onLine?.(line);
     };
-    createInterface({ input: child.stdout }).on('line', take);
-    createInterface({ input: child.stderr }).on('line', take);
+    if (child.stdout) createInterface({ input: child.stdout }).on('line', take);
+    if (child.stderr) createInterface({ input: child.stderr }).on('line', take);
     child.on('error', (err) =>
       reject(
         new CommandError(cmd, [], `cannot run: ${err.message} (install it: hack/install-deps.sh)`),

@@ -96,6 +96,8 @@ export class OciCache {
        * skopeo (a pinned reference, or a local archive whose size and mtime are unchanged).
        */
       reuse?: { fingerprint: string };
+      /** skopeo draws its per-blob progress bars (bytes) on our stdout, a terminal. */
+      terminal?: boolean;
     } = {},
   ): Promise<PulledImage> {
     const refDir = join(this.dir, 'refs', createHash('sha256').update(source).digest('hex'));
@@ -130,6 +132,7 @@ export class OciCache {
     await runCommand(opts.skopeo ?? 'skopeo', args, {
       ...(opts.onLine ? { onLine: opts.onLine } : {}),
       tailLines: 3,
+      ...(opts.terminal ? { stdoutToTerminal: true } : {}),
       // logrus lines: keep the message.
       describe: (l) => l.replace(/^time="[^"]*" level=\w+ msg=/, ''),
     }).catch((err: unknown) => {
