@@ -61,6 +61,8 @@ export interface UnpackLayerResult {
   entries: number;
   /** Bytes of regular-file data written. */
   bytes: number;
+  /** `sha256:<hex>` of the uncompressed tar stream: the layer's diff_id, for the caller to check. */
+  diffId: string;
 }
 
 /** An error from the addon: `code`/`errno` are set when a syscall failed. */

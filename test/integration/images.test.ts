@@ -11,6 +11,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -153,10 +154,15 @@ describe('archives and layouts', () => {
 });
 
 /** An OCI layout whose only layer is `entries` (hostile ones included), next to a manifest. */
-async function layoutWithLayer(dir: string, entries: TarEntrySpec[]): Promise<void> {
+async function layoutWithLayer(
+  dir: string,
+  entries: TarEntrySpec[],
+  /** The diff_id the config claims (default: the layer's own). */
+  claimedDiffId?: string,
+): Promise<void> {
   const tar = tarBuffer(entries);
   const layer = gzipSync(tar);
-  const diffId = createHash('sha256').update(tar).digest('hex');
+  const diffId = claimedDiffId ?? createHash('sha256').update(tar).digest('hex');
   const blobs = join(dir, 'blobs', 'sha256');
   await mkdir(blobs, { recursive: true });
   const put = async (data: Buffer | string): Promise<{ digest: string; size: number }> => {
@@ -238,6 +244,37 @@ describe('hostile inputs are refused and nothing outside the store is touched', 
       readdirSync(join(suite.stateDir, 'layers')).filter((n) => n.startsWith('.tmp-')),
     ).toEqual([]);
     expect(existsSync('/tmp/escape')).toBe(false);
+  });
+
+  it('refuses a layer that is not what the config says it is (no layer cache poisoning)', async () => {
+    // The layer claims busybox's diff_id: stored under that key, every busybox image pulled
+    // later would run this content instead.
+    const dir = context();
+    await saveArchive(await busyboxImage(), 'oci-archive', join(dir, 'bb.tar'));
+    const real = await build({ from: 'oci-archive:bb.tar', contextDir: dir });
+    const claimed = real.layers[0]?.key ?? '';
+    rmSync(suite.builder.store.path(claimed), { recursive: true, force: true });
+    rmSync(`${suite.builder.store.path(claimed)}.json`, { force: true });
+    await layoutWithLayer(
+      join(dir, 'impostor'),
+      [
+        { name: 'bin/', type: 'dir' },
+        { name: 'bin/busybox', data: 'not busybox', mode: 0o755 },
+      ],
+      claimed,
+    );
+    const err = await build({ from: 'oci:impostor:latest', contextDir: dir }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as Error).message).toMatch(
+      new RegExp(
+        `^spec\\.from: layer sha256:[a-f0-9]{64}: its content \\(diff_id sha256:[a-f0-9]{64}\\) is not the image config's diff_id sha256:${claimed}$`,
+      ),
+    );
+    expect(existsSync(suite.builder.store.path(claimed))).toBe(false);
+    // The real image still gets the real layer.
+    const again = await build({ from: 'oci-archive:bb.tar', contextDir: dir });
+    expect((await runIn(again, 'busybox true && echo real')).out).toBe('real');
   });
 
   it('refuses a COPY of ../../etc and a symlink leading out of the manifest directory', async () => {

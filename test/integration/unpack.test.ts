@@ -20,9 +20,10 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
@@ -61,6 +62,9 @@ function freshDir(label: string): string {
   mkdirSync(dir);
   return dir;
 }
+
+const diffIdOf = (tar: Buffer): string =>
+  `sha256:${createHash('sha256').update(tar).digest('hex')}`;
 
 function layer(entries: TarEntrySpec[], compression: 'none' | 'gzip' | 'zstd' = 'none'): string {
   counter += 1;
@@ -158,7 +162,11 @@ describe('unpackLayer', () => {
     ]);
     const target = freshDir('tree');
     const result = await unpackLayer({ archive, target });
-    expect(result).toEqual({ entries: 15, bytes: 3 + 2 + 1 + 4 + 1 + 1 });
+    expect(result).toEqual({
+      entries: 15,
+      bytes: 3 + 2 + 1 + 4 + 1 + 1,
+      diffId: diffIdOf(readFileSync(archive)),
+    });
 
     const mode = (p: string): number => lstatSync(join(target, p)).mode & 0o7777;
     expect(mode('.')).toBe(0o755);
@@ -317,7 +325,12 @@ describe('unpackLayer', () => {
     ];
     const archive = layer(entries, 'gzip');
     const t1 = freshDir('gzip');
-    expect(await unpackLayer({ archive, target: t1 })).toEqual({ entries: 2, bytes: 300_000 });
+    // diff_id: the digest of the tar, not of its compressed form.
+    expect(await unpackLayer({ archive, target: t1 })).toEqual({
+      entries: 2,
+      bytes: 300_000,
+      diffId: diffIdOf(gunzipSync(readFileSync(archive))),
+    });
     const t2 = freshDir('gzip');
     await unpackLayer({ archive, target: t2, compression: 'gzip' });
     expect(readFileSync(join(t2, 'z/data'))).toEqual(readFileSync(join(t1, 'z/data')));
@@ -335,7 +348,7 @@ describe('unpackLayer', () => {
       const data = randomBytes(200_000);
       const archive = layer([{ name: 'zst', data, mode: 0o755 }], 'zstd');
       const target = freshDir('zstd');
-      expect(await unpackLayer({ archive, target })).toEqual({ entries: 1, bytes: 200_000 });
+      expect(await unpackLayer({ archive, target })).toMatchObject({ entries: 1, bytes: 200_000 });
       expect(readFileSync(join(target, 'zst'))).toEqual(data);
       expect(statSync(join(target, 'zst')).mode & 0o7777).toBe(0o755);
 

@@ -41,6 +41,7 @@ void register_image(Napi::Env env, Napi::Object exports) {
                       Napi::Object out = Napi::Object::New(env);
                       out.Set("entries", Napi::Number::New(env, static_cast<double>(r.entries)));
                       out.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
+                      out.Set("diffId", Napi::String::New(env, r.diff_id));
                       return out;
                     });
               }));

@@ -33,6 +33,23 @@ class ByteSource {
   virtual std::optional<uint64_t> remaining() const { return std::nullopt; }
 };
 
+// Passes a stream through and computes its SHA-256 (OpenSSL's EVP, which Node exports to
+// addons): "sha256:<hex>" of every byte read, once the stream has been read to its end.
+class HashingSource : public ByteSource {
+ public:
+  explicit HashingSource(ByteSource& in);
+  ~HashingSource() override;
+  HashingSource(const HashingSource&) = delete;
+  HashingSource& operator=(const HashingSource&) = delete;
+  size_t read(char* buf, size_t n) override;
+  std::optional<uint64_t> remaining() const override { return in_.remaining(); }
+  std::string digest();
+
+ private:
+  ByteSource& in_;
+  void* ctx_;  // EVP_MD_CTX*
+};
+
 // Opens `path` (a regular file) and stacks the decompressor `c` on it; Auto sniffs the magic
 // bytes (gzip 1f 8b, zstd 28 b5 2f fd, anything else is read as a plain tar).
 std::unique_ptr<ByteSource> open_archive(const std::string& path, Compression c);

@@ -402,9 +402,14 @@ UnpackResult unpack_layer(const std::string& archive, const std::string& target,
     if (!empty) throw Error("unpackLayer: target `" + target + "` is not empty", ENOTEMPTY);
   }
   std::unique_ptr<ByteSource> src = open_archive(archive, compression);
-  TarReader tar(*src);
+  // The uncompressed stream's digest is the layer's diff_id: the caller checks it against the
+  // image config, so a layer cannot pass itself off as another (layers are stored by it).
+  HashingSource hashed(*src);
+  TarReader tar(hashed);
   try {
-    return Unpacker(std::move(root), tar).run();
+    UnpackResult r = Unpacker(std::move(root), tar).run();
+    r.diff_id = hashed.digest();
+    return r;
   } catch (const Error& e) {
     if (starts_with(e.what(), "layer")) throw;
     throw e.wrap("layer `" + archive + "`");

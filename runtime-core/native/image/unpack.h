@@ -13,6 +13,7 @@ namespace conductor::image {
 struct UnpackResult {
   uint64_t entries = 0;  // archive entries applied (metadata headers not counted)
   uint64_t bytes = 0;    // regular-file data written
+  std::string diff_id;   // "sha256:<hex>" of the uncompressed tar stream, as read to its end
 };
 
 // Unpacks `archive` into `target`, an existing empty directory. Throws Error on the first

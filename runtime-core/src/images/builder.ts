@@ -420,7 +420,17 @@ export class ImageBuilder {
           const tmp = await this.store.tempPath();
           try {
             await mkdir(tmp, { mode: 0o755 });
-            await unpackLayer({ archive: pulled.blobPath(desc.digest), target: tmp });
+            const { diffId: actual } = await unpackLayer({
+              archive: pulled.blobPath(desc.digest),
+              target: tmp,
+            });
+            // Layers are stored by what the config claims: a layer whose content is not what it
+            // claims must not become the layer another image with that diff_id would reuse.
+            if (actual !== diffId) {
+              throw new Error(
+                `its content (diff_id ${actual}) is not the image config's diff_id ${diffId}`,
+              );
+            }
             await this.store.commit(tmp, key, createdBy);
           } catch (err) {
             throw new BuildError(`spec.from: layer ${desc.digest}: ${(err as Error).message}`);
