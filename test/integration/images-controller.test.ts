@@ -222,7 +222,7 @@ it('a stopping controller stops a build in progress; the next one builds the ima
     image('slow', {
       from,
       registry: { tlsVerify: false },
-      steps: [{ run: 'sleep 2; touch /done' }],
+      steps: [{ run: 'sleep 5; touch /done' }],
     }),
   );
   for (let i = 0; (await builds()).length === 0; i++) {
