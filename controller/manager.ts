@@ -28,7 +28,11 @@ import { formatManifestError, identityKey, type ManifestError } from './source/m
 import { StateStore, type FileOutcome } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import { ContainerRuntime, type ContainerRuntimeOptions } from '../runtime-core/src/containers.js';
-import { ImageBuilder, type BuilderOptions } from '../runtime-core/src/images/builder.js';
+import {
+  ImageBuilder,
+  isOrphanedBuild,
+  type BuilderOptions,
+} from '../runtime-core/src/images/builder.js';
 import { silentLogger, type Logger } from '../runtime-core/src/logger.js';
 
 export const DEFAULT_WATCH_DIR = '/etc/conductor/manifests';
@@ -276,7 +280,8 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
     const owner = info.annotations?.[OWNER_ANNOTATION]?.split('/');
     if (owner?.[0] === 'Build') {
       // A build container whose build died with its process: its step never became a layer.
-      await runtime.remove(info.id, { force: true });
+      // One of a live `conductor build` is that process's.
+      if (isOrphanedBuild(info.annotations)) await runtime.remove(info.id, { force: true });
       continue;
     }
     if (owner?.[0] !== 'Container' || owner.length !== 3) continue;
@@ -284,6 +289,9 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
     if (info.shimAlive) containerReconciler.watch(key, info.id);
     controllers.Container.queue.add(key);
   }
+  // What a killed controller's builds left (after their build containers, above): partial
+  // layers, images mounted for copy steps.
+  for (const path of await images.removeStale()) log.info('removed a dead build', { path });
   await source.start();
   await source.synced();
   // Objects deleted while we were down: reconciling their keys removes what they owned.

@@ -26,7 +26,7 @@ import {
   type ContainerSpec,
   type OciConfigOptions,
 } from './oci-config.js';
-import { errCode, readJson, writeJsonAtomic } from './files.js';
+import { errCode, isMounted, readJson, writeJsonAtomic } from './files.js';
 import { buildOutput, DEFAULT_STATE_DIR, StateLayout, type ContainerPaths } from './paths.js';
 import { OciRuntimeCli } from './runtime-cli.js';
 
@@ -178,16 +178,6 @@ function isZombie(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function isMounted(target: string): boolean {
-  const escaped = target.replace(
-    /[ \t\n\\]/g,
-    (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`,
-  );
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => line.split(' ')[4] === escaped);
 }
 
 /** Waits for every promise; then throws the first failure, if any (in the given order). */

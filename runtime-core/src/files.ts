@@ -1,4 +1,5 @@
 /** Small file helpers shared by the facade, the controller and the CLI. */
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
@@ -40,4 +41,15 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
 
 export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Whether `target` is a mount point in this process's mount namespace. */
+export function isMounted(target: string): boolean {
+  const escaped = target.replace(
+    /[ \t\n\\]/g,
+    (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`,
+  );
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[4] === escaped);
 }

@@ -5,8 +5,8 @@
  * Image a Container uses, `conductor images prune`, and `conductor build -f` sharing the
  * controller's cache.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -14,6 +14,7 @@ import { afterAll, beforeAll, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
 import { ContainerRuntime } from '../../runtime-core/src/containers.js';
+import { mountOverlay } from '../../runtime-core/src/native.js';
 import { ControllerHarness, REPO_ROOT, buildDist } from '../fixtures/controller.js';
 import {
   assertNoLeaks,
@@ -243,16 +244,51 @@ it('a stopping controller stops a build in progress; the next one builds the ima
       (await h.object<Image>('Image', 'app'))?.status?.layers?.[0]?.digest.slice(7) ?? '',
     ),
   ];
+  const deadPid = await new Promise<number>((resolve) => {
+    const p = spawn('true');
+    p.on('exit', () => resolve(p.pid ?? 0));
+  });
   await rt.create(
     {
       id: orphan,
       args: ['/bin/sleep', '1000'],
-      annotations: { 'conductor.dev/owner': `Build/${NS}/slow` },
+      annotations: {
+        'conductor.dev/owner': `Build/${NS}/slow`,
+        'conductor.dev/builder-pid': String(deadPid),
+      },
     },
     { layers },
   );
+  // One of a live builder (a `conductor build` running beside the controller) is its own.
+  const live = `${NS}-build-live`;
+  await rt.create(
+    {
+      id: live,
+      args: ['/bin/sleep', '1000'],
+      annotations: {
+        'conductor.dev/owner': `Build/${NS}/other`,
+        'conductor.dev/builder-pid': String(process.pid),
+      },
+    },
+    { layers },
+  );
+  // A copy step's mounted image and a half-made layer of the dead builder.
+  const mounted = join(h.stateDir, 'layers', `.tmp-${deadPid}-mnt`);
+  const upper = join(h.stateDir, 'layers', `.tmp-${deadPid}-upper`);
+  const work = join(h.stateDir, 'layers', `.tmp-${deadPid}-work`);
+  for (const d of [mounted, upper, work]) await mkdir(d);
+  await mountOverlay({ lower: layers, upper, work, target: mounted });
+
   await h.start({ images: { buildIdPrefix: `${NS}-build` } });
-  expect((await rt.list()).map((c) => c.id)).not.toContain(orphan);
+  const ids = (await rt.list()).map((c) => c.id);
+  expect(ids).not.toContain(orphan);
+  expect(ids).toContain(live);
+  await rt.remove(live, { force: true });
+  expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(mounted);
+  // (The new controller's own build of `slow` may have a .tmp- directory by now.)
+  expect(
+    readdirSync(join(h.stateDir, 'layers')).filter((n) => n.startsWith(`.tmp-${deadPid}-`)),
+  ).toEqual([]);
   const slow = await h.waitFor<Image>('Image', 'slow', ready);
   expect(slow?.status?.stepsRun).toBe(1);
 }, 60_000);

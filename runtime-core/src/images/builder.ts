@@ -141,6 +141,19 @@ function describeStep(step: ImageStep): string {
   return `user ${step.user ?? ''}`;
 }
 
+/** The pid of the process whose build runs in a build container. */
+export const BUILDER_PID_ANNOTATION = 'conductor.dev/builder-pid';
+
+/**
+ * A build container whose build is gone: its builder process is dead (a killed controller or
+ * `conductor build`), so nothing will ever make a layer of it. Other builds' are left alone.
+ */
+export function isOrphanedBuild(annotations: Record<string, string> | undefined): boolean {
+  if (!annotations?.[OWNER_ANNOTATION]?.startsWith('Build/')) return false;
+  const pid = Number(annotations[BUILDER_PID_ANNOTATION]);
+  return !(Number.isSafeInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`));
+}
+
 export class ImageBuilder {
   readonly store: LayerStore;
   readonly oci: OciCache;
@@ -593,7 +606,10 @@ export class ImageBuilder {
           ...(user ? { user } : {}),
           network: { mode: 'host' },
           // A build container found by a restarted controller belongs to a dead build: removed.
-          annotations: { [OWNER_ANNOTATION]: `Build/${req.name}` },
+          annotations: {
+            [OWNER_ANNOTATION]: `Build/${req.name}`,
+            [BUILDER_PID_ANNOTATION]: String(process.pid),
+          },
           ...(existsSync(resolv)
             ? {
                 mounts: [
@@ -639,6 +655,14 @@ export class ImageBuilder {
       this.running.delete(id);
       await runtime.remove(id, { force: true });
     }
+  }
+
+  /**
+   * Removes the leftovers of builds whose process died (a controller killed mid-build): partial
+   * layers and images mounted for copy steps. Run at start, before any build of this process.
+   */
+  async removeStale(): Promise<string[]> {
+    return this.store.removeStale((pid) => pid === process.pid || existsSync(`/proc/${pid}`));
   }
 
   /**

@@ -16,7 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { errCode, readJson, writeJsonAtomic } from '../files.js';
+import { errCode, isMounted, readJson, writeJsonAtomic } from '../files.js';
+import { unmount } from '../native.js';
 
 export const LAYER_KEY = /^[a-f0-9]{64}$/;
 
@@ -144,6 +145,24 @@ export class LayerStore {
       );
     }
     return out;
+  }
+
+  /**
+   * Removes what builds of dead processes left (`.tmp-<pid>-*`: a layer being made, an image
+   * mounted for a copy step), unmounting first. A live process's are its own business.
+   */
+  async removeStale(isAlive: (pid: number) => boolean): Promise<string[]> {
+    const stale: string[] = [];
+    for (const base of new Set([this.dir, this.baseCacheDir ?? this.dir])) {
+      for (const name of await readdir(base).catch(() => [] as string[])) {
+        const m = /^\.tmp-(\d+)-/.exec(name);
+        if (m && !isAlive(Number(m[1]))) stale.push(join(base, name));
+      }
+    }
+    // Every mount first: an upper directory is removed only once no overlay uses it.
+    for (const path of stale) if (isMounted(path)) await unmount(path, { detach: true });
+    for (const path of stale) await rm(path, { recursive: true, force: true });
+    return stale;
   }
 
   /** Removes a layer (a base's link only, not the shared cache entry). */
