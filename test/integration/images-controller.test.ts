@@ -7,7 +7,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
@@ -196,7 +196,22 @@ it('conductor build shares the cache; images prune keeps only what is used', asy
   await h.remove('derived.json');
   await h.waitFor<Image>('Image', 'derived', (o) => o === undefined);
   await h.stop(); // no grace period without a running controller
+  // A build in progress (its process lives: this one) keeps its half-made layer, however old;
+  // a dead build's goes.
+  const deadPid = await new Promise<number>((resolve) => {
+    const p = spawn('true');
+    p.on('exit', () => resolve(p.pid ?? 0));
+  });
+  const liveTmp = join(h.stateDir, 'layers', `.tmp-${process.pid}-prunetest`);
+  const deadTmp = join(h.stateDir, 'layers', `.tmp-${deadPid}-prunetest`);
+  for (const d of [liveTmp, deadTmp]) {
+    await mkdir(d);
+    await utimes(d, new Date(0), new Date(0));
+  }
   const pruned = await conductor(['images', 'prune']);
+  expect(existsSync(liveTmp)).toBe(true);
+  expect(existsSync(deadTmp)).toBe(false);
+  await rm(liveTmp, { recursive: true });
   await h.start({ images: { buildIdPrefix: `${NS}-build` } });
   expect(pruned.code).toBe(0);
   expect(pruned.stdout).toMatch(/^deleted: sha256:[a-f0-9]{64} {2}\(run touch \/derived\)\n/m);

@@ -13,6 +13,7 @@
  * the test suites do); then `<state>/layers/<key>` is a symlink to it.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -202,9 +203,9 @@ export interface PruneResult {
 }
 
 /**
- * Removes every layer not in `keep` (and leftovers of interrupted builds), except those made or
- * used less than `graceMs` ago: a build in progress may be about to reference them (a build
- * marks each layer it reuses; see has()).
+ * Removes every layer not in `keep` (and leftovers of builds whose process died), except those
+ * made or used less than `graceMs` ago: a build in progress may be about to reference them (a
+ * build marks each layer it reuses; see has()).
  */
 export async function pruneLayers(
   store: LayerStore,
@@ -234,11 +235,11 @@ export async function pruneLayers(
   } catch (err) {
     if (errCode(err) !== 'ENOENT') throw err;
   }
+  // Leftovers of builds whose process is gone (a live build's are in use, however old).
+  await store.removeStale((pid) => existsSync(`/proc/${pid}`));
   for (const name of names) {
     const path = join(store.dir, name);
-    if (name.startsWith('.tmp-') && !(await recent(path))) {
-      await rm(path, { recursive: true, force: true });
-    } else if (name.endsWith('.json') && LAYER_KEY.test(name.slice(0, -5))) {
+    if (name.endsWith('.json') && LAYER_KEY.test(name.slice(0, -5))) {
       // Metadata whose layer is gone.
       if (!(await lstat(path.slice(0, -5)).catch(() => undefined))) await rm(path, { force: true });
     }
