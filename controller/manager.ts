@@ -33,6 +33,7 @@ import {
   isOrphanedBuild,
   type BuilderOptions,
 } from '../runtime-core/src/images/builder.js';
+import { baseImageName } from '../runtime-core/src/images/reference.js';
 import { silentLogger, type Logger } from '../runtime-core/src/logger.js';
 
 export const DEFAULT_WATCH_DIR = '/etc/conductor/manifests';
@@ -169,7 +170,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
       .map((ct) => objectKey(ct));
   const imagesBuiltOn = (img: { metadata: { namespace: string; name: string } }): string[] =>
     caches.Image.list(img.metadata.namespace)
-      .filter((i) => i.spec.from.trim() === `image:${img.metadata.name}`)
+      .filter((i) => baseImageName(i.spec.from) === img.metadata.name)
       .map((i) => objectKey(i));
   const servicesIn = (namespace: string): string[] =>
     caches.Service.list(namespace).map((s) => objectKey(s));
@@ -291,7 +292,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   }
   // What a killed controller's builds left (after their build containers, above): partial
   // layers, images mounted for copy steps.
-  for (const path of await images.removeStale()) log.info('removed a dead build', { path });
+  for (const path of await images.store.removeStale()) log.info('removed a dead build', { path });
   await source.start();
   await source.synced();
   // Objects deleted while we were down: reconciling their keys removes what they owned.

@@ -4,10 +4,11 @@
  * cache (the seed's `rmcache`).
  */
 import { readdir } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { readJson } from '../../runtime-core/src/files.js';
+import { StateLayout } from '../../runtime-core/src/paths.js';
 import { OciCache, pruneOciCache } from '../../runtime-core/src/images/skopeo.js';
 import { LayerStore, pruneLayers } from '../../runtime-core/src/images/store.js';
 import { COMMON_OPTIONS, parseCommand } from './flags.js';
@@ -107,9 +108,9 @@ async function prune(state: StateDir, io: CliIO): Promise<number> {
     for (const l of statusOf(o).layers ?? []) keep.add(l.digest.replace(/^sha256:/, ''));
   }
   // Containers keep the layers they were created from, even if their Image changed since.
-  const containersDir = join(state.dir, 'containers');
-  for (const id of await readdir(containersDir).catch(() => [] as string[])) {
-    const record = await readJson<{ layers?: string[] }>(join(containersDir, id, 'spec.json'));
+  const layout = new StateLayout(state.dir);
+  for (const id of await readdir(layout.containersDir).catch(() => [] as string[])) {
+    const record = await readJson<{ layers?: string[] }>(layout.container(id).spec);
     for (const layer of record?.layers ?? []) keep.add(basename(layer));
   }
   const running = await state.runningController();

@@ -10,7 +10,6 @@
  * status change re-enqueues this one.
  */
 import { dirname } from 'node:path';
-import { lstat } from 'node:fs/promises';
 
 import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
@@ -204,8 +203,7 @@ export class ImageReconciler implements Reconciler {
 
   private async layersPresent(status: ImageStatus): Promise<boolean> {
     for (const l of status.layers ?? []) {
-      const dir = this.ctx.images.store.path(l.digest.replace(/^sha256:/, ''));
-      if (!(await lstat(`${dir}/.`).catch(() => undefined))) return false;
+      if (!(await this.ctx.images.store.exists(l.digest.replace(/^sha256:/, '')))) return false;
     }
     return true;
   }

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 
+import type { ShimStatus } from '../../runtime-core/src/containers.js';
 import { standardMounts } from '../../runtime-core/src/oci-config.js';
 import { RUNTIME } from '../fixtures/runtime.js';
 
@@ -190,16 +191,6 @@ interface ShimRun {
   report: ShimReport;
 }
 
-interface StatusFile {
-  status: 'running' | 'stopped';
-  pid: number;
-  startedAt: string;
-  finishedAt?: string;
-  exitCode?: number;
-  signal?: string | null;
-  oomKilled?: boolean;
-}
-
 // ---- the suite
 
 let tmp: string;
@@ -295,9 +286,9 @@ async function startOk(c: Started & { bundle: string }, extra: string[] = []): P
   return r.report.pid as number;
 }
 
-async function waitStopped(dir: string): Promise<StatusFile> {
+async function waitStopped(dir: string): Promise<ShimStatus> {
   return waitFor('status stopped', () => {
-    const s = readJson<StatusFile>(join(dir, 'status.json'));
+    const s = readJson<ShimStatus>(join(dir, 'status.json'));
     return s?.status === 'stopped' ? s : undefined;
   });
 }
@@ -341,7 +332,7 @@ describe(`conductor-shim (runtime: ${RUNTIME})`, () => {
     expect(readFileSync(join(c.dir, 'shim.pid'), 'utf8').trim()).toBe(String(shimPid));
     expect(readFileSync(join(c.dir, 'container.pid'), 'utf8').trim()).toBe(String(pid));
 
-    const status = readJson<StatusFile>(join(c.dir, 'status.json'));
+    const status = readJson<ShimStatus>(join(c.dir, 'status.json'));
     expect(status).toEqual({
       status: 'running',
       pid,

@@ -27,7 +27,7 @@ import {
 } from './copy.js';
 import { formatReference, parseSource, SourceError, type ImageSource } from './reference.js';
 import { OciCache, type PulledImage, type RegistryOptions } from './skopeo.js';
-import { LayerStore } from './store.js';
+import { LayerStore, processAlive } from './store.js';
 import { resolveUser, UserError, type ResolvedUser } from './users.js';
 
 export interface ImageStep {
@@ -151,7 +151,7 @@ export const BUILDER_PID_ANNOTATION = 'conductor.dev/builder-pid';
 export function isOrphanedBuild(annotations: Record<string, string> | undefined): boolean {
   if (!annotations?.[OWNER_ANNOTATION]?.startsWith('Build/')) return false;
   const pid = Number(annotations[BUILDER_PID_ANNOTATION]);
-  return !(Number.isSafeInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`));
+  return !processAlive(pid);
 }
 
 export class ImageBuilder {
@@ -227,7 +227,7 @@ export class ImageBuilder {
         const src = await this.guard(i, () =>
           resolveInContext(req.contextDir ?? '', copy.src, `${field}.copy.src`),
         );
-        const dest = this.guardSync(i, () => checkDestination(copy.dest, `${field}.copy.dest`));
+        const dest = await this.guard(i, () => checkDestination(copy.dest, `${field}.copy.dest`));
         key = sha256(parent, JSON.stringify(step), await treeDigest(src));
         make = (tmp) =>
           this.copyStep(
@@ -285,21 +285,13 @@ export class ImageBuilder {
     };
   }
 
-  private async guard<T>(step: number, fn: () => Promise<T>): Promise<T> {
+  /** A copy or user error of step `step` becomes that step's BuildError. */
+  private async guard<T>(step: number, fn: () => T | Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof CopyError || err instanceof UserError)
         throw new BuildError(err.message, step);
-      throw err;
-    }
-  }
-
-  private guardSync<T>(step: number, fn: () => T): T {
-    try {
-      return fn();
-    } catch (err) {
-      if (err instanceof CopyError) throw new BuildError(err.message, step);
       throw err;
     }
   }
@@ -655,14 +647,6 @@ export class ImageBuilder {
       this.running.delete(id);
       await runtime.remove(id, { force: true });
     }
-  }
-
-  /**
-   * Removes the leftovers of builds whose process died (a controller killed mid-build): partial
-   * layers and images mounted for copy steps. Run at start, before any build of this process.
-   */
-  async removeStale(): Promise<string[]> {
-    return this.store.removeStale((pid) => pid === process.pid || existsSync(`/proc/${pid}`));
   }
 
   /**

@@ -18,14 +18,13 @@ import {
   lutimes,
   mkdir,
   readdir,
-  readFile,
   readlink,
   realpath,
   rm,
   symlink,
   utimes,
 } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { createReadStream, type Stats } from 'node:fs';
 import { basename, isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 
 import { resolveInRoot } from '../native.js';
@@ -39,8 +38,10 @@ export async function treeDigest(path: string): Promise<string> {
     const st = await lstat(p);
     hash.update(`${rel}\0${st.mode}\0`);
     if (st.isSymbolicLink()) hash.update(`link\0${await readlink(p)}\0`);
-    else if (st.isFile()) hash.update(await readFile(p));
-    else if (st.isDirectory()) {
+    else if (st.isFile()) {
+      // Streamed: a copied file may be larger than memory.
+      for await (const chunk of createReadStream(p)) hash.update(chunk as Buffer);
+    } else if (st.isDirectory()) {
       for (const name of (await readdir(p)).sort()) await walk(join(p, name), `${rel}/${name}`);
     }
   };

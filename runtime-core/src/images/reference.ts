@@ -147,3 +147,13 @@ export function formatReference(ref: RegistryReference): string {
     (ref.digest !== undefined ? `@${ref.digest}` : '')
   );
 }
+
+/** The Image a `from: image:NAME` builds on; undefined for any other (or an invalid) source. */
+export function baseImageName(from: string): string | undefined {
+  try {
+    const source = parseSource(from);
+    return source.kind === 'image' ? source.name : undefined;
+  } catch {
+    return undefined;
+  }
+}

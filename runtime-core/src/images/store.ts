@@ -22,6 +22,11 @@ import { unmount } from '../native.js';
 
 export const LAYER_KEY = /^[a-f0-9]{64}$/;
 
+/** Whether a process with this pid exists (builds are owned by their process). */
+export function processAlive(pid: number): boolean {
+  return Number.isSafeInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`);
+}
+
 export interface LayerMeta {
   key: string;
   /** Bytes of file content (apparent sizes), as `du --apparent-size` counts. */
@@ -48,12 +53,13 @@ export class LayerStore {
   }
 
   /** True when the layer is complete on disk; marks it used. */
+  /** True when the layer is complete on disk (a base's through its symlink). */
+  async exists(key: string): Promise<boolean> {
+    return (await lstat(join(this.path(key), '.')).catch(() => undefined)) !== undefined;
+  }
+
   async has(key: string): Promise<boolean> {
-    try {
-      await lstat(join(this.path(key), '.')); // through a base's symlink too
-    } catch {
-      return false;
-    }
+    if (!(await this.exists(key))) return false;
     const now = new Date();
     await utimes(`${this.path(key)}.json`, now, now).catch(() => undefined);
     return true;
@@ -152,12 +158,12 @@ export class LayerStore {
    * Removes what builds of dead processes left (`.tmp-<pid>-*`: a layer being made, an image
    * mounted for a copy step), unmounting first. A live process's are its own business.
    */
-  async removeStale(isAlive: (pid: number) => boolean): Promise<string[]> {
+  async removeStale(): Promise<string[]> {
     const stale: string[] = [];
     for (const base of new Set([this.dir, this.baseCacheDir ?? this.dir])) {
       for (const name of await readdir(base).catch(() => [] as string[])) {
         const m = /^\.tmp-(\d+)-/.exec(name);
-        if (m && !isAlive(Number(m[1]))) stale.push(join(base, name));
+        if (m && !processAlive(Number(m[1]))) stale.push(join(base, name));
       }
     }
     // Every mount first: an upper directory is removed only once no overlay uses it.
@@ -236,7 +242,7 @@ export async function pruneLayers(
     if (errCode(err) !== 'ENOENT') throw err;
   }
   // Leftovers of builds whose process is gone (a live build's are in use, however old).
-  await store.removeStale((pid) => existsSync(`/proc/${pid}`));
+  await store.removeStale();
   for (const name of names) {
     const path = join(store.dir, name);
     if (name.endsWith('.json') && LAYER_KEY.test(name.slice(0, -5))) {
