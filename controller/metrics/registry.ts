@@ -41,8 +41,37 @@ function processRegistry(): Registry {
     processMetrics = new Registry();
     collectDefaultMetrics({ register: processMetrics });
     for (const name of LINTED_DEFAULT_METRICS) processMetrics.removeSingleMetric(name);
+    registerProcessCpu(processMetrics);
   }
   return processMetrics;
+}
+
+/**
+ * CPU time since the process started, as Prometheus's Go client reports it. prom-client counts
+ * only from when its collector was made, which at a controller's first scrape can still be 0.
+ */
+function registerProcessCpu(registry: Registry): void {
+  const counters: [string, string, (u: NodeJS.CpuUsage) => number][] = [
+    ['process_cpu_user_seconds_total', 'User CPU time spent in seconds.', (u) => u.user],
+    ['process_cpu_system_seconds_total', 'System CPU time spent in seconds.', (u) => u.system],
+    [
+      'process_cpu_seconds_total',
+      'Total user and system CPU time spent in seconds.',
+      (u) => u.user + u.system,
+    ],
+  ];
+  for (const [name, help, micros] of counters) {
+    registry.removeSingleMetric(name);
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(micros(process.cpuUsage()) / 1e6);
+      },
+    });
+  }
 }
 
 export interface ConductorMetricsOptions {
