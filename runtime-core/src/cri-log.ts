@@ -110,6 +110,49 @@ async function inodeOf(path: string): Promise<number | undefined> {
   }
 }
 
+interface ChainEntry {
+  name: string;
+  ino: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+/**
+ * The rotation chain (oldest first) as one consistent picture: the names and their inodes, read
+ * twice with the same result. A rotation gives every name another inode (and adds a name while
+ * the chain grows), so two equal readings mean no rotation happened while the first was taken.
+ */
+async function chainSnapshot(path: string): Promise<ChainEntry[]> {
+  const reading = async (): Promise<(ChainEntry | undefined)[]> => {
+    const names = await logFiles(path);
+    return Promise.all(
+      names.map(async (name) => {
+        const ino = await inodeOf(name);
+        return ino === undefined ? undefined : { name, ino };
+      }),
+    );
+  };
+  for (let attempt = 0; ; attempt++) {
+    const a = await reading();
+    const b = await reading();
+    const same =
+      a.length === b.length &&
+      a.every((e, i) => e !== undefined && e.name === b[i]?.name && e.ino === b[i]?.ino);
+    if (same) return a as ChainEntry[];
+    // A burst of output rotates several times in a row: let it pass rather than race it.
+    if (attempt >= 2) await sleep(Math.min(2 * attempt, 25));
+  }
+}
+
+/** Opens `entry.name` if it is still the file the snapshot saw there (same inode). */
+async function openEntry(entry: ChainEntry): Promise<FileHandle | undefined> {
+  const h = await open(entry.name, 'r').catch(() => undefined);
+  if (!h) return undefined;
+  if ((await h.stat()).ino === entry.ino) return h;
+  await h.close();
+  return undefined;
+}
+
 /** Whole records from `pos` on: a record being written (no newline yet) waits for next time. */
 async function readFrom(fh: FileHandle, pos: number): Promise<{ text: string; pos: number }> {
   const chunks: Buffer[] = [];
@@ -127,18 +170,23 @@ async function readFrom(fh: FileHandle, pos: number): Promise<{ text: string; po
   return { text: data.subarray(0, complete).toString('utf8'), pos: pos + complete };
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
-
 /**
  * A reader that holds the file it is in open: rotation renames it, and the reader finishes it
  * before it moves on to the file written after it (the next in the rotation chain).
  */
-class ChainReader {
+export class ChainReader {
   private fh: FileHandle | undefined;
   private ino: number | undefined;
   private pos = 0;
 
-  constructor(private readonly path: string) {}
+  /**
+   * `caughtUp` runs whenever the reader has read its file to the end, before it looks for a
+   * rotation: a seam for tests to write and rotate exactly there, the race a loaded machine hits.
+   */
+  constructor(
+    private readonly path: string,
+    private readonly caughtUp?: () => void,
+  ) {}
 
   /**
    * Opens the live file and every rotated file written before it (oldest first), as one
@@ -146,36 +194,27 @@ class ChainReader {
    * Once open, a later rotation cannot take their contents away.
    */
   async start(): Promise<FileHandle[]> {
-    for (let attempt = 0; ; attempt++) {
-      const older: FileHandle[] = [];
-      try {
-        this.fh = await open(this.path, 'r').catch((err: NodeJS.ErrnoException) => {
-          if (err.code === 'ENOENT') return undefined;
-          throw err;
-        });
-        this.ino = this.fh ? (await this.fh.stat()).ino : undefined;
-        const names = (await logFiles(this.path)).filter((f) => f !== this.path);
-        const inos: number[] = [];
-        for (const name of names) {
-          const h = await open(name, 'r').catch(() => undefined);
-          if (!h) continue;
-          older.push(h);
-          inos.push((await h.stat()).ino);
+    for (;;) {
+      const chain = await chainSnapshot(this.path);
+      const handles: FileHandle[] = [];
+      let complete = true;
+      for (const entry of chain) {
+        const h = await openEntry(entry);
+        if (!h) {
+          complete = false;
+          break;
         }
-        const now = await Promise.all(names.map(inodeOf));
-        const stable =
-          (await inodeOf(this.path)) === this.ino &&
-          now.length === inos.length &&
-          now.every((ino, i) => ino === inos[i]);
-        if (stable || attempt >= 40) return older;
-      } catch (err) {
-        await Promise.all(older.map((h) => h.close()));
-        throw err;
+        handles.push(h);
       }
-      await Promise.all(older.map((h) => h.close()));
-      await this.close();
-      // A burst of output rotates several times in a row: let it pass rather than race it.
-      if (attempt >= 2) await sleep(Math.min(2 * attempt, 25));
+      if (complete) {
+        // The newest file is the one to follow (normally the live file; between a rotation's
+        // rename and the new file's creation, the newest rotated one).
+        this.fh = handles.pop();
+        this.ino = chain.at(-1)?.ino;
+        this.pos = 0;
+        return handles;
+      }
+      await Promise.all(handles.map((h) => h.close()));
     }
   }
 
@@ -183,45 +222,44 @@ class ChainReader {
   async drain(): Promise<string> {
     let text = '';
     for (;;) {
-      if (this.fh) {
-        const r = await readFrom(this.fh, this.pos);
-        this.pos = r.pos;
-        text += r.text;
-      }
+      text += await this.readOn();
+      this.caughtUp?.();
       const liveIno = await inodeOf(this.path);
       if (liveIno === undefined || liveIno === this.ino) return text;
+      // Ours was rotated away. Lines may have landed in it after the read above and before
+      // the rename; now that it is renamed, nothing more is written to it: read them first.
+      text += await this.readOn();
+      const next = await this.openSuccessor();
+      if (!next) return text; // the successor is not in place yet (mid-rotation): next poll
       await this.fh?.close();
-      this.fh = await this.openSuccessor();
-      this.ino = this.fh ? (await this.fh.stat()).ino : undefined;
+      this.fh = next.h;
+      this.ino = next.ino;
       this.pos = 0;
     }
   }
 
+  private async readOn(): Promise<string> {
+    if (!this.fh) return '';
+    const r = await readFrom(this.fh, this.pos);
+    this.pos = r.pos;
+    return r.text;
+  }
+
   /**
-   * The file written after ours. Names shift under us while the shim rotates, so the candidate
-   * is checked after it is opened: it must still be the one that follows our inode in the chain
-   * (else a second rotation moved it, and reading it would skip a file).
+   * The file written after ours, found by inode in a consistent snapshot of the chain (names
+   * shift under us while the shim rotates) and checked by inode once it is open.
    */
-  private async openSuccessor(): Promise<FileHandle | undefined> {
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const successor = async (): Promise<string> => {
-        const files = await logFiles(this.path);
-        if (this.ino === undefined) return this.path;
-        for (let i = 0; i + 1 < files.length; i++) {
-          if ((await inodeOf(files[i] as string)) === this.ino) return files[i + 1] as string;
-        }
-        return this.path; // ours was dropped by rotation: continue with the live file
-      };
-      const name = await successor();
-      const h = await open(name, 'r').catch(() => undefined);
-      if (!h) continue;
-      const ino = (await h.stat()).ino;
-      if ((await inodeOf(await successor())) === ino) return h;
-      await h.close();
-      // Names still moving: a burst of rotations; wait it out instead of racing it.
-      if (attempt >= 2) await sleep(Math.min(2 * attempt, 25));
+  private async openSuccessor(): Promise<{ h: FileHandle; ino: number } | undefined> {
+    for (;;) {
+      const chain = await chainSnapshot(this.path);
+      const i = this.ino === undefined ? -1 : chain.findIndex((e) => e.ino === this.ino);
+      // Not in the chain: ours was the oldest and was dropped, so whatever is oldest now
+      // follows it (with no file open yet, that is the whole chain's start too).
+      const next = i < 0 ? chain[0] : chain[i + 1];
+      if (!next) return undefined;
+      const h = await openEntry(next);
+      if (h) return { h, ino: next.ino };
     }
-    return open(this.path, 'r').catch(() => undefined);
   }
 
   async close(): Promise<void> {

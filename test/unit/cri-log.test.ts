@@ -4,7 +4,12 @@ import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { parseCriLine, readCriLog, type LogEntry } from '../../runtime-core/src/cri-log.js';
+import {
+  ChainReader,
+  parseCriLine,
+  readCriLog,
+  type LogEntry,
+} from '../../runtime-core/src/cri-log.js';
 
 const T = (n: number) => `2026-11-28T12:00:00.${String(n).padStart(9, '0')}Z`;
 const rec = (n: number, stream: string, tag: string, text: string) =>
@@ -104,6 +109,92 @@ describe('readCriLog', () => {
       finish();
       await reader;
       expect(seen).toEqual(['a', 'b', 'é', 'c', 'd', 'ef']);
+    }),
+  );
+});
+
+describe('ChainReader at the rotation race', () => {
+  const lines = (text: string) =>
+    text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' ')[3]);
+
+  it(
+    'reads a line written to its file after it caught up and before the file was rotated away',
+    withDir(async (dir) => {
+      const log = join(dir, 'container.log');
+      writeFileSync(log, rec(1, 'stdout', 'F', 'a'));
+      let race: (() => void) | undefined;
+      const reader = new ChainReader(log, () => {
+        const r = race;
+        race = undefined;
+        r?.();
+      });
+      try {
+        expect(await reader.start()).toEqual([]);
+        expect(lines(await reader.drain())).toEqual(['a']);
+        // The shim writes `b`, then rotates, exactly between the reader's read and its check.
+        race = () => {
+          appendFileSync(log, rec(2, 'stdout', 'F', 'b'));
+          renameSync(log, `${log}.1`);
+          writeFileSync(log, rec(3, 'stdout', 'F', 'c'));
+        };
+        expect(lines(await reader.drain())).toEqual(['b', 'c']);
+      } finally {
+        await reader.close();
+      }
+    }),
+  );
+
+  it(
+    'starts mid-rotation (no live file yet) without reading anything twice',
+    withDir(async (dir) => {
+      const log = join(dir, 'container.log');
+      writeFileSync(`${log}.2`, rec(1, 'stdout', 'F', 'a'));
+      writeFileSync(`${log}.1`, rec(2, 'stdout', 'F', 'b'));
+      const reader = new ChainReader(log);
+      try {
+        const older = await reader.start();
+        let text = '';
+        for (const h of older) text += (await h.readFile()).toString();
+        await Promise.all(older.map((h) => h.close()));
+        text += await reader.drain();
+        expect(lines(text)).toEqual(['a', 'b']);
+        writeFileSync(log, rec(3, 'stdout', 'F', 'c'));
+        expect(lines(await reader.drain())).toEqual(['c']);
+      } finally {
+        await reader.close();
+      }
+    }),
+  );
+
+  it(
+    'goes on with the oldest file left when its own file was dropped from the chain',
+    withDir(async (dir) => {
+      const log = join(dir, 'container.log');
+      writeFileSync(log, rec(1, 'stdout', 'F', 'x'));
+      const reader = new ChainReader(log);
+      try {
+        await reader.start();
+        expect(lines(await reader.drain())).toEqual(['x']);
+        // Three rotations keeping two generations (as the shim with max files 3): x's file is gone.
+        const rotate = (text: string) => {
+          try {
+            renameSync(`${log}.1`, `${log}.2`);
+          } catch {
+            // no .1 yet
+          }
+          renameSync(log, `${log}.1`);
+          writeFileSync(log, rec(2, 'stdout', 'F', text));
+        };
+        rotate('y');
+        rotate('z');
+        rotate('w');
+        expect(lines(await reader.drain())).toEqual(['y', 'z', 'w']);
+      } finally {
+        await reader.close();
+      }
     }),
   );
 });
