@@ -107,7 +107,7 @@ describe('mounts', () => {
   });
 
   it('bind mounts a host directory read-only, and read-write', async () => {
-    const b = await suite.bundle({});
+    const b = await suite.bundle({ rootfs: 'copy' });
     const dir = `${b.dir}/shared`;
     const { mkdirSync } = await import('node:fs');
     mkdirSync(dir);

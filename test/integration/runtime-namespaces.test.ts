@@ -85,7 +85,7 @@ describe('cgroup namespace', () => {
 
 describe('mount propagation', () => {
   it('rslave: a mount made on the host under the source later appears inside', async () => {
-    const b = await suite.bundle({});
+    const b = await suite.bundle({ rootfs: 'copy' });
     const src = `${b.dir}/prop`;
     mkdirSync(src);
     // The source must be a mount point with shared propagation to have anything to receive.
