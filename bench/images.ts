@@ -279,8 +279,6 @@ const { readFileSync } = await import('node:fs');
 const dist = process.env.BENCH_DIST, file = process.env.BENCH_FILE;
 await import(dist + '/controller/api/crd.js');
 mark('loadYaml');
-await import(dist + '/controller/validation/openapi.js');
-mark('loadAjv');
 const { parseFile } = await import(dist + '/controller/cli/watchdir.js');
 const validation = await import(dist + '/controller/validation/index.js');
 mark('loadValidation');
@@ -288,7 +286,7 @@ validation.defaultValidatorInstance();
 mark('readCrds');
 const parsed = parseFile(readFileSync(file, 'utf8'), file, validation.validateManifest);
 if (parsed.errors.length > 0) throw new Error(JSON.stringify(parsed.errors));
-mark('compile');
+mark('firstValidation');
 const { main } = await import(dist + '/controller/cli/main.js');
 mark('loadRest');
 const code = await main(['build', '-f', file, '--state-dir', process.env.BENCH_STATE]);
@@ -301,10 +299,9 @@ process.exit(code);
 const PROBE_PHASES: [string, string][] = [
   ['boot', 'node bootstrap, to the first line of code'],
   ['loadYaml', 'load yaml and the CRD reader (controller/api/crd.js)'],
-  ['loadAjv', 'load ajv (controller/validation/openapi.js)'],
-  ['loadValidation', 'load the rest of parsing and validation'],
-  ['readCrds', 'read and parse every crds/*.yaml (new Validator())'],
-  ['compile', 'first validation: ajv compiles the Image schema'],
+  ['loadValidation', 'load parsing and validation (ajv only if not precompiled)'],
+  ['readCrds', 'new Validator() (CRDs are read per kind, on first use)'],
+  ['firstValidation', 'first validation: the Image CRD and its precompiled validators'],
   ['loadRest', 'load the rest of the CLI (every command, the controller)'],
   ['command', 'build command (warm validation, ImageBuilder.build, output)'],
   ['outside', 'spawn and exit (wall minus the above)'],

@@ -123,13 +123,13 @@ export function sha256(text: string): string {
  * The build's parsed copy of a CRD when it was made from exactly this YAML text (parsing the
  * YAML costs a short-lived CLI tens of milliseconds; the copy is checked, never trusted stale).
  */
-function parsedCopy(file: string, text: string): unknown {
+function parsedCopy(file: string, hash: string): unknown {
   try {
     const copy = JSON.parse(readFileSync(parsedCopyPath(file), 'utf8')) as {
       sha256?: string;
       crd?: unknown;
     };
-    return copy.sha256 === sha256(text) ? copy.crd : undefined;
+    return copy.sha256 === hash ? copy.crd : undefined;
   } catch {
     return undefined;
   }
@@ -137,10 +137,19 @@ function parsedCopy(file: string, text: string): unknown {
 
 /** Reads and checks the CRD of one kind; throws naming the file if it does not describe it. */
 export function loadCrd(kind: Kind, crdsDir = defaultCrdsDir()): CustomResourceDefinition {
+  return readCrd(kind, crdsDir).crd;
+}
+
+/** loadCrd, with the sha256 of the YAML it was read from (what build outputs are checked by). */
+export function readCrd(
+  kind: Kind,
+  crdsDir = defaultCrdsDir(),
+): { crd: CustomResourceDefinition; sha256: string } {
   const info = KINDS[kind];
   const file = join(crdsDir, info.file);
   const text = readFileSync(file, 'utf8');
-  const crd = (parsedCopy(info.file, text) ?? parse(text)) as CustomResourceDefinition;
+  const hash = sha256(text);
+  const crd = (parsedCopy(info.file, hash) ?? parse(text)) as CustomResourceDefinition;
   const expectedName = `${info.plural}.${GROUP}`;
   if (
     crd?.kind !== 'CustomResourceDefinition' ||
@@ -150,7 +159,7 @@ export function loadCrd(kind: Kind, crdsDir = defaultCrdsDir()): CustomResourceD
   ) {
     throw new Error(`${file}: not the CustomResourceDefinition ${expectedName} of kind ${kind}`);
   }
-  return crd;
+  return { crd, sha256: hash };
 }
 
 /** The openAPIV3Schema of VERSION in a CRD. */

@@ -9,7 +9,7 @@ import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises
 import { basename, join, relative, resolve, sep } from 'node:path';
 
 import { errCode } from '../../runtime-core/src/files.js';
-import { isManifestPath } from '../source/directory.js';
+import { isManifestPath } from '../source/manifests.js';
 import {
   parseManifests,
   type KubeObject,

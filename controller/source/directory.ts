@@ -47,7 +47,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { basename, join, relative, resolve, sep } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isDeepStrictEqual } from 'node:util';
 
@@ -56,7 +56,10 @@ import { watch, type FSWatcher } from 'chokidar';
 import { DisposableStore } from '../reconcile/lifecycle.js';
 import {
   describeIdentity,
+  hasManifestExtension,
   identityKey,
+  isIgnoredName,
+  isManifestPath,
   parseManifests,
   type KubeObject,
   type ManifestError,
@@ -65,6 +68,8 @@ import {
   type ValidateFn,
 } from './manifests.js';
 import type { Source, SourcedObject, SourceEventSink } from './source.js';
+
+export { isManifestPath };
 
 export interface DirectorySourceOptions<T> {
   dir: string;
@@ -88,36 +93,12 @@ export interface DirectorySourceOptions<T> {
   previous?: ReadonlyMap<string, object>;
 }
 
-const MANIFEST_EXT = /\.(ya?ml|json)$/i;
-
 /**
  * Resolves after `turns` iterations of the event loop, each with a poll phase: inotify events
  * the kernel queued before the call are delivered (fs.watch callbacks run) by then.
  */
 async function loopTurns(turns: number): Promise<void> {
   for (let i = 0; i < turns; i++) await new Promise<void>((r) => setImmediate(r));
-}
-
-// Names that are never manifests, whatever their extension: hidden files (also editors' lock
-// and swap files: `.#web.yaml`, `.web.yaml.swp`), backups, merge leftovers, vim's write probe,
-// and files dpkg/rpm/ucf leave next to a config file they would have replaced.
-const IGNORED_NAME = [
-  /^\./,
-  /~$/,
-  /^#.*#$/,
-  /\.sw[a-px]$/,
-  /\.(bak|orig|rej|tmp|swp)$/i,
-  /^4913$/,
-  /\.dpkg-[a-z]+/,
-  /\.(rpmnew|rpmsave|rpmorig)$/,
-  /\.ucf-[a-z]+/,
-];
-
-/** Whether a path relative to the watched directory names a file the source reads. */
-export function isManifestPath(rel: string): boolean {
-  const parts = rel.split(/[\\/]/);
-  if (parts.some((part) => part === '' || IGNORED_NAME.some((re) => re.test(part)))) return false;
-  return MANIFEST_EXT.test(basename(rel));
 }
 
 interface FileState<T> {
@@ -289,8 +270,8 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   private ignored(path: string, stats?: Stats): boolean {
     const rel = this.rel(path);
     if (rel === '' || rel.startsWith('..')) return false;
-    if (rel.split('/').some((part) => IGNORED_NAME.some((re) => re.test(part)))) return true;
-    return stats?.isFile() === true && !MANIFEST_EXT.test(rel);
+    if (rel.split('/').some(isIgnoredName)) return true;
+    return stats?.isFile() === true && !hasManifestExtension(rel);
   }
 
   private markDirty(path: string): void {

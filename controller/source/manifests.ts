@@ -14,6 +14,8 @@
  * defines nothing new (`objects` is empty and `errors` is not), so a caller can keep what the
  * file defined before rather than apply half of it.
  */
+import { basename } from 'node:path';
+
 import { isNode, LineCounter, parseAllDocuments, parseDocument } from 'yaml';
 import type { Document, ParsedNode } from 'yaml';
 
@@ -340,4 +342,37 @@ function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+const MANIFEST_EXT = /\.(ya?ml|json)$/i;
+
+// Names that are never manifests, whatever their extension: hidden files (also editors' lock
+// and swap files: `.#web.yaml`, `.web.yaml.swp`), backups, merge leftovers, vim's write probe,
+// and files dpkg/rpm/ucf leave next to a config file they would have replaced.
+const IGNORED_NAME = [
+  /^\./,
+  /~$/,
+  /^#.*#$/,
+  /\.sw[a-px]$/,
+  /\.(bak|orig|rej|tmp|swp)$/i,
+  /^4913$/,
+  /\.dpkg-[a-z]+/,
+  /\.(rpmnew|rpmsave|rpmorig)$/,
+  /\.ucf-[a-z]+/,
+];
+
+/** A file or directory name that is never a manifest or holds none (hidden, backup, …). */
+export function isIgnoredName(part: string): boolean {
+  return IGNORED_NAME.some((re) => re.test(part));
+}
+
+export function hasManifestExtension(path: string): boolean {
+  return MANIFEST_EXT.test(basename(path));
+}
+
+/** Whether a path relative to the watched directory names a file the source reads. */
+export function isManifestPath(rel: string): boolean {
+  const parts = rel.split(/[\\/]/);
+  if (parts.some((part) => part === '' || isIgnoredName(part))) return false;
+  return hasManifestExtension(rel);
 }

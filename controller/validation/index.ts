@@ -16,8 +16,12 @@
  *
  * The input is never modified; a valid result is a defaulted deep copy.
  */
-import { defaultCrdsDir, loadCrd, schemaOf, type JSONSchemaProps } from '../api/crd.js';
-import { API_VERSION, KIND_NAMES, isKind, type Kind } from '../api/kinds.js';
+import { defaultCrdsDir, readCrd, schemaOf, type JSONSchemaProps } from '../api/crd.js';
+import { join } from 'node:path';
+
+import type { Ajv } from 'ajv';
+
+import { API_VERSION, KIND_NAMES, KINDS, isKind, type Kind } from '../api/kinds.js';
 import type { ConductorObject } from '../api/types.generated.js';
 import {
   formatFieldErrors,
@@ -33,6 +37,7 @@ import {
 } from './field-error.js';
 import { validateMetadata } from './metadata.js';
 import { newAjv, OpenAPIValidator } from './openapi.js';
+import { loadPrecompiled, precompiledName } from './precompiled.js';
 import { applyStructural, evaluateRules, type StructuralResult } from './structural.js';
 
 export * from './field-error.js';
@@ -86,24 +91,45 @@ function checkSubtree(
 /** Validates objects of every kind against the CRDs in one directory (compiled once). */
 export class Validator {
   private readonly kinds: Partial<Record<Kind, KindSchema>> = {};
-  private readonly ajv = newAjv();
+  private ajvInstance: Ajv | undefined;
 
-  /** CRDs are read when a kind is first validated: `conductor build` reads only the Image's. */
-  constructor(private readonly crdsDir = defaultCrdsDir()) {}
+  /**
+   * CRDs are read when a kind is first validated: `conductor build` reads only the Image's.
+   * `precompiledDir`: where the ahead-of-time validators are (default: the build's dist/crds).
+   */
+  constructor(
+    private readonly crdsDir = defaultCrdsDir(),
+    private readonly opts: { precompiledDir?: string } = {},
+  ) {}
 
   private schemaFor(kind: Kind): KindSchema {
     const cached = this.kinds[kind];
     if (cached) return cached;
-    const root = schemaOf(loadCrd(kind, this.crdsDir));
+    const { crd, sha256 } = readCrd(kind, this.crdsDir);
+    const root = schemaOf(crd);
     const { spec, status } = root.properties ?? {};
     if (!spec || !status) throw new Error(`the ${kind} CRD has no spec or status in its schema`);
+    const { file } = KINDS[kind];
+    const dir = this.opts.precompiledDir;
+    const pre = loadPrecompiled(
+      file,
+      sha256,
+      dir === undefined ? undefined : join(dir, precompiledName(file)),
+    );
+    const ajv = (): Ajv => (this.ajvInstance ??= newAjv());
     const schema: KindSchema = {
-      spec: { schema: spec, openapi: new OpenAPIValidator(spec, 'spec', this.ajv) },
-      status: { schema: status, openapi: new OpenAPIValidator(status, 'status', this.ajv) },
+      spec: { schema: spec, openapi: new OpenAPIValidator(spec, 'spec', ajv, pre?.spec) },
+      status: { schema: status, openapi: new OpenAPIValidator(status, 'status', ajv, pre?.status) },
       specRequired: root.required?.includes('spec') ?? false,
     };
     this.kinds[kind] = schema;
     return schema;
+  }
+
+  /** Whether the kind's validators are the build's ahead-of-time ones (ajv is then never loaded). */
+  compiledAheadOfTime(kind: Kind): boolean {
+    const { spec, status } = this.schemaFor(kind);
+    return spec.openapi.precompiled && status.openapi.precompiled;
   }
 
   validate(input: unknown): ValidationResult {
