@@ -130,10 +130,11 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
     now: () => new Date(),
   };
   const c = opts.concurrency ?? {};
+  const imageReconciler = new ImageReconciler(ctx, (key) => controllers.Image.queue.add(key));
   const controllers = {
     Image: new Controller({
       name: 'image',
-      reconciler: new ImageReconciler(ctx),
+      reconciler: imageReconciler,
       concurrency: c.Image ?? 2,
       queueMetrics: metrics.queueMetricsProvider,
       reconcileMetrics: metrics.reconcileMetrics,
@@ -321,6 +322,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
         // A build in progress may take minutes (apt-get): stop it, the next start redoes it.
         await images.abort();
         await Promise.all(Object.values(controllers).map((ctl) => ctl.stop()));
+        await imageReconciler.close();
         containerReconciler.prober.stopAll();
         clearTimeout(sourcesWrite);
         await store.writeSources(watchDir, Object.fromEntries(outcomes));

@@ -5,15 +5,23 @@
  * unchanged image cheap; a Ready image whose generation was built and whose layers are all on
  * disk is not touched at all.
  *
- * A failed build is terminal until the spec changes (it is recorded with the failing step and
- * the tail of its output). `from: image:NAME` waits for NAME to be Ready: the other Image's
- * status change re-enqueues this one.
+ * A failed build is terminal until the spec or a file it copies changes (it is recorded with
+ * the failing step and the tail of its output). `from: image:NAME` waits for NAME to be Ready:
+ * the other Image's status change re-enqueues this one.
+ *
+ * The files an Image copies (and the archive it imports) are inputs like its spec: they are
+ * watched (image-inputs.ts), and a change reconciles the Image again, which rebuilds from the
+ * first step whose input changed. A controller that starts checks each Image's local inputs once
+ * (a fully cached build), so files edited while it was down are seen too; not for an Image
+ * pulled from a registry, which that check would pull again.
  */
 import { dirname } from 'node:path';
 
 import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
 import { event, setCondition, type ReconcileContext } from './context.js';
+import { InputWatcher, localInputs } from './image-inputs.js';
+import { parseSource } from '../../runtime-core/src/images/reference.js';
 import {
   BuildError,
   BuildInterruptedError,
@@ -38,8 +46,40 @@ export function builtFromStatus(status: ImageStatus | undefined): BuiltImage | u
   };
 }
 
+/** Whether building `from` asks a registry. */
+function pulls(from: string): boolean {
+  try {
+    return parseSource(from).kind === 'registry';
+  } catch {
+    return false;
+  }
+}
+
 export class ImageReconciler implements Reconciler {
-  constructor(private readonly ctx: ReconcileContext) {}
+  /** Images whose local inputs were read by a build since the start, unchanged since. */
+  private readonly checked = new Set<string>();
+  private readonly inputs: InputWatcher;
+
+  /** `enqueue`: reconcile an Image again (its inputs changed). */
+  constructor(
+    private readonly ctx: ReconcileContext,
+    enqueue: (key: string) => void,
+  ) {
+    this.inputs = new InputWatcher(
+      (key) => {
+        ctx.logger.info('image inputs changed', { image: key });
+        this.checked.delete(key);
+        enqueue(key);
+      },
+      (key, err) =>
+        ctx.logger.warn('watching image inputs failed', { image: key, err: err.message }),
+    );
+  }
+
+  /** Stops watching inputs (the controller is stopping). */
+  close(): Promise<void> {
+    return this.inputs.close();
+  }
 
   async reconcile(key: string): Promise<Result> {
     const ctx = this.ctx;
@@ -47,20 +87,31 @@ export class ImageReconciler implements Reconciler {
     if (!image) {
       // Layers stay for reuse (`conductor images prune` removes them); the object and status go.
       const [namespace = 'default', name = key] = key.split('/');
+      this.checked.delete(key);
+      await this.inputs.delete(key);
       await ctx.status.forget('Image', namespace, name);
       return done();
     }
     const generation = image.metadata.generation ?? 0;
     const old = ctx.status.get('Image', key);
+    const file = ctx.fileOf('Image', key);
+    // Watched before the build reads them: a change from now on reconciles it again.
+    const contextDir = file ? dirname(file) : undefined;
+    const inputs = contextDir ? localInputs(image.spec, contextDir) : [];
+    if (contextDir) await this.inputs.set(key, inputs, contextDir);
+    // Inputs not read since the start are checked by a (cached) build, unless that would ask a
+    // registry again: a restart must not turn a Ready image Failed because a registry is away.
+    const inputsKnown = inputs.length === 0 || this.checked.has(key) || pulls(image.spec.from);
     if (
       old?.phase === 'Ready' &&
       old.observedGeneration === generation &&
+      inputsKnown &&
       (await this.layersPresent(old))
     ) {
       return done();
     }
+    this.checked.add(key);
     const started = Date.now();
-    const file = ctx.fileOf('Image', key);
     let phase: ImageStatus['phase'] = 'Pending';
     const setPhase = async (p: 'Pulling' | 'Building'): Promise<void> => {
       if (phase === p) return;
@@ -103,7 +154,7 @@ export class ImageReconciler implements Reconciler {
         ...(image.spec.steps ? { steps: image.spec.steps } : {}),
         ...(image.spec.config ? { config: image.spec.config } : {}),
         ...(image.spec.registry ? { registry: image.spec.registry } : {}),
-        ...(file ? { contextDir: dirname(file) } : {}),
+        ...(contextDir ? { contextDir } : {}),
         resolveImage: (name) =>
           builtFromStatus(ctx.status.get('Image', `${image.metadata.namespace}/${name}`)),
         onProgress,

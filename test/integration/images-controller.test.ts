@@ -21,6 +21,7 @@ import {
   busyboxImage,
   hostSnapshot,
   pushImage,
+  saveArchive,
   startRegistry,
   uniqueId,
   type HostSnapshot,
@@ -168,6 +169,84 @@ it('records a failed build with its step and output, then recovers when the spec
   await h.write('broken.json', image('broken', { ...broken, steps: [{ run: 'true' }] }));
   await h.waitFor<Image>('Image', 'broken', (o) => ready(o) && o?.status?.observedGeneration === 2);
 }, 60_000);
+
+it('the files an Image copies are inputs: an edit rebuilds it and replaces its Containers', async () => {
+  // From an archive next to the manifest: a local input too (and a restart's check of the
+  // inputs asks no registry).
+  await saveArchive(await busyboxImage(), 'oci-archive', join(h.watchDir, 'busybox.tar'));
+  const site = join(h.watchDir, 'site');
+  await mkdir(site);
+  await writeFile(join(site, 'index.html'), 'v1\n');
+  await h.write(
+    'site.json',
+    image('site', {
+      from: 'oci-archive:busybox.tar',
+      steps: [{ copy: { src: 'site', dest: '/site' } }, { run: 'ls /site > /listing' }],
+      config: { cmd: ['/bin/sh', '-c', 'cat /site/index.html; exec sleep 1000'] },
+    }),
+  );
+  await h.write('site-ctr.json', container('site', { image: 'site' }));
+  // Replaced: running again, from the image's new digest.
+  const runningFrom = async (img: Image | undefined): Promise<Container | undefined> =>
+    h.waitFor<Container>(
+      'Container',
+      'site',
+      (o) => o?.status?.phase === 'Running' && o.status.imageID === img?.status?.digest,
+    );
+  const logsShow = async (text: string): Promise<void> => {
+    let out = '';
+    for (let i = 0; i < 200 && out !== text; i++) {
+      out = (await conductor(['logs', '-n', NS, 'site'])).stdout;
+      if (out !== text) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(out).toBe(text);
+  };
+  const v1 = await h.waitFor<Image>('Image', 'site', ready);
+  const first = await runningFrom(v1);
+  await logsShow('v1\n');
+
+  // Edited in place: only the copy step and the ones after it run again.
+  await writeFile(join(site, 'index.html'), 'v2\n');
+  const v2 = await h.waitFor<Image>(
+    'Image',
+    'site',
+    (o) => ready(o) && o?.status?.digest !== v1?.status?.digest,
+  );
+  expect(v2?.status).toMatchObject({ observedGeneration: 1, stepsRun: 2, stepsCached: 0 });
+  expect(v2?.status?.layers?.[0]).toEqual(v1?.status?.layers?.[0]);
+  const second = await runningFrom(v2);
+  expect(second?.status?.startedAt).not.toBe(first?.status?.startedAt);
+  await logsShow('v2\n');
+
+  // Edited while the controller is down: seen when it starts.
+  await h.stop();
+  await writeFile(join(site, 'index.html'), 'v3\n');
+  await h.start({ images: { buildIdPrefix: `${NS}-build` } });
+  const v3 = await h.waitFor<Image>(
+    'Image',
+    'site',
+    (o) => ready(o) && o?.status?.digest !== v2?.status?.digest,
+  );
+  await runningFrom(v3);
+  await logsShow('v3\n');
+
+  // A build that failed for a missing source succeeds once the source appears.
+  await h.write(
+    'late.json',
+    image('late', {
+      from: 'oci-archive:busybox.tar',
+      steps: [{ copy: { src: 'late/app.conf', dest: '/etc/app.conf' } }],
+    }),
+  );
+  const failed = await h.waitFor<Image>('Image', 'late', (o) => o?.status?.phase === 'Failed');
+  expect(failed?.status?.message).toMatch(/late\/app\.conf/);
+  await mkdir(join(h.watchDir, 'late'));
+  await writeFile(join(h.watchDir, 'late', 'app.conf'), 'x=1\n');
+  await h.waitFor<Image>('Image', 'late', ready);
+  await h.remove('site-ctr.json');
+  await h.remove('site.json');
+  await h.remove('late.json');
+}, 90_000);
 
 it('conductor build shares the cache; images prune keeps only what is used', async () => {
   const manifest = join(h.base, 'cli-image.json');
