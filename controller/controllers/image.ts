@@ -12,8 +12,8 @@
  * The files an Image copies (and the archive it imports) are inputs like its spec: they are
  * watched (image-inputs.ts), and a change reconciles the Image again, which rebuilds from the
  * first step whose input changed. A controller that starts checks each Image's local inputs once
- * (a fully cached build), so files edited while it was down are seen too; not for an Image
- * pulled from a registry, which that check would pull again.
+ * (a fully cached build), so files edited while it was down are seen too; not for an Image from
+ * a registry's `latest` tag, which that check would pull again.
  */
 import { dirname } from 'node:path';
 
@@ -21,7 +21,7 @@ import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
 import { event, setCondition, type ReconcileContext } from './context.js';
 import { InputWatcher, localInputs } from './image-inputs.js';
-import { parseSource } from '../../runtime-core/src/images/reference.js';
+import { alwaysPulled, parseSource } from '../../runtime-core/src/images/reference.js';
 import {
   BuildError,
   BuildInterruptedError,
@@ -46,10 +46,10 @@ export function builtFromStatus(status: ImageStatus | undefined): BuiltImage | u
   };
 }
 
-/** Whether building `from` asks a registry. */
+/** Whether every build of `from` asks a registry (a `latest` tag). */
 function pulls(from: string): boolean {
   try {
-    return parseSource(from).kind === 'registry';
+    return alwaysPulled(parseSource(from));
   } catch {
     return false;
   }
@@ -100,7 +100,7 @@ export class ImageReconciler implements Reconciler {
     const inputs = contextDir ? localInputs(image.spec, contextDir) : [];
     if (contextDir) await this.inputs.set(key, inputs, contextDir);
     // Inputs not read since the start are checked by a (cached) build, unless that would ask a
-    // registry again: a restart must not turn a Ready image Failed because a registry is away.
+    // registry again (`latest`): a restart must not turn a Ready image Failed for a registry away.
     const inputsKnown = inputs.length === 0 || this.checked.has(key) || pulls(image.spec.from);
     if (
       old?.phase === 'Ready' &&

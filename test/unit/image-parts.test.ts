@@ -7,7 +7,11 @@ import { describe, expect, it } from '@jest/globals';
 
 import { humanSize } from '../../controller/cli/format.js';
 import { fromOciConfig, mergeConfig } from '../../runtime-core/src/images/config.js';
-import { formatReference, parseSource } from '../../runtime-core/src/images/reference.js';
+import {
+  alwaysPulled,
+  formatReference,
+  parseSource,
+} from '../../runtime-core/src/images/reference.js';
 import { resolveUser } from '../../runtime-core/src/images/users.js';
 
 describe('parseSource', () => {
@@ -49,6 +53,17 @@ describe('parseSource', () => {
       ...(tag !== undefined ? { tag } : {}),
       ...(digest !== undefined ? { digest } : {}),
     });
+  });
+
+  it('asks the registry on every build only for latest (the kubelet: Always vs IfNotPresent)', () => {
+    const always = (from: string) => alwaysPulled(parseSource(from));
+    expect(always('busybox')).toBe(true);
+    expect(always('127.0.0.1:5000/app:latest')).toBe(true);
+    expect(always('busybox:1.36')).toBe(false);
+    expect(always(`busybox@sha256:${'a'.repeat(64)}`)).toBe(false);
+    expect(always(`busybox:latest@sha256:${'a'.repeat(64)}`)).toBe(false);
+    expect(always('oci-archive:busybox.tar')).toBe(false);
+    expect(always('scratch')).toBe(false);
   });
 
   it('writes a reference out in full', () => {

@@ -25,7 +25,13 @@ import {
   resolveInContext,
   treeDigest,
 } from './copy.js';
-import { formatReference, parseSource, SourceError, type ImageSource } from './reference.js';
+import {
+  alwaysPulled,
+  formatReference,
+  parseSource,
+  SourceError,
+  type ImageSource,
+} from './reference.js';
 import { OciCache, type PulledImage, type RegistryOptions } from './skopeo.js';
 import { LayerStore, processAlive } from './store.js';
 import { resolveUser, UserError, type ResolvedUser } from './users.js';
@@ -383,8 +389,7 @@ export class ImageBuilder {
       case 'registry': {
         // skopeo takes a tag or a digest, not both: the digest pins the content.
         const ref = formatReference(source.digest ? { ...source, tag: undefined } : source);
-        if (source.digest === undefined && source.tag === 'latest')
-          return { transport: `docker://${ref}` };
+        if (alwaysPulled(source)) return { transport: `docker://${ref}` };
         // Reused only by a build that could pull it again: same TLS settings, same credentials.
         return {
           transport: `docker://${ref}`,

@@ -58,6 +58,14 @@ function pathAndTag(rest: string, what: string): { path: string; tag?: string } 
   return parsed;
 }
 
+/**
+ * Whether every build asks the registry for this source again: a `latest` tag (the kubelet's
+ * Always); a digest or another tag is pulled once (IfNotPresent).
+ */
+export function alwaysPulled(source: ImageSource): boolean {
+  return source.kind === 'registry' && source.digest === undefined && source.tag === 'latest';
+}
+
 export function parseSource(from: string): ImageSource {
   const value = from.trim();
   if (value === 'scratch') return { kind: 'scratch' };
