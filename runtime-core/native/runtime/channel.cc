@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "common/error.h"
@@ -62,10 +63,20 @@ namespace {
 // Receives one message; false on EOF. An ERROR from the peer is rethrown as is.
 bool receive(int fd, Wire& w, const char* waiting_for) {
   ssize_t n;
-  do {
+  bool reset = false;
+  for (;;) {
     n = ::recv(fd, &w, sizeof w, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno(std::string("waiting for ") + waiting_for);
+    if (n >= 0) break;
+    if (errno == EINTR) continue;
+    // A peer that exits with a message of ours unread (an init failing before it read GO)
+    // resets the connection, and the kernel reports that before the messages it queued: its
+    // ERROR is still there. The reset is reported once; read on.
+    if (errno == ECONNRESET && !reset) {
+      reset = true;
+      continue;
+    }
+    throw_errno(std::string("waiting for ") + waiting_for);
+  }
   if (n == 0) return false;
   w.text[sizeof w.text - 1] = 0;
   if (static_cast<Msg>(w.type) == Msg::kError) throw Error::preformatted(w.text, w.err);
