@@ -15,6 +15,7 @@ import { stringify } from 'yaml';
 import type { PrinterColumn } from '../api/crd.js';
 import { GROUP, KINDS, type Kind } from '../api/kinds.js';
 import { evaluateJsonPath } from './jsonpath.js';
+import { sortKeys } from '../api/canonical.js';
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
@@ -127,16 +128,7 @@ export function pluralResourceName(kind: Kind): string {
   return `${KINDS[kind].plural}.${GROUP}`;
 }
 
-/** A deep copy with object keys in sorted order, arrays kept in order. */
-export function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (typeof value !== 'object' || value === null) return value;
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) {
-    out[key] = sortKeys((value as Record<string, unknown>)[key]);
-  }
-  return out;
-}
+export { sortKeys };
 
 /** kubectl's List wrapper for several objects. */
 export function listOf(items: readonly unknown[]): Record<string, unknown> {

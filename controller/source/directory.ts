@@ -49,10 +49,10 @@ import type { Stats } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { isDeepStrictEqual } from 'node:util';
 
 import { watch, type FSWatcher } from 'chokidar';
 
+import { sameJson } from '../api/canonical.js';
 import { DisposableStore } from '../reconcile/lifecycle.js';
 import {
   describeIdentity,
@@ -546,7 +546,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     if (owner === undefined || !def) return;
     const desired = withoutServerFields(def.object);
     const stored = this.objects.get(key);
-    if (stored && stored.file === owner && isDeepStrictEqual(stored.desired, desired)) return;
+    if (stored && stored.file === owner && sameJson(stored.desired, desired)) return;
 
     let generation = 1;
     let uid = this.newUid();
@@ -554,7 +554,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     const before = stored ?? this.fromPrevious(key);
     if (before) {
       ({ uid, creationTimestamp } = before);
-      generation = isDeepStrictEqual(withoutMetadata(before.desired), withoutMetadata(desired))
+      generation = sameJson(withoutMetadata(before.desired), withoutMetadata(desired))
         ? before.generation
         : before.generation + 1;
     }
@@ -590,7 +590,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
       this.emit(() => this.sink.onErrorResolved?.(rel));
       return;
     }
-    if (previous && isDeepStrictEqual(previous, errors)) return;
+    if (previous && sameJson(previous, errors)) return;
     this.errors.set(rel, errors);
     this.emit(() => this.sink.onError(rel, errors));
   }
