@@ -134,9 +134,24 @@ export class ImageReconciler implements Reconciler {
       });
     };
     const pending: Promise<void>[] = [];
+    // A Ready image built again for its inputs (a start's check, a file event) stays Ready in
+    // status while the build finds everything cached: its phase is written only once a step
+    // runs, a layer is unpacked or skopeo speaks.
+    const recheck = old?.phase === 'Ready' && old.observedGeneration === generation;
+    let deferred: 'Pulling' | 'Building' | undefined;
     const onProgress = (e: BuildProgress): void => {
-      if (e.type === 'phase') pending.push(setPhase(e.phase));
-      else if (e.type === 'step')
+      if (e.type === 'phase') {
+        if (recheck) deferred = e.phase;
+        else pending.push(setPhase(e.phase));
+      } else if (
+        deferred &&
+        ((e.type === 'step' && !e.cached) ||
+          (e.type === 'layer' && e.state === 'unpacking') ||
+          e.type === 'output')
+      ) {
+        pending.push(setPhase(deferred));
+      }
+      if (e.type === 'step')
         ctx.logger.debug('image step', {
           image: key,
           step: e.index,
@@ -160,6 +175,9 @@ export class ImageReconciler implements Reconciler {
         onProgress,
       });
       await Promise.all(pending);
+      // Checked and unchanged: the status keeps describing the build that made this digest.
+      if (recheck && built.stepsRun === 0 && built.digest === old.digest && phase === 'Pending')
+        return done();
       const user = built.config.user
         ? await ctx.images.resolveUser(built, built.config.user)
         : undefined;

@@ -226,7 +226,33 @@ it('the files an Image copies are inputs: an edit rebuilds it and replaces its C
   await logsShow('v3\n');
   const v3 = await current();
   expect(v3?.status?.digest).not.toBe(v2?.status?.digest);
-  await runningFrom(v3);
+  const third = await runningFrom(v3);
+
+  // Nothing changed while it was down: the start's check finds every step cached and leaves
+  // the status as it was (no Building in between, the last real build's figures kept).
+  await h.stop();
+  const ctl = await h.start({ images: { buildIdPrefix: `${NS}-build` } });
+  const images = readdirSync(join(h.stateDir, 'objects', 'images', NS)).filter(
+    (n) => n.endsWith('.json') && !n.startsWith('.'),
+  ).length;
+  const metric = (text: string, name: string): number =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(name))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  for (let i = 0; ; i++) {
+    const { host, port } = ctl.metricsAddress;
+    const text = await (await fetch(`http://${host}:${port}/metrics`)).text();
+    const done = metric(text, 'controller_runtime_reconcile_total{controller="image"');
+    const busy =
+      metric(text, 'workqueue_depth{name="image"') +
+      metric(text, 'controller_runtime_active_workers{controller="image"');
+    if (done >= images && busy === 0) break;
+    if (i > 500) throw new Error(`image reconciles: ${done} of ${images}, ${busy} busy`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  expect((await h.object<Image>('Image', 'site'))?.status).toEqual(v3?.status);
+  expect((await runningFrom(v3))?.status?.startedAt).toBe(third?.status?.startedAt);
 
   // A build that failed for a missing source succeeds once the source appears.
   await h.write(
