@@ -62,6 +62,7 @@ import {
   type BuiltImage,
 } from '../runtime-core/src/images/builder.js';
 import {
+  appendTarLayer,
   busyboxImage,
   pushImage,
   readLayoutImage,
@@ -595,28 +596,8 @@ async function bigImage(layers: number, mib: number): Promise<string> {
     const stage = join(WORK, `big-layer-${i}`);
     await mkdir(join(stage, 'data'), { recursive: true });
     await writeFile(join(stage, 'data', `random-${i}.bin`), randomBytes(mib << 20));
-    const tar = `${stage}.tar`;
-    await runTool(
-      'tar',
-      ['--format=posix', '--numeric-owner', '--owner=0', '--group=0'].concat([
-        '-C',
-        stage,
-        '-cf',
-        tar,
-        'data',
-      ]),
-    );
-    await runTool('umoci', [
-      'raw',
-      'add-layer',
-      '--image',
-      `${dir}:latest`,
-      '--history.created_by',
-      `bench: ${mib} MiB of random data`,
-      tar,
-    ]);
+    await appendTarLayer(dir, stage, ['data'], `bench: ${mib} MiB of random data`);
     await rm(stage, { recursive: true, force: true });
-    await rm(tar, { force: true });
   }
   await runTool('umoci', ['gc', '--layout', dir]);
   return dir;
@@ -782,6 +763,12 @@ function ratioRow(c: Contender, podman: Contender | undefined, target?: number):
   ];
 }
 
+/** podman's own row: its median, or why it has none. */
+function podmanRow(podman: Contender | undefined, name: string): string[] {
+  if (!podman) return [name, 'not run', '', ''];
+  return [podman.name, podman.failed ? 'failed' : ms(podman.samples), '', ''];
+}
+
 async function main(): Promise<void> {
   const before = hostSnapshot();
   const podmanBinary = skipPodman ? undefined : which('podman');
@@ -826,9 +813,7 @@ async function main(): Promise<void> {
         ratioRow(rb.controller, rb.podman, REBUILD_TARGET),
         ratioRow(rb.cli, rb.podman, REBUILD_TARGET),
         ratioRow(rb.inProcess, rb.podman),
-        rb.podman
-          ? [rb.podman.name, rb.podman.failed ? 'failed' : ms(rb.podman.samples), '', '']
-          : ['podman build', 'not run', '', ''],
+        podmanRow(rb.podman, 'podman build'),
       ]),
     );
     console.log(
@@ -865,9 +850,7 @@ async function main(): Promise<void> {
         head,
         ratioRow(pl.cli, pl.podman, PULL_TARGET),
         ratioRow(pl.inProcess, pl.podman),
-        pl.podman
-          ? [pl.podman.name, pl.podman.failed ? 'failed' : ms(pl.podman.samples), '', '']
-          : ['podman pull', 'not run', '', ''],
+        podmanRow(pl.podman, 'podman pull'),
       ]),
     );
     console.log(

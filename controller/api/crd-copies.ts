@@ -25,6 +25,7 @@ for (const kind of KIND_NAMES) {
   const out = parsedCopyPath(file);
   mkdirSync(dirname(out), { recursive: true });
   const crd = parse(text) as CustomResourceDefinition;
-  writeFileSync(out, JSON.stringify({ sha256: sha256(text), crd }));
-  writeFileSync(precompiledPath(file), precompiledSource(schemaOf(crd), sha256(text)));
+  const hash = sha256(text);
+  writeFileSync(out, JSON.stringify({ sha256: hash, crd }));
+  writeFileSync(precompiledPath(file), precompiledSource(schemaOf(crd), hash));
 }
