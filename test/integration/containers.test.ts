@@ -80,7 +80,6 @@ function spec(args: string[], extra: Partial<ContainerSpec> = {}): ContainerSpec
 beforeAll(async () => {
   before = hostSnapshot();
   layer = await busyboxRootfs();
-  mkdirSync(FIXTURE_ROOT, { recursive: true });
   stateDir = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-state-`));
   rt = new ContainerRuntime({ stateDir, runtimePath: RUNTIME });
 });

@@ -3,7 +3,7 @@
  * made with umoci, pushed and pulled back with skopeo, and checked by listing their layer tars.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -46,7 +46,6 @@ let work: string;
 
 beforeAll(async () => {
   before = hostSnapshot();
-  await mkdir(FIXTURE_ROOT, { recursive: true });
   work = await mkdtemp(join(FIXTURE_ROOT, `${PREFIX}-`));
   registry = await startRegistry({ prefix: PREFIX });
 });
