@@ -11,11 +11,10 @@
 # uses (type checking is `npm run typecheck`'s job) into build/bench/, keeping the directory
 # layout so relative imports still resolve.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench: run as root (containers, cgroups, mount namespaces)" >&2
-  exit 1
-fi
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root "$0" "$@" # containers, cgroups, mount namespaces
+cd "$CONDUCTOR_REPO"
 
 ALL=(runtime-start shim-memory controller-start images)
 CHOSEN=()
@@ -31,8 +30,8 @@ while [ $# -gt 0 ] && [[ "$1" != --* ]]; do
 done
 [ ${#CHOSEN[@]} -gt 0 ] || CHOSEN=("${ALL[@]}")
 
-[ -d node_modules/@swc/core ] || npm ci --no-audit --no-fund
-# No build here: `npm ci` builds the native core; a missing or broken runtime is reported.
+ensure_node_modules # the same rule as hack/test.sh and hack/demo.sh (hack/lib.sh)
+ensure_built
 
 # shellcheck disable=SC2016 # JavaScript template literals, not shell
 node --input-type=module -e '

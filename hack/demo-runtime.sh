@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The runtime demo (as root): sets up the host, builds the native core if needed, makes a busybox bundle
+# The runtime demo (as root; run as a user, it re-runs itself with sudo): sets up the host, builds the native core if needed, makes a busybox bundle
 # and runs one container with Conductor's OCI runtime, build/Release/conductor-runtime.
 # CONDUCTOR_RUNTIME=runc hack/demo-runtime.sh runs the same bundle with another OCI runtime.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root "$0" "$@"
+cd "$CONDUCTOR_REPO"
 
 hack/install-deps.sh
 runtime="${CONDUCTOR_RUNTIME:-$PWD/build/Release/conductor-runtime}"
 if [ -z "${CONDUCTOR_RUNTIME:-}" ]; then
-  [ -d node_modules ] || npm ci --no-audit --no-fund # builds the native core
-  [ -x "$runtime" ] || npm run build:native
+  ensure_node_modules # builds the native core (hack/lib.sh: the same rule as the other scripts)
+  ensure_built
 fi
 
 work="$(mktemp -d /tmp/conductor-demo.XXXXXX)"

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# The demo (as root): sets up the host, builds Conductor if needed, runs the controller on a
+# The demo (as root; run as a user, it re-runs itself with sudo): sets up the host, builds
+# Conductor if needed, puts the `conductor` command on PATH (npm link), runs the controller on a
 # temporary watch directory and state directory, applies manifests/demo/ (a busybox Image, a
 # Container with limits, a Service) and shows what Conductor made of them with the conductor
-# CLI. Everything is removed at the end. hack/demo-runtime.sh shows the OCI runtime on its own.
+# CLI. Everything but the `conductor` link is removed at the end. hack/demo-runtime.sh shows
+# the OCI runtime on its own.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root "$0" "$@"
+cd "$CONDUCTOR_REPO"
 
 hack/install-deps.sh
-[ -d node_modules ] || npm ci --no-audit --no-fund # builds the native core and dist/
-[ -x build/Release/conductor-runtime ] || npm run build:native
-[ -f dist/controller/cli/main.js ] || npm run build
+ensure_node_modules # npm ci, unless this checkout's last one finished with this lock file
+ensure_built        # the native core and dist/, if a source changed since
+link_cli            # `conductor` on PATH
 
 work="$(mktemp -d /tmp/conductor-demo.XXXXXX)"
 chmod 755 "$work"
 watch="$work/manifests"
 state="$work/state"
-conductor() { node bin/conductor.js "$@"; }
 up_pid=
+logs_pid=
 cleanup() {
+  [ -z "$logs_pid" ] || kill "$logs_pid" 2>/dev/null || true
   if [ -n "$up_pid" ]; then
     kill -TERM "$up_pid" 2>/dev/null || true
     wait "$up_pid" 2>/dev/null || true
@@ -40,8 +46,8 @@ trap cleanup EXIT
 hack/busybox-rootfs.sh "$watch/rootfs"
 
 echo "== conductor up --watch $watch --state-dir $state"
-# Not through the function: $! must be node's own pid, for the cleanup to stop it.
-node bin/conductor.js up --watch "$watch" --state-dir "$state" --metrics-addr 127.0.0.1:0 &
+# `conductor` is bin/conductor.js itself (a node script): $! is the controller's pid.
+conductor up --watch "$watch" --state-dir "$state" --metrics-addr 127.0.0.1:0 &
 up_pid=$!
 for _ in $(seq 100); do [ -f "$state/controller.json" ] && break; sleep 0.1; done
 
@@ -63,10 +69,15 @@ conductor describe container hello --state-dir "$state"
 echo "== curl /metrics (controller-runtime's names)"
 addr="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).metricsAddr' "$state/controller.json")"
 curl -s "http://$addr/metrics" | grep -E '^controller_runtime_reconcile_total' || true
-echo "== conductor delete -f manifests/demo/"
+echo "== conductor delete -f manifests/demo/ (and, meanwhile, conductor logs -f --tail 0 hello)"
+# Following the log from now on shows what the container says to its SIGTERM.
+conductor logs -f --tail 0 hello --state-dir "$state" &
+logs_pid=$!
 conductor delete -f manifests/demo/ --state-dir "$state"
+wait "$logs_pid" || true
+logs_pid=
 for _ in $(seq 100); do
   conductor get containers --state-dir "$state" 2>/dev/null | grep -q hello || break
   sleep 0.1
 done
-echo "== done: the container stopped (SIGTERM, its trap said bye) and was removed"
+echo "== done: the container stopped (SIGTERM: its trap said bye, above) and was removed"

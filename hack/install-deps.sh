@@ -2,16 +2,14 @@
 # Installs what Conductor needs on the host (Debian 12 / Ubuntu 24.04, as root), and only what is
 # missing: running it again does nothing. Quiet unless it installs something. -v: list each check.
 set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root "$0" "$@"
 
 verbose=0
 [ "${1:-}" = -v ] && verbose=1
 
 say() { echo "install-deps: $*" >&2; }
-
-if [ "$(id -u)" -ne 0 ]; then
-  say "must run as root (apt-get install)"
-  exit 1
-fi
 
 # Each entry is one requirement: alternatives separated by '|' (first one apt knows wins), for
 # packages named differently across Debian and Ubuntu releases.

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: host set-up, npm ci (builds the native core), type check, lint, and
-# the jest suites (as root: the integration suites use the real kernel). Extra arguments go to
-# jest, e.g. `hack/test.sh test/integration/fixtures.test.ts`. Jest's results also land in
+# the jest suites (as root: the integration suites use the real kernel; run as a user, it
+# re-runs itself with sudo). Extra arguments go to jest, e.g.
+# `hack/test.sh test/integration/fixtures.test.ts`. Jest's results also land in
 # test-results.json (jest --json), which .ci/run summarises.
 #
 # A failing step does not hide the others: jest runs even when the build, type check or lint
 # failed (as long as jest is installed), and the exit code is non-zero if any step failed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+require_root "$0" "$@"
+cd "$CONDUCTOR_REPO"
 
 failed=()
 step() {
@@ -21,14 +25,11 @@ step() {
 }
 
 hack/install-deps.sh
-# CI, and any checkout whose node_modules is missing or older than the lock file, installs
-# from scratch; otherwise an incremental native build is enough (and much faster).
-if [ "${CI:-}" = true ] || [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
-  step "npm ci (builds build/Release: conductor-runtime, conductor-shim, addon)" \
-    npm ci --no-audit --no-fund
-else
-  step "native build (build/Release)" npm run --silent build:native
-fi
+# CI, and a checkout whose `npm ci` never finished or whose lock file changed since, installs
+# from scratch (hack/lib.sh: npm_ci_needed); otherwise the incremental builds are enough.
+step "npm ci when needed (builds build/Release and dist/)" ensure_node_modules
+step "native build and dist/ when stale" ensure_built
+step "conductor on PATH (npm link)" link_cli
 if [ ! -x node_modules/.bin/jest ]; then
   echo "test: npm ci did not install jest; nothing more can run" >&2
   exit 1
