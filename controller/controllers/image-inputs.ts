@@ -37,9 +37,15 @@ export function localInputs(spec: ImageSpec, contextDir: string): string[] {
 }
 
 interface Watched {
+  paths: string[];
+  root: string;
   targets: string;
   watchers: FSWatcher[];
   timer?: NodeJS.Timeout;
+  /** Bumped by every change seen: a build compares it before and after reading the inputs. */
+  version: number;
+  /** A quiet timer is running, or the watch is being moved closer: a burst is not over. */
+  busy: boolean;
 }
 
 /**
@@ -74,12 +80,15 @@ export class InputWatcher {
 
   /**
    * `onChange(key)` runs once a burst of changes under one Image's inputs has been quiet for
-   * `quietMs` (an editor's save, a `cp -r`, a tar extracting).
+   * `quietMs` (an editor's save, a `cp -r`, a tar extracting, a script filling a directory). A
+   * burst that creates a missing input is followed into it: its watch moves to what appeared
+   * (recursively) and the quiet time starts again, so a tree being filled is built once, when
+   * it is complete, not from each state it passes through.
    */
   constructor(
     private readonly onChange: (key: string) => void,
     private readonly onError: (key: string, err: Error) => void,
-    private readonly quietMs = 50,
+    private readonly quietMs = 100,
   ) {}
 
   /**
@@ -90,27 +99,29 @@ export class InputWatcher {
     const { present, parents } = await targetsOf(paths, root);
     const targets = JSON.stringify([present, parents]);
     const old = this.watched.get(key);
-    if (old?.targets === targets) return;
+    if (old?.targets === targets) {
+      old.paths = paths;
+      old.root = root;
+      return;
+    }
     await this.delete(key);
     if (paths.length === 0) return;
-    const w: Watched = { targets, watchers: [] };
-    // Symlinks are not followed: a copy takes the link, not what it points to.
-    const options = { ignoreInitial: true, followSymlinks: false };
-    if (present.length > 0) w.watchers.push(watch(present, options));
-    if (parents.length > 0) w.watchers.push(watch(parents, { ...options, depth: 0 }));
+    const w: Watched = { paths, root, targets, watchers: [], version: 0, busy: false };
     this.watched.set(key, w);
-    for (const watcher of w.watchers) {
-      watcher.on('all', () => {
-        clearTimeout(w.timer);
-        w.timer = setTimeout(() => {
-          if (this.watched.get(key) === w) this.onChange(key);
-        }, this.quietMs);
-      });
-      watcher.on('error', (err) => this.onError(key, err as Error));
-    }
-    await Promise.all(
-      w.watchers.map((watcher) => new Promise<void>((ready) => watcher.once('ready', ready))),
-    );
+    await this.watch(key, w, present, parents);
+  }
+
+  /**
+   * Changes seen under `key`'s inputs so far. A build that read them is stale if this moved
+   * while it ran (see settled()).
+   */
+  version(key: string): number {
+    return this.watched.get(key)?.version ?? 0;
+  }
+
+  /** Whether a burst of changes under `key`'s inputs is still going on (onChange will follow). */
+  busy(key: string): boolean {
+    return this.watched.get(key)?.busy ?? false;
   }
 
   async delete(key: string): Promise<void> {
@@ -124,4 +135,71 @@ export class InputWatcher {
   async close(): Promise<void> {
     await Promise.all([...this.watched.keys()].map((key) => this.delete(key)));
   }
+
+  private async watch(key: string, w: Watched, present: string[], parents: string[]) {
+    // Symlinks are not followed: a copy takes the link, not what it points to.
+    const options = { ignoreInitial: true, followSymlinks: false };
+    const watchers: FSWatcher[] = [];
+    if (present.length > 0) watchers.push(watch(present, options));
+    if (parents.length > 0) watchers.push(watch(parents, { ...options, depth: 0 }));
+    w.watchers.push(...watchers);
+    for (const watcher of watchers) {
+      watcher.on('all', () => {
+        if (this.watched.get(key) !== w) return;
+        w.version += 1;
+        this.quiet(key, w);
+      });
+      watcher.on('error', (err) => this.onError(key, err as Error));
+    }
+    await Promise.all(
+      watchers.map((watcher) => new Promise<void>((ready) => watcher.once('ready', ready))),
+    );
+  }
+
+  /** (Re)starts the quiet timer of a burst. */
+  private quiet(key: string, w: Watched): void {
+    w.busy = true;
+    clearTimeout(w.timer);
+    w.timer = setTimeout(() => void this.quietEnded(key, w), this.quietMs);
+  }
+
+  private async quietEnded(key: string, w: Watched): Promise<void> {
+    const timer = w.timer;
+    // Not the watch of key any more, or a new change restarted the quiet time meanwhile.
+    const superseded = (): boolean => this.watched.get(key) !== w || w.timer !== timer;
+    if (superseded()) return;
+    try {
+      const { present, parents } = await targetsOf(w.paths, w.root);
+      const targets = JSON.stringify([present, parents]);
+      if (superseded()) return;
+      if (targets !== w.targets) {
+        // A missing input (or a parent of one) appeared: watch it, recursively, before telling
+        // anyone. What was written into it before its watch was ready went unseen, so the
+        // quiet time starts again from now.
+        const old = w.watchers.splice(0);
+        w.targets = targets;
+        await Promise.all(old.map((watcher) => watcher.close()));
+        await this.watch(key, w, present, parents);
+        if (this.watched.get(key) !== w) return;
+        w.version += 1;
+        this.quiet(key, w);
+        return;
+      }
+    } catch (err) {
+      this.onError(key, err as Error);
+    }
+    if (superseded()) return;
+    w.busy = false;
+    w.timer = undefined;
+    this.onChange(key);
+  }
+}
+
+/**
+ * Resolves once the inotify events the kernel queued before the call have been delivered to
+ * the watchers (each turn of the event loop has a poll phase), so a version() read afterwards
+ * counts every change made before settled() was called.
+ */
+export async function settled(turns = 3): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise<void>((r) => setImmediate(r));
 }

@@ -20,7 +20,7 @@ import { dirname } from 'node:path';
 import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
 import { event, setCondition, type ReconcileContext } from './context.js';
-import { InputWatcher, localInputs } from './image-inputs.js';
+import { InputWatcher, localInputs, settled } from './image-inputs.js';
 import { alwaysPulled, parseSource } from '../../runtime-core/src/images/reference.js';
 import {
   BuildError,
@@ -99,6 +99,10 @@ export class ImageReconciler implements Reconciler {
     const contextDir = file ? dirname(file) : undefined;
     const inputs = contextDir ? localInputs(image.spec, contextDir) : [];
     if (contextDir) await this.inputs.set(key, inputs, contextDir);
+    // Its files are being written (a burst not yet quiet): the watcher reconciles it again once
+    // they are, and a build now would read them half-written.
+    if (this.inputs.busy(key)) return done();
+    const inputsVersion = this.inputs.version(key);
     // Inputs not read since the start are checked by a (cached) build, unless that would ask a
     // registry again (`latest`): a restart must not turn a Ready image Failed for a registry away.
     const inputsKnown = inputs.length === 0 || this.checked.has(key) || pulls(image.spec.from);
@@ -175,6 +179,15 @@ export class ImageReconciler implements Reconciler {
         onProgress,
       });
       await Promise.all(pending);
+      // The files changed while the build read them: what it made may be from half-written
+      // inputs. Not published; the watcher reconciles the Image again once they are quiet.
+      await settled();
+      if (this.inputs.version(key) !== inputsVersion) {
+        ctx.logger.info('image inputs changed during the build; building again once quiet', {
+          image: key,
+        });
+        return done();
+      }
       // Checked and unchanged: the status keeps describing the build that made this digest.
       if (recheck && built.stepsRun === 0 && built.digest === old.digest && phase === 'Pending')
         return done();
@@ -224,6 +237,10 @@ export class ImageReconciler implements Reconciler {
       await Promise.allSettled(pending);
       // The controller is stopping: the next one builds it again (it is not Ready).
       if (err instanceof BuildInterruptedError) return done();
+      // Failed on inputs that changed meanwhile (a file half-written, a directory half-copied):
+      // not a verdict on them; the watcher reconciles the Image again once they are quiet.
+      await settled();
+      if (this.inputs.version(key) !== inputsVersion) return done();
       if (err instanceof DependencyNotReadyError) {
         await ctx.status.set('Image', key, {
           ...(old ?? {}),

@@ -272,6 +272,59 @@ it('the files an Image copies are inputs: an edit rebuilds it and replaces its C
   await h.remove('late.json');
 }, 90_000);
 
+it('a copy source filled while the controller watches is built once, when complete', async () => {
+  // The newcomer's case: the Image is applied first (and fails: no rootfs), then
+  // hack/busybox-rootfs.sh fills the directory in the watch dir — hundreds of files and links,
+  // deep inside a directory that did not exist.
+  await h.write(
+    'burst.json',
+    image('burst', { from: 'scratch', steps: [{ copy: { src: 'burst', dest: '/' } }] }),
+  );
+  await h.write(
+    'burst-ctr.json',
+    container('burst', {
+      image: 'burst',
+      command: ['/bin/sh', '-c', 'ls /bin | wc -l; cat /etc/group; exec sleep 1000'],
+    }),
+  );
+  await h.waitFor<Image>('Image', 'burst', (o) => o?.status?.phase === 'Failed');
+  const filled = await new Promise<number>((resolve) =>
+    spawn(join(REPO_ROOT, 'hack', 'busybox-rootfs.sh'), [join(h.watchDir, 'burst')], {
+      stdio: 'ignore',
+    }).on('close', (code) => resolve(code ?? 1)),
+  );
+  expect(filled).toBe(0);
+  const img = await h.waitFor<Image>('Image', 'burst', ready);
+  const ctr = await h.waitFor<Container>(
+    'Container',
+    'burst',
+    (o) => o?.status?.phase === 'Running' && o.status.imageID === img?.status?.digest,
+  );
+  // Long enough for a second build (or a replaced container) to show, were there one.
+  await new Promise((r) => setTimeout(r, 1500));
+  const events = async (plural: string): Promise<string[]> =>
+    readFileSync(join(h.stateDir, 'events', plural, NS, 'burst.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { reason: string }).reason);
+  expect((await events('images')).filter((r) => r === 'Built')).toHaveLength(1);
+  expect(await events('containers')).toEqual(['Started']);
+  const now = await h.object<Container>('Container', 'burst');
+  expect(now?.status).toMatchObject({ restartCount: 0, startedAt: ctr?.status?.startedAt });
+  expect((await h.object<Image>('Image', 'burst'))?.status?.digest).toBe(img?.status?.digest);
+  // Built from the whole tree: every applet link and the last file the script writes.
+  const applets = readdirSync(join(h.watchDir, 'burst', 'bin')).length;
+  let out = '';
+  for (let i = 0; i < 200 && !out.includes('nogroup'); i++) {
+    out = (await conductor(['logs', '-n', NS, 'burst'])).stdout;
+    if (!out.includes('nogroup')) await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(out).toBe(`${applets}\nroot:x:0:\nnogroup:x:65534:\n`);
+  await h.remove('burst-ctr.json');
+  await h.remove('burst.json');
+  await h.waitFor('Container', 'burst', (o) => o === undefined);
+}, 60_000);
+
 it('conductor build shares the cache; images prune keeps only what is used', async () => {
   const manifest = join(h.base, 'cli-image.json');
   await writeFile(

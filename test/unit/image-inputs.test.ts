@@ -89,4 +89,48 @@ describe('InputWatcher', () => {
       rmSync(root, { recursive: true, force: true });
     }
   });
+
+  it('a missing input created and filled in a burst is one change, told after the last write', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'inputs-'));
+    const changed: number[] = [];
+    const w = new InputWatcher(
+      () => changed.push(Date.now()),
+      (key, err) => {
+        throw new Error(`${key}: ${err.message}`);
+      },
+      150,
+    );
+    try {
+      await w.set('ns/rootfs', [join(root, 'rootfs')], root);
+      expect(w.version('ns/rootfs')).toBe(0);
+      expect(w.busy('ns/rootfs')).toBe(false);
+      // As hack/busybox-rootfs.sh fills a directory: the top first, then files deep inside it,
+      // which a watch of the parent alone (one level deep) would never see.
+      mkdirSync(join(root, 'rootfs', 'bin'), { recursive: true });
+      let last = 0;
+      for (let i = 0; i < 12; i++) {
+        await sleep(40);
+        mkdirSync(join(root, 'rootfs', 'usr', `d${i}`), { recursive: true });
+        writeFileSync(join(root, 'rootfs', 'usr', `d${i}`, 'f'), String(i));
+        last = Date.now();
+        expect(w.busy('ns/rootfs')).toBe(true);
+      }
+      for (let i = 0; i < 200 && changed.length === 0; i++) await sleep(10);
+      await sleep(400);
+      expect(changed).toHaveLength(1);
+      // Quiet for 150 ms after the last write, not after the first event.
+      expect((changed[0] ?? 0) - last).toBeGreaterThanOrEqual(140);
+      expect(w.busy('ns/rootfs')).toBe(false);
+      const seen = w.version('ns/rootfs');
+      expect(seen).toBeGreaterThan(0);
+      // Deep inside the tree that appeared: watched now, recursively.
+      writeFileSync(join(root, 'rootfs', 'usr', 'd3', 'f'), 'edited');
+      for (let i = 0; i < 200 && changed.length === 1; i++) await sleep(10);
+      expect(changed).toHaveLength(2);
+      expect(w.version('ns/rootfs')).toBeGreaterThan(seen);
+    } finally {
+      await w.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
 });
