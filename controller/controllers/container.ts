@@ -211,7 +211,7 @@ export class ContainerReconciler implements Reconciler {
       return done();
     }
 
-    const old = ctx.status.get('Container', key) ?? {};
+    let old = ctx.status.get('Container', key) ?? {};
     const image = ctx.caches.Image.get(namespace, container.spec.image);
     const imageStatus = ctx.status.get('Image', `${namespace}/${container.spec.image}`);
     if (!image || imageStatus?.phase !== 'Ready') {
@@ -260,6 +260,15 @@ export class ContainerReconciler implements Reconciler {
         'spec changed: replacing the container',
       );
       this.prober.stop(key);
+      // Said before the grace period runs: the old container is going (not ready, whatever the
+      // status said before), and the Ready condition changes when the new one is up.
+      await this.setStatus(key, container, old, {
+        phase: 'Running',
+        reason: 'Replacing',
+        message: `spec changed: stopping the old container (grace period ${container.spec.terminationGracePeriodSeconds}s)`,
+        ready: false,
+      });
+      old = ctx.status.get('Container', key) ?? old;
       await this.removeContainer(id, container.spec.terminationGracePeriodSeconds);
       this.crashes.delete(key);
       return this.start(key, container, desired, readyImage, { ...old, restartCount: 0 });

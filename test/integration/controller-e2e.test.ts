@@ -72,6 +72,18 @@ describe('containers from manifests', () => {
         { app: 'web' },
       ),
     );
+    // While the old one has its grace period (1 s: sh as PID 1 ignores SIGTERM), status says
+    // so at once, not what it said before the change.
+    const replacing = await h.waitFor<Container>(
+      'Container',
+      'web',
+      (o) => o?.status?.reason === 'Replacing',
+    );
+    expect(replacing?.status).toMatchObject({ phase: 'Running', observedGeneration: 2 });
+    expect(replacing?.status?.conditions?.[0]).toMatchObject({
+      status: 'False',
+      reason: 'Replacing',
+    });
     const second = await h.waitFor<Container>(
       'Container',
       'web',
@@ -79,6 +91,10 @@ describe('containers from manifests', () => {
         running(o) && o?.status?.observedGeneration === 2 && o.status.pid !== first?.status?.pid,
     );
     expect(second?.metadata.generation).toBe(2);
+    expect(second?.status?.reason).toBeUndefined();
+    // Ready since the new container started, not since the replaced one did.
+    const readySince = Date.parse(second?.status?.conditions?.[0]?.lastTransitionTime ?? '');
+    expect(readySince).toBeGreaterThanOrEqual(Date.parse(second?.status?.startedAt ?? '') - 1);
     const alive = await ctl().runtime.list();
     expect(alive.filter((i) => i.id === `${NS}_web` && i.status === 'running')).toHaveLength(1);
   });
