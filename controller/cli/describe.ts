@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 
+import { loadCrd, schemaOf, type JSONSchemaProps } from '../api/crd.js';
 import { formatManifestError } from '../source/manifests.js';
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { age, formatTable, pluralResourceName } from './format.js';
@@ -61,6 +62,7 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
       events,
       file,
       fileEntry: file === undefined ? undefined : sources?.files[file],
+      schema: schemaOf(loadCrd(kind)),
       now: io.now(),
     }),
   );
@@ -72,10 +74,27 @@ export interface DescribeContext {
   /** The watch-dir file that defines the object, relative to the watch dir. */
   file?: string;
   fileEntry?: SourceFile;
+  /**
+   * The kind's openAPIV3Schema: it tells fields (humanized: `containerPort` → `Container Port`)
+   * from the keys of maps, which are data and printed as they are (a selector's `app`, an env
+   * variable's name). Without it every key is humanized.
+   */
+  schema?: JSONSchemaProps;
   now: Date;
 }
 
 const METADATA_SHOWN_ABOVE = new Set(['name', 'namespace', 'labels', 'annotations']);
+
+/** What describe prints of metadata below the header: fields, finalizers and owners. */
+const METADATA_SCHEMA: JSONSchemaProps = {
+  type: 'object',
+  properties: Object.fromEntries(
+    ['uid', 'creationTimestamp', 'generation', 'resourceVersion', 'deletionTimestamp'].map((k) => [
+      k,
+      { type: 'string' },
+    ]),
+  ),
+};
 
 /** The whole `describe` text of one object. Pure. */
 export function describeObject(obj: StoredObject, ctx: DescribeContext): string {
@@ -98,11 +117,11 @@ export function describeObject(obj: StoredObject, ctx: DescribeContext): string 
   const rest = Object.fromEntries(
     Object.entries(metadata).filter(([k]) => !METADATA_SHOWN_ABOVE.has(k)),
   );
-  lines.push('Metadata:', ...nestedLines(rest, '  '));
-  lines.push('Spec:', ...nestedLines(obj.spec ?? {}, '  '));
+  lines.push('Metadata:', ...nestedLines(rest, '  ', METADATA_SCHEMA));
+  lines.push('Spec:', ...nestedLines(obj.spec ?? {}, '  ', ctx.schema?.properties?.spec));
 
   const { conditions, ...status } = obj.status ?? {};
-  lines.push('Status:', ...nestedLines(status, '  '));
+  lines.push('Status:', ...nestedLines(status, '  ', ctx.schema?.properties?.status));
   lines.push(...conditionLines(conditions, ctx.now));
 
   const errors = ctx.fileEntry?.errors ?? [];
@@ -151,29 +170,63 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * A map's fields, nested maps and lists of maps indented below their key; scalars aligned per
- * level. Items of a list of maps are separated by their position (`[0]`) so they read apart.
+ * The schema of one key's value below `schema`: a property of a struct, or the value schema of
+ * a map (whose keys are data). `undefined` when the schema does not say.
  */
-function nestedLines(value: Record<string, unknown>, indent: string): string[] {
+function childSchema(
+  schema: JSONSchemaProps | undefined,
+  key: string,
+): { schema: JSONSchemaProps | undefined; isData: boolean } {
+  const property = schema?.properties?.[key];
+  if (property) return { schema: property, isData: false };
+  const additional = schema?.additionalProperties;
+  if (additional !== undefined && additional !== false && !schema?.properties)
+    return { schema: typeof additional === 'object' ? additional : undefined, isData: true };
+  return { schema: undefined, isData: false };
+}
+
+const isMultiline = (v: unknown): v is string => typeof v === 'string' && v.includes('\n');
+
+/** A multi-line string's lines (a YAML block scalar's final newline is not a line of its own). */
+const linesOf = (text: string): string[] => text.replace(/\n$/, '').split('\n');
+
+/**
+ * A map's fields, nested maps and lists of maps indented below their key; scalars aligned per
+ * level. Items of a list of maps are separated by a blank line so they read apart. A multi-line
+ * string, or a list holding one, is printed below its key, every line indented (a script in
+ * args keeps its shape, as kubectl describe pod prints Args).
+ */
+function nestedLines(
+  value: Record<string, unknown>,
+  indent: string,
+  schema?: JSONSchemaProps,
+): string[] {
   const lines: string[] = [];
   const scalars: [string, string][] = [];
   const flush = (): void => {
     if (scalars.length > 0) lines.push(...fieldLines(scalars.splice(0), indent));
   };
   for (const [key, v] of Object.entries(value)) {
-    const label = humanize(key);
+    const child = childSchema(schema, key);
+    const label = child.isData ? key : humanize(key);
     if (isPlainObject(v)) {
       flush();
       lines.push(`${indent}${label}:`);
-      if (Object.keys(v).length > 0) lines.push(...nestedLines(v, indent + '  '));
+      if (Object.keys(v).length > 0) lines.push(...nestedLines(v, indent + '  ', child.schema));
     } else if (Array.isArray(v) && v.some(isPlainObject)) {
       flush();
       lines.push(`${indent}${label}:`);
       v.forEach((item, i) => {
-        if (isPlainObject(item)) lines.push(...nestedLines(item, indent + '  '));
+        if (isPlainObject(item))
+          lines.push(...nestedLines(item, indent + '  ', child.schema?.items));
         else lines.push(`${indent}  ${scalar(item)}`);
         if (i < v.length - 1) lines.push('');
       });
+    } else if (isMultiline(v) || (Array.isArray(v) && v.some(isMultiline))) {
+      flush();
+      lines.push(`${indent}${label}:`);
+      for (const item of Array.isArray(v) ? v : [v])
+        for (const line of linesOf(scalar(item))) lines.push(`${indent}  ${line}`);
     } else if (Array.isArray(v)) {
       scalars.push([label, v.length === 0 ? '<none>' : v.map(scalar).join(', ')]);
     } else {
@@ -214,7 +267,7 @@ function eventLines(events: EventRecord[], now: Date): string[] {
   const table = formatTable([
     ['Type', 'Reason', 'Age', 'Message'],
     ['----', '------', '----', '-------'],
-    ...events.map((e) => [e.type, e.reason, age(e.time, now), e.message]),
+    ...events.map((e) => [e.type, e.reason, eventAge(e, now), e.message]),
   ]);
   return [
     'Events:',
@@ -223,4 +276,12 @@ function eventLines(events: EventRecord[], now: Date): string[] {
       .split('\n')
       .map((l) => `  ${l}`),
   ];
+}
+
+/** kubectl's Age of an event: `3s`, or `3s (x18 over 40s)` for one that happened 18 times. */
+function eventAge(e: EventRecord, now: Date): string {
+  const last = age(e.time, now);
+  return e.count !== undefined && e.count > 1
+    ? `${last} (x${e.count} over ${age(e.firstTime ?? e.time, now)})`
+    : last;
 }

@@ -79,11 +79,17 @@ export function formatTable(rows: readonly (readonly string[])[]): string {
     .join('');
 }
 
-/** One printer column's cell: every value the path selects, joined with commas. */
+/**
+ * One printer column's cell: every value the path selects, joined with commas. A date is shown
+ * as its age; an integer column named Size (bytes) as docker prints sizes, as `conductor
+ * images` does (kubectl, which knows no unit, prints the number).
+ */
 export function printerCell(obj: unknown, column: PrinterColumn, now: Date): string {
   const values = evaluateJsonPath(obj, column.jsonPath);
   if (values.length === 0) return '';
   if (column.type === 'date') return age(values[0], now);
+  if (column.type === 'integer' && column.name.toLowerCase() === 'size')
+    return values.map((v) => (typeof v === 'number' ? humanSize(v) : String(v))).join(',');
   return values.map((v) => (typeof v === 'object' ? JSON.stringify(v) : String(v))).join(',');
 }
 

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { KINDS, type Kind } from '../api/kinds.js';
 import { errCode, readJson } from '../../runtime-core/src/files.js';
 import type { ManifestError, ObjectIdentity } from '../source/manifests.js';
+import type { StoredEvent } from '../store/state-store.js';
 
 /** controller.json: who the running controller is and what it watches. */
 export interface ControllerInfo {
@@ -37,13 +38,8 @@ export interface SourcesState {
   files: Record<string, SourceFile>;
 }
 
-/** One line of events/<plural>/<namespace>/<name>.jsonl. */
-export interface EventRecord {
-  time: string;
-  type: 'Normal' | 'Warning';
-  reason: string;
-  message: string;
-}
+/** One line of events/<plural>/<namespace>/<name>.jsonl (written by store/state-store.ts). */
+export type EventRecord = StoredEvent;
 
 /** A stored object: `kubectl get -o json` shape. Only what the CLI relies on is typed. */
 export interface StoredObject {

@@ -25,11 +25,36 @@ export interface FileOutcome {
   errors: { line?: number; column?: number; path?: string; message: string }[];
 }
 
+/** One line of events/<plural>/<namespace>/<name>.jsonl. */
 export interface StoredEvent {
+  /** When it (last) happened. */
   time: string;
   type: 'Normal' | 'Warning';
   reason: string;
   message: string;
+  /** How many times it happened (absent: once), the first time at firstTime. */
+  count?: number;
+  firstTime?: string;
+}
+
+/**
+ * Adds `event` to an object's events as the Kubernetes event recorder does: one that repeats an
+ * earlier one (same type, reason and message) is folded into it — its count goes up, its time
+ * becomes the latest, and it moves to the end — so a crash loop's 18 identical Failed events
+ * read as one (`x18 over 40s`). At most `kept` events are kept, the oldest dropped first.
+ */
+export function foldEvent(events: StoredEvent[], event: StoredEvent, kept: number): StoredEvent[] {
+  const same = (e: StoredEvent): boolean =>
+    e.type === event.type && e.reason === event.reason && e.message === event.message;
+  const earlier = events.find(same);
+  const next: StoredEvent = earlier
+    ? {
+        ...event,
+        count: (earlier.count ?? 1) + (event.count ?? 1),
+        firstTime: earlier.firstTime ?? earlier.time,
+      }
+    : event;
+  return [...events.filter((e) => !same(e)), next].slice(-kept);
 }
 
 const EVENTS_KEPT = 50;
@@ -98,8 +123,16 @@ export class StateStore {
     const path = this.eventsPath(kind, namespace, name);
     return this.serial(path, async () => {
       const old = await readFile(path, 'utf8').catch(() => '');
-      const lines = [...old.split('\n').filter(Boolean), JSON.stringify(event)];
-      await writeFileAtomic(path, `${lines.slice(-EVENTS_KEPT).join('\n')}\n`);
+      const events: StoredEvent[] = [];
+      for (const line of old.split('\n').filter(Boolean)) {
+        try {
+          events.push(JSON.parse(line) as StoredEvent);
+        } catch {
+          // A line cut short: dropped, the others kept.
+        }
+      }
+      const lines = foldEvent(events, event, EVENTS_KEPT).map((e) => JSON.stringify(e));
+      await writeFileAtomic(path, `${lines.join('\n')}\n`);
     });
   }
 

@@ -249,8 +249,9 @@ describe('conductor get', () => {
   it('get all lists every kind with qualified names', async () => {
     const r = await run('get', 'all');
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('NAME                          PHASE   FROM      SIZE   AGE\n');
-    expect(r.stdout).toContain('image.conductor.dev/busybox   Ready   scratch   1234   10m\n');
+    expect(r.stdout).toContain('NAME                          PHASE   FROM      SIZE     AGE\n');
+    // The size as `conductor images` prints it (1234 bytes).
+    expect(r.stdout).toContain('image.conductor.dev/busybox   Ready   scratch   1.23kB   10m\n');
     expect(r.stdout).toContain('container.conductor.dev/web');
     expect(r.stdout).toContain('service.conductor.dev/web');
     expect(r.stdout).not.toContain('/db'); // another namespace

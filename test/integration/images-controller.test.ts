@@ -306,7 +306,11 @@ it('a copy source filled while the controller watches is built once, when comple
     readFileSync(join(h.stateDir, 'events', plural, NS, 'burst.jsonl'), 'utf8')
       .split('\n')
       .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { reason: string }).reason);
+      .flatMap((l) => {
+        // Repeats are folded into one line with a count.
+        const e = JSON.parse(l) as { reason: string; count?: number };
+        return Array<string>(e.count ?? 1).fill(e.reason);
+      });
   expect((await events('images')).filter((r) => r === 'Built')).toHaveLength(1);
   expect(await events('containers')).toEqual(['Started']);
   const now = await h.object<Container>('Container', 'burst');

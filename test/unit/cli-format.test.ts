@@ -2,7 +2,9 @@
 import { describe, expect, it } from '@jest/globals';
 
 import type { PrinterColumn } from '../../controller/api/crd.js';
+import { loadCrd, schemaOf } from '../../controller/api/crd.js';
 import { describeObject, humanize } from '../../controller/cli/describe.js';
+import { foldEvent } from '../../controller/store/state-store.js';
 import {
   age,
   formatTable,
@@ -142,6 +144,13 @@ describe('printer columns', () => {
     expect(printerCell(obj, created, now)).toBe('3h');
   });
 
+  it("shows an Image's Size column as `conductor images` does, not as raw bytes", () => {
+    const size = printerColumns('Image').find((c) => c.name === 'Size');
+    expect(size).toMatchObject({ type: 'integer' });
+    expect(printerCell({ status: { size: 1984241 } }, size as PrinterColumn, now)).toBe('1.98MB');
+    expect(printerCell({ status: {} }, size as PrinterColumn, now)).toBe('');
+  });
+
   it('objectTable: NAME first, NAMESPACE with -A, priority columns only when wide', () => {
     const columns: PrinterColumn[] = [
       { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
@@ -260,5 +269,121 @@ describe('describe', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  const container = {
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Container',
+    metadata: { name: 'hello', namespace: 'default' },
+    spec: {
+      image: 'busybox',
+      command: ['/bin/sh', '-c'],
+      args: ["trap 'echo bye' TERM\necho hello\nsleep 100\n"],
+      env: [{ name: 'MODE', value: 'demo' }],
+    },
+  };
+
+  it('keeps every line of a multi-line arg under its key, indented', () => {
+    const text = describeObject(container, {
+      events: [],
+      schema: schemaOf(loadCrd('Container')),
+      now: new Date(),
+    });
+    expect(text).toContain(
+      [
+        'Spec:',
+        '  Image:    busybox',
+        '  Command:  /bin/sh, -c',
+        '  Args:',
+        "    trap 'echo bye' TERM",
+        '    echo hello',
+        '    sleep 100',
+        '  Env:',
+        '    Name:   MODE',
+        '    Value:  demo',
+      ].join('\n'),
+    );
+  });
+
+  it("prints a map's keys as they are: label keys and env names are data, not fields", () => {
+    const service = {
+      apiVersion: 'conductor.dev/v1alpha1',
+      kind: 'Service',
+      metadata: { name: 'hello', namespace: 'default' },
+      spec: { selector: { app: 'hello', 'app.kubernetes.io/tier': 'web' } },
+    };
+    const text = describeObject(service, {
+      events: [],
+      schema: schemaOf(loadCrd('Service')),
+      now: new Date(),
+    });
+    expect(text).toContain(
+      [
+        '  Selector:',
+        '    app:                     hello',
+        '    app.kubernetes.io/tier:  web',
+      ].join('\n'),
+    );
+    const image = {
+      apiVersion: 'conductor.dev/v1alpha1',
+      kind: 'Image',
+      metadata: { name: 'b', namespace: 'default' },
+      spec: { from: 'scratch', config: { env: { PATH: '/bin', http_proxy: 'x' } } },
+    };
+    expect(
+      describeObject(image, { events: [], schema: schemaOf(loadCrd('Image')), now: new Date() }),
+    ).toContain(
+      ['  Config:', '    Env:', '      PATH:        /bin', '      http_proxy:  x'].join('\n'),
+    );
+  });
+
+  it('folds repeated events as kubectl shows them: x18 over 40s', () => {
+    const now = new Date('2026-11-28T12:00:40Z');
+    const text = describeObject(container, {
+      events: [
+        { time: '2026-11-28T12:00:00Z', type: 'Normal', reason: 'Started', message: 'started' },
+        {
+          time: '2026-11-28T12:00:37Z',
+          firstTime: '2026-11-28T12:00:00Z',
+          count: 18,
+          type: 'Warning',
+          reason: 'Failed',
+          message: 'exec /bin/sh: ENOENT',
+        },
+      ],
+      now,
+    });
+    expect(text).toContain(
+      [
+        'Events:',
+        '  Type      Reason    Age                 Message',
+        '  ----      ------    ----                -------',
+        '  Normal    Started   40s                 started',
+        '  Warning   Failed    3s (x18 over 40s)   exec /bin/sh: ENOENT',
+      ].join('\n'),
+    );
+  });
+});
+
+describe('foldEvent (the event recorder)', () => {
+  const ev = (time: string, reason: string, message = 'm') =>
+    ({ time, type: 'Warning', reason, message }) as const;
+
+  it('folds a repeat into the earlier event: count, first and last time, moved to the end', () => {
+    let events = foldEvent([], ev('t1', 'Failed'), 50);
+    events = foldEvent(events, ev('t2', 'Started'), 50);
+    events = foldEvent(events, ev('t3', 'Failed'), 50);
+    events = foldEvent(events, ev('t4', 'Failed'), 50);
+    expect(events).toEqual([
+      ev('t2', 'Started'),
+      { ...ev('t4', 'Failed'), count: 3, firstTime: 't1' },
+    ]);
+  });
+
+  it('keeps distinct messages apart and at most `kept` events, the oldest dropped', () => {
+    let events = foldEvent([], ev('t1', 'Failed', 'a'), 2);
+    events = foldEvent(events, ev('t2', 'Failed', 'b'), 2);
+    events = foldEvent(events, ev('t3', 'Failed', 'c'), 2);
+    expect(events.map((e) => e.message)).toEqual(['b', 'c']);
   });
 });
