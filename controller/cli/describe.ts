@@ -13,6 +13,7 @@ import { age, formatTable, pluralResourceName } from './format.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { resolveKind } from './resources.js';
 import {
+  checkController,
   fileDefining,
   StateDir,
   type EventRecord,
@@ -50,6 +51,7 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
   const kind = resolveKind(resource);
   const namespace = values.namespace;
   const state = new StateDir(values['state-dir']);
+  await checkController(state, io);
   const obj = await state.getObject(kind, namespace, name);
   const sources = await state.readSources();
   const file = fileDefining(sources, { kind, namespace, name });

@@ -11,7 +11,7 @@ import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { formatTable, listOf, objectTable, pluralResourceName, toJSON, toYAML } from './format.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { printerColumns, resolveResources } from './resources.js';
-import { StateDir, type SourcesState, type StoredObject } from './state.js';
+import { checkController, StateDir, type SourcesState, type StoredObject } from './state.js';
 
 export const GET_USAGE = `Display one or many resources.
 
@@ -65,6 +65,7 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
   const allNamespaces = values['all-namespaces'] && name === undefined;
   const namespace = allNamespaces ? undefined : values.namespace;
   const state = new StateDir(values['state-dir']);
+  await checkController(state, io);
 
   const found: { kind: Kind; objects: StoredObject[] }[] = [];
   for (const kind of kinds) {

@@ -14,7 +14,7 @@ import { LayerStore, pruneLayers } from '../../runtime-core/src/images/store.js'
 import { COMMON_OPTIONS, parseCommand } from './flags.js';
 import { age, formatTable, humanSize } from './format.js';
 import { UsageError, type CliIO } from './io.js';
-import { StateDir, type StoredObject } from './state.js';
+import { checkController, StateDir, type StoredObject } from './state.js';
 
 export const IMAGES_USAGE = `List images, or remove the layers nothing uses.
 
@@ -69,6 +69,7 @@ export async function images(argv: string[], io: CliIO): Promise<number> {
     throw new UsageError(`unexpected arguments: ${positionals.join(' ')}`, 'images');
   }
   if (sub === 'prune') return prune(state, io);
+  await checkController(state, io);
 
   const objects = await state.listObjects('Image', values.namespace);
   if (values.quiet) {

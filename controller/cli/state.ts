@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { KINDS, type Kind } from '../api/kinds.js';
 import { errCode, readJson } from '../../runtime-core/src/files.js';
 import type { ManifestError, ObjectIdentity } from '../source/manifests.js';
+import { CliError, type CliIO } from './io.js';
 import type { StoredEvent } from '../store/state-store.js';
 
 /** controller.json: who the running controller is and what it watches. */
@@ -103,6 +104,12 @@ export class StateDir {
     return start !== undefined && start === String(info.pidStartTime) ? info : undefined;
   }
 
+  /** Whether a controller has ever recorded anything here (objects or its sources). */
+  async hasRecords(): Promise<boolean> {
+    if ((await this.readSources()) !== undefined) return true;
+    return (await listDir(join(this.dir, 'objects'))).length > 0;
+  }
+
   async readSources(): Promise<SourcesState | undefined> {
     return readJson<SourcesState>(join(this.dir, 'sources.json'));
   }
@@ -169,4 +176,22 @@ export function fileDefining(
     }
   }
   return undefined;
+}
+
+/** What to say when no controller runs for `dir`: which, and how to start one. */
+export function noControllerMessage(dir: string): string {
+  return `no controller is running for state dir ${dir} (start one with \`conductor up --state-dir ${dir}\`)`;
+}
+
+/**
+ * What the commands that read a controller's records (get, describe, images) make of a state
+ * dir without a running controller, as kubectl does when it cannot reach its server: if none
+ * has ever run there, an error (an empty listing would say "No resources found" of a cluster
+ * that is not there); if one ran and stopped, its last records, with a warning that nothing
+ * updates them meanwhile (containers keep running without it).
+ */
+export async function checkController(state: StateDir, io: CliIO): Promise<void> {
+  if (await state.runningController()) return;
+  if (!(await state.hasRecords())) throw new CliError(noControllerMessage(state.dir));
+  io.stderr(`warning: ${noControllerMessage(state.dir)}; showing what it last recorded\n`);
 }

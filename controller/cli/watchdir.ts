@@ -17,7 +17,7 @@ import {
   type ValidateFn,
 } from '../source/manifests.js';
 import { CliError } from './io.js';
-import type { StateDir } from './state.js';
+import { noControllerMessage, type StateDir } from './state.js';
 
 /** A manifest file named on the command line. */
 export interface InputFile {
@@ -107,9 +107,7 @@ export async function watchDirOf(state: StateDir, requireRunning: boolean): Prom
     const sources = await state.readSources();
     if (sources?.watchDir) return sources.watchDir;
   }
-  throw new CliError(
-    `no controller is running for state dir ${state.dir} (start one with \`conductor up --state-dir ${state.dir}\`)`,
-  );
+  throw new CliError(noControllerMessage(state.dir));
 }
 
 /** Every manifest file under `dir` (relative paths, '/'-separated), as the directory source reads them. */

@@ -217,6 +217,8 @@ function controllerIsThisProcess(): void {
 const watchFiles = (): string[] => readdirSync(watchDir).sort();
 
 describe('conductor get', () => {
+  beforeEach(controllerIsThisProcess);
+
   it('prints the printer columns of the CRD as a kubectl table', async () => {
     const r = await run('get', 'containers');
     expect(r.code).toBe(0);
@@ -298,6 +300,8 @@ describe('conductor get', () => {
 });
 
 describe('conductor describe', () => {
+  beforeEach(controllerIsThisProcess);
+
   it('shows metadata, spec, status, conditions, events and the defining file', async () => {
     const r = await run('describe', 'cctr', 'web');
     expect(r.code).toBe(0);
@@ -333,6 +337,34 @@ describe('conductor describe', () => {
     const r = await run('describe', 'container', 'db'); // it is in prod, not default
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('error: containers.conductor.dev "db" not found\n');
+  });
+});
+
+describe('without a running controller', () => {
+  it('get, describe and images fail where no controller has ever run, as kubectl without a server', async () => {
+    stateDir = join(root, 'never-used');
+    for (const argv of [['get', 'all'], ['describe', 'container', 'web'], ['images']]) {
+      const r = await run(...argv);
+      expect(r).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `error: no controller is running for state dir ${stateDir} (start one with \`conductor up --state-dir ${stateDir}\`)\n`,
+      });
+    }
+  });
+
+  it('show what a stopped controller last recorded, with a warning', async () => {
+    // A controller.json left by a controller that died, its pid now someone else's.
+    writeJson(join(stateDir, 'controller.json'), { pid: process.pid, pidStartTime: '1', watchDir });
+    const warning = `warning: no controller is running for state dir ${stateDir} (start one with \`conductor up --state-dir ${stateDir}\`); showing what it last recorded\n`;
+    const got = await run('get', 'containers');
+    expect(got.code).toBe(0);
+    expect(got.stdout).toContain('web    Running');
+    expect(got.stderr).toBe(`${warning}error: broken.yaml:3:5: spec.image: Required value\n`);
+    const described = await run('describe', 'container', 'web');
+    expect(described.code).toBe(0);
+    expect(described.stderr).toBe(warning);
+    expect(described.stdout).toContain('Name:         web');
   });
 });
 
