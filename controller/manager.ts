@@ -208,10 +208,20 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
       20,
     );
   };
+  // Every file that defines objects or has errors has a conductor_manifest_errors_total
+  // series, at 0 until it fails, so `increase()` and alerts see its first error; it goes with
+  // the file (as a deleted container's series do).
   const outcome = (file: string): FileOutcome => {
     let o = outcomes.get(file);
-    if (!o) outcomes.set(file, (o = { objects: [], errors: [] }));
+    if (!o) {
+      outcomes.set(file, (o = { objects: [], errors: [] }));
+      metrics.manifestErrors.inc({ file }, 0);
+    }
     return o;
+  };
+  const forgetOutcome = (file: string): void => {
+    outcomes.delete(file);
+    metrics.manifestErrors.remove({ file });
   };
 
   const source = new DirectorySource<ConductorObject>({
@@ -247,14 +257,15 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
               x.name === identity.name
             ),
         );
-        if (o.objects.length === 0 && o.errors.length === 0) outcomes.delete(file);
+        if (o.objects.length === 0 && o.errors.length === 0) forgetOutcome(file);
         saveSources();
         (caches[kind] as ObjectCache<ConductorObject>).delete(key);
         files.delete(`${kind}/${key}`);
       },
       onError(file, errors: ManifestError[]) {
+        const o = outcome(file);
         metrics.manifestErrors.inc({ file });
-        outcome(file).errors = errors.map(({ line, column, path, message }) => ({
+        o.errors = errors.map(({ line, column, path, message }) => ({
           ...(line !== undefined ? { line } : {}),
           ...(column !== undefined ? { column } : {}),
           ...(path !== undefined ? { path } : {}),
@@ -267,7 +278,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
         const o = outcomes.get(file);
         if (o) {
           o.errors = [];
-          if (o.objects.length === 0) outcomes.delete(file);
+          if (o.objects.length === 0) forgetOutcome(file);
         }
         saveSources();
       },

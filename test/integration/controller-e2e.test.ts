@@ -359,6 +359,10 @@ describe('scale and metrics', () => {
     ]) {
       expect(text).toContain(name);
     }
+    // A file that never failed has its series at 0 (alerts see its first error); a removed
+    // file's is gone.
+    expect(text).toContain('conductor_manifest_errors_total{file="image.yaml"} 0\n');
+    expect(text).not.toContain('file="many.yaml"');
     expect((await fetch(`http://${host}:${port}/readyz`)).status).toBe(200);
   });
 });
