@@ -4,7 +4,6 @@
  * into the runtime core, and serves /metrics, /healthz and /readyz. Stopping it leaves every
  * container running; a new manager adopts them and converges on whatever changed meanwhile.
  */
-import { readFile } from 'node:fs/promises';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 
@@ -35,6 +34,13 @@ import {
 } from '../runtime-core/src/images/builder.js';
 import { baseImageName } from '../runtime-core/src/images/reference.js';
 import { silentLogger, type Logger } from '../runtime-core/src/logger.js';
+import { procStartTime } from '../runtime-core/src/files.js';
+import {
+  claimInstallation,
+  installationOf,
+  recordInstallation,
+} from '../runtime-core/src/installation.js';
+import { DisposableStore } from './reconcile/lifecycle.js';
 
 export const DEFAULT_WATCH_DIR = '/etc/conductor/manifests';
 export const DEFAULT_STATE_DIR = '/var/lib/conductor';
@@ -55,6 +61,12 @@ export interface RunControllerOptions {
   restartBackoff?: RestartBackoff;
   /** Image builds: a shared cache for debootstrap bases, distribution mirrors. */
   images?: Pick<BuilderOptions, 'baseCacheDir' | 'mirrors' | 'buildIdPrefix'>;
+  /**
+   * The installation's name, which scopes its host-level names (cgroups under /<name>): default
+   * the one recorded in the state dir, else `conductor` for the default state dir and
+   * `cnd-<hash>` for another (runtime-core/src/installation.ts).
+   */
+  installation?: string;
 }
 
 export interface RunningController {
@@ -63,14 +75,21 @@ export interface RunningController {
   stop(): Promise<void>;
 }
 
-function pidStartTime(pid: number): Promise<string | undefined> {
-  return readFile(`/proc/${pid}/stat`, 'utf8').then(
-    (s) => s.slice(s.lastIndexOf(')') + 2).split(' ')[19],
-    () => undefined,
-  );
+export async function runController(opts: RunControllerOptions = {}): Promise<RunningController> {
+  // What startup has made so far; released if it fails half-way.
+  const owned = new DisposableStore();
+  try {
+    return await startController(opts, owned);
+  } catch (err) {
+    await owned.dispose().catch(() => undefined);
+    throw err;
+  }
 }
 
-export async function runController(opts: RunControllerOptions = {}): Promise<RunningController> {
+async function startController(
+  opts: RunControllerOptions,
+  owned: DisposableStore,
+): Promise<RunningController> {
   const watchDir = resolve(opts.watchDir ?? DEFAULT_WATCH_DIR);
   const stateDir = resolve(opts.stateDir ?? DEFAULT_STATE_DIR);
   const log = opts.logger ?? silentLogger;
@@ -78,18 +97,19 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   await mkdir(watchDir, { recursive: true, mode: 0o755 });
   const store = new StateStore(stateDir);
   const other = await store.readControllerInfo();
-  if (
-    other &&
-    other.pid !== process.pid &&
-    (await pidStartTime(other.pid)) === other.pidStartTime
-  ) {
+  if (other && other.pid !== process.pid && procStartTime(other.pid) === other.pidStartTime) {
     throw new Error(`another controller (pid ${other.pid}) is running with state dir ${stateDir}`);
   }
+  // One installation per name on this host: a second state dir may not share its cgroups.
+  const installation = installationOf(stateDir, opts.installation);
+  owned.defer(await claimInstallation(installation, stateDir));
 
   const metrics = new ConductorMetrics();
   const server = new MetricsServer({ metrics, addr: opts.metricsAddr ?? DEFAULT_METRICS_ADDR });
   const metricsAddress = await server.start();
-  const runtime = new ContainerRuntime({ ...opts.runtime, stateDir, logger: log });
+  owned.defer(() => server.stop());
+  const runtime = new ContainerRuntime({ ...opts.runtime, stateDir, installation, logger: log });
+  await recordInstallation(stateDir, installation, (await runtime.list()).length);
   // Off the first container's path: compiled while the rest starts up (never fails).
   const runtimePrepared = runtime.prepare();
   const images = new ImageBuilder({ ...opts.images, stateDir, runtime });
@@ -313,7 +333,7 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
   server.markReady();
   await store.writeControllerInfo({
     pid: process.pid,
-    pidStartTime: (await pidStartTime(process.pid)) ?? '',
+    pidStartTime: procStartTime(process.pid) ?? '',
     watchDir,
     metricsAddr: `${metricsAddress.host}:${metricsAddress.port}`,
     startedAt: new Date().toISOString(),
@@ -339,8 +359,8 @@ export async function runController(opts: RunControllerOptions = {}): Promise<Ru
         await store.writeSources(watchDir, Object.fromEntries(outcomes));
         await store.removeControllerInfo();
         await store.flush();
-        await server.stop();
         runtime.removeAllListeners();
+        await owned.dispose();
         log.info('controller stopped; containers keep running');
       })();
       return stopping;

@@ -3,12 +3,13 @@
  * "On-disk contract"). The controller writes every file atomically, so a read sees a whole
  * file or none; a file that disappears between listing and reading is simply skipped.
  */
-import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { KINDS, type Kind } from '../api/kinds.js';
-import { errCode, readJson } from '../../runtime-core/src/files.js';
+import { errCode, procStartTime, readJson } from '../../runtime-core/src/files.js';
+
+export { procStartTime };
 import type { ManifestError, ObjectIdentity } from '../source/manifests.js';
 import { CliError, type CliIO } from './io.js';
 import type { StoredEvent } from '../store/state-store.js';
@@ -64,21 +65,6 @@ async function listDir(path: string): Promise<string[]> {
   } catch (err) {
     if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') return [];
     throw err;
-  }
-}
-
-/**
- * The start time of process `pid` as /proc/PID/stat's field 22, or undefined if there is no
- * such process. The command name (field 2) may hold spaces and parentheses, so fields are
- * counted from the last ')'.
- */
-export function procStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields from 3 on follow "pid (comm) "; field 22 is the 20th of them.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
   }
 }
 

@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { INSTALLATION_PATTERN } from '../../runtime-core/src/installation.js';
 import type { Logger } from '../../runtime-core/src/logger.js';
 import { COMMON_OPTIONS, DEFAULT_METRICS_ADDR, DEFAULT_WATCH_DIR, parseCommand } from './flags.js';
 import { CliError, UsageError, errorMessage, type CliIO } from './io.js';
@@ -14,13 +15,18 @@ import { streamLogger } from './logger.js';
 export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
-  conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [--concurrency N] [-v]
+  conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [--concurrency N]
+               [--installation NAME] [-v]
 
 Options:
       --watch DIR               manifest directory to watch (default ${DEFAULT_WATCH_DIR})
       --state-dir DIR           state directory (default /var/lib/conductor)
       --metrics-addr HOST:PORT  /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDR})
       --concurrency N           containers reconciled at once (default 4)
+      --installation NAME       names what this installation makes on the host (cgroups under
+                                /NAME), so state dirs side by side never share any: default
+                                the name the state dir was first started with, else
+                                "conductor" for /var/lib/conductor and cnd-<hash> for another
   -v, --verbose                 debug logging
 `;
 
@@ -31,6 +37,7 @@ export interface RunControllerOptions {
   logLevel: 'info' | 'debug';
   /** Workers of the Container controller (MaxConcurrentReconciles). */
   concurrency?: { Container?: number };
+  installation?: string;
   /** Where the controller logs: stderr, debug lines only with -v. */
   logger?: Logger;
 }
@@ -54,6 +61,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
+        installation: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -75,8 +83,16 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
       'up',
     );
   }
+  const installation = values.installation;
+  if (installation !== undefined && !INSTALLATION_PATTERN.test(installation)) {
+    throw new UsageError(
+      `--installation must be lower-case letters, digits and "-", starting with a letter, at most 14 characters, got ${JSON.stringify(installation)}`,
+      'up',
+    );
+  }
   return {
     help: values.help,
+    ...(installation !== undefined ? { installation } : {}),
     concurrency: { Container: concurrency },
     watchDir: resolve(cwd, values.watch),
     stateDir: resolve(cwd, values['state-dir']),
@@ -97,10 +113,11 @@ export async function up(
     io.stdout(UP_USAGE);
     return 0;
   }
-  const { watchDir, stateDir, metricsAddr, logLevel, concurrency } = args;
+  const { watchDir, stateDir, metricsAddr, logLevel, concurrency, installation } = args;
   const logger = streamLogger(io.stderr, { debug: logLevel === 'debug', now: io.now });
   const opts: RunControllerOptions = { watchDir, stateDir, metricsAddr, logLevel, logger };
   if (concurrency) opts.concurrency = concurrency;
+  if (installation !== undefined) opts.installation = installation;
   const manager = await load();
 
   // Listening from before the start, so a signal during startup stops the controller as soon

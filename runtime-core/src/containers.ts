@@ -26,8 +26,9 @@ import {
   type ContainerSpec,
   type OciConfigOptions,
 } from './oci-config.js';
-import { errCode, isMounted, readJson, writeJsonAtomic } from './files.js';
+import { errCode, isMounted, procStatFields, readJson, writeJsonAtomic } from './files.js';
 import { buildOutput, DEFAULT_STATE_DIR, StateLayout, type ContainerPaths } from './paths.js';
+import { hostNames, installationOf, type HostNames } from './installation.js';
 import { OciRuntimeCli } from './runtime-cli.js';
 
 export { InvalidSpecError, type ContainerSpec } from './oci-config.js';
@@ -44,6 +45,12 @@ export type NativeOps = Pick<
 
 export interface ContainerRuntimeOptions {
   stateDir?: string;
+  /**
+   * The installation's name (installation.ts), which scopes the host-level names its containers
+   * get (cgroups under /<name>). Default: the one recorded in the state dir, else the default
+   * for its path (`conductor` for /var/lib/conductor).
+   */
+  installation?: string;
   /** OCI runtime executable: default build/Release/conductor-runtime; runc or crun work too. */
   runtimePath?: string;
   shimPath?: string;
@@ -172,12 +179,7 @@ interface ContainerRuntimeEvents {
 }
 
 function isZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return false;
-  }
+  return procStatFields(pid)?.[0] === 'Z';
 }
 
 /** Waits for every promise; then throws the first failure, if any (in the given order). */
@@ -200,6 +202,9 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'
 
 export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
   readonly layout: StateLayout;
+  /** The installation's name and the host-level names derived from it. */
+  readonly installation: string;
+  readonly hostNames: HostNames;
   readonly runtime: OciRuntimeCli;
   readonly shimPath: string;
   private readonly log: Logger;
@@ -209,8 +214,10 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
 
   constructor(opts: ContainerRuntimeOptions = {}) {
     super();
-    this.opts = opts;
     this.layout = new StateLayout(opts.stateDir ?? DEFAULT_STATE_DIR);
+    this.installation = installationOf(this.layout.stateDir, opts.installation);
+    this.hostNames = hostNames(this.installation);
+    this.opts = { ...opts, oci: { cgroupParent: this.hostNames.cgroupParent, ...opts.oci } };
     this.runtime = new OciRuntimeCli(
       opts.runtimePath ?? buildOutput('conductor-runtime'),
       this.layout.runtimeRoot,
@@ -325,7 +332,7 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
         shimPid: started.shimPid,
         startedAt: status?.startedAt ?? record.createdAt,
       };
-      this.log.info('container started', { ...created });
+      this.log.debug('container started', { ...created });
       return created;
     } catch (err) {
       const cleanupErrors: unknown[] = [];
@@ -492,7 +499,7 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
       .then(() => this.inspect(id))
       .then((info) => {
         if (this.watches.get(id)?.shimPid === shimPid) this.watches.delete(id);
-        this.log.info('container exited', { ...info });
+        this.log.debug('container exited', { ...info });
         this.emit('exit', id, info);
         return info;
       });
@@ -698,7 +705,7 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
       throw new ContainerError(id, `remove: ${step}`, err);
     }
     this.watches.delete(id);
-    this.log.info('container removed', { id });
+    this.log.debug('container removed', { id });
   }
 
   /** Runs a process in the container's namespaces (`runtime exec`); stdio defaults to pipes. */
@@ -739,8 +746,10 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     yield* readCriLog(p.log, { ...opts, done });
   }
 
+  /** Usage of the container's cgroup (the one its config.json names). */
   async stats(id: string): Promise<CgroupStats> {
-    validateContainerId(id);
-    return this.native().cgroupStats(cgroupsPathFor(id));
+    const config = await readJson<{ linux?: { cgroupsPath?: string } }>(this.paths(id).config);
+    const path = config?.linux?.cgroupsPath ?? cgroupsPathFor(id, this.hostNames.cgroupParent);
+    return this.native().cgroupStats(path);
   }
 }

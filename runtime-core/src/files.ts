@@ -53,3 +53,26 @@ export function isMounted(target: string): boolean {
     .split('\n')
     .some((line) => line.split(' ')[4] === escaped);
 }
+
+/**
+ * The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses,
+ * so they are counted from the last ')'): index 0 is field 3 (state), index 19 field 22
+ * (start time). Undefined when there is no such process.
+ */
+export function procStatFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The start time of process `pid` (field 22 of /proc/PID/stat, clock ticks since boot), or
+ * undefined if there is no such process: with the pid, it tells a process from a later one
+ * that reused its pid.
+ */
+export function procStartTime(pid: number): string | undefined {
+  return procStatFields(pid)?.[19];
+}

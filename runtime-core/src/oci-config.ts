@@ -51,6 +51,11 @@ export interface ContainerSpec {
 }
 
 export interface OciConfigOptions {
+  /**
+   * The cgroup containers are made under (an installation's, installation.ts): cgroupsPath is
+   * `<cgroupParent>/<id>`. Default `/conductor`.
+   */
+  cgroupParent?: string;
   seccompProfilePath?: string;
   seccompHost?: SeccompHost;
   /** Hard RLIMIT_NOFILE the runtime can grant; default: this process's hard limit. */
@@ -409,8 +414,10 @@ export function defaultHostname(id: string): string {
   return label === '' ? 'container' : label;
 }
 
-export function cgroupsPathFor(id: string): string {
-  return `/conductor/${id}`;
+export const DEFAULT_CGROUP_PARENT = '/conductor';
+
+export function cgroupsPathFor(id: string, cgroupParent = DEFAULT_CGROUP_PARENT): string {
+  return `${cgroupParent}/${id}`;
 }
 
 export function buildOciConfig(spec: ContainerSpec, opts: OciConfigOptions = {}): OciConfig {
@@ -489,7 +496,7 @@ export function buildOciConfig(spec: ContainerSpec, opts: OciConfigOptions = {})
     linux: {
       namespaces,
       resources,
-      cgroupsPath: cgroupsPathFor(id),
+      cgroupsPath: cgroupsPathFor(id, opts.cgroupParent),
       maskedPaths: [...DEFAULT_MASKED_PATHS],
       readonlyPaths: [...DEFAULT_READONLY_PATHS],
       seccomp: seccompForCapabilities(

@@ -202,8 +202,13 @@ describe(`ContainerRuntime with ${RUNTIME}`, () => {
       const stats = await rt.stats(s.id);
       expect(Number(stats.memoryLimit)).toBe(64 * 1024 * 1024);
       expect(Number(stats.pidsLimit)).toBe(32);
-      const quota = `/sys/fs/cgroup/cpu,cpuacct/conductor/${s.id}/cpu.cfs_quota_us`;
-      if (existsSync(quota)) expect(readFileSync(quota, 'utf8').trim()).toBe('50000');
+      // Under the installation's cgroup parent (cnd-<hash> for this temporary state dir).
+      expect(rt.hostNames.cgroupParent).toMatch(/^\/cnd-[0-9a-f]{8}$/);
+      // The v1 cpu hierarchy (mounted alone or with cpuacct), else the unified one.
+      const v1 = ['/sys/fs/cgroup/cpu,cpuacct', '/sys/fs/cgroup/cpu'].find((d) => existsSync(d));
+      const cgroup = `${v1 ?? '/sys/fs/cgroup'}${rt.hostNames.cgroupParent}/${s.id}`;
+      if (v1) expect(readFileSync(`${cgroup}/cpu.cfs_quota_us`, 'utf8').trim()).toBe('50000');
+      else expect(readFileSync(`${cgroup}/cpu.max`, 'utf8').trim()).toBe('50000 100000');
     } finally {
       await rt.remove(s.id, { force: true });
       rmSync(data, { recursive: true, force: true });

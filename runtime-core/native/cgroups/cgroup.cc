@@ -37,6 +37,23 @@ std::vector<pid_t> read_procs(const std::string& dir) {
   return out;
 }
 
+// Who holds a cgroup a new container was to have: its first processes (pid and command), and
+// what usually causes it, so the person reading it knows where to look.
+std::string occupied_message(const std::string& dir, const std::vector<pid_t>& procs) {
+  std::string who;
+  for (size_t i = 0; i < procs.size() && i < 3; i++) {
+    auto comm = read_file_if_exists("/proc/" + std::to_string(procs[i]) + "/comm");
+    std::string name = comm ? *comm : "?";
+    while (!name.empty() && name.back() == '\n') name.pop_back();
+    who += (i ? ", " : "") + std::to_string(procs[i]) + " (" + name + ")";
+  }
+  if (procs.size() > 3) who += ", ...";
+  return "cgroup `" + dir + "` already holds processes: pid " + who +
+         ". Another container has this cgroups path: one with the same id under another runtime "
+         "root, or another Conductor installation using the same cgroup parent (give each state "
+         "dir its own --installation)";
+}
+
 // In a v1 cpuset hierarchy a new cgroup starts with empty cpus/mems and refuses tasks until
 // they are set: copy them down from the nearest parent that has them (runc does the same).
 void init_cpuset_v1(const std::string& mount, const std::string& path) {
@@ -104,9 +121,8 @@ bool Cgroup::exists() const {
 
 void Cgroup::create(const CgroupResources& wanted, pid_t pid) {
   for (const auto& d : dirs()) {
-    if (!read_procs(d).empty())
-      throw Error("cgroup `" + d + "` already holds processes (another container with this id?)",
-                  EEXIST);
+    auto procs = read_procs(d);
+    if (!procs.empty()) throw Error(occupied_message(d, procs), EEXIST);
   }
   try {
     if (layout_.mode == CgroupMode::V2) {
