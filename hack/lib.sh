@@ -46,8 +46,17 @@ ensure_node_modules() {
   cd "$CONDUCTOR_REPO" || return 1
   if [ "${CI:-}" = true ] || npm_ci_needed; then
     rm -f "$INSTALL_STAMP"
-    # Builds build/Release (the root package's install script) and dist/ (prepare).
-    npm ci --no-audit --no-fund || return 1
+    # Builds build/Release (the root package's install script) and dist/ (prepare). Its output
+    # (hundreds of node-gyp lines) is kept in a log, shown if it fails.
+    local log
+    log="$(mktemp /tmp/conductor-npm-ci.XXXXXX.log)"
+    echo "npm ci: installing dependencies, building the native core and dist/ (about a minute)" >&2
+    if ! npm ci --no-audit --no-fund >"$log" 2>&1; then
+      tail -n 40 "$log" >&2
+      echo "npm ci failed; its whole output is in $log" >&2
+      return 1
+    fi
+    rm -f "$log"
     install_fingerprint . >"$INSTALL_STAMP"
     touch dist/.build-stamp
   fi

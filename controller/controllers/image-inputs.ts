@@ -143,17 +143,24 @@ export class InputWatcher {
     if (present.length > 0) watchers.push(watch(present, options));
     if (parents.length > 0) watchers.push(watch(parents, { ...options, depth: 0 }));
     w.watchers.push(...watchers);
-    for (const watcher of watchers) {
+    const ready = watchers.map((watcher) => {
+      // chokidar reports symlinks found by its initial scan as `add` despite ignoreInitial
+      // (with followSymlinks off): what exists before the watch is ready is not a change.
+      let scanned = false;
       watcher.on('all', () => {
-        if (this.watched.get(key) !== w) return;
+        if (!scanned || this.watched.get(key) !== w) return;
         w.version += 1;
         this.quiet(key, w);
       });
       watcher.on('error', (err) => this.onError(key, err as Error));
-    }
-    await Promise.all(
-      watchers.map((watcher) => new Promise<void>((ready) => watcher.once('ready', ready))),
-    );
+      return new Promise<void>((resolve) =>
+        watcher.once('ready', () => {
+          scanned = true;
+          resolve();
+        }),
+      );
+    });
+    await Promise.all(ready);
   }
 
   /** (Re)starts the quiet timer of a burst. */

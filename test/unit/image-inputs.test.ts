@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -128,6 +128,34 @@ describe('InputWatcher', () => {
       for (let i = 0; i < 200 && changed.length === 1; i++) await sleep(10);
       expect(changed).toHaveLength(2);
       expect(w.version('ns/rootfs')).toBeGreaterThan(seen);
+    } finally {
+      await w.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('does not take what exists when the watch starts for a change (symlinks included)', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'inputs-'));
+    const changed: string[] = [];
+    const w = new InputWatcher(
+      (key) => changed.push(key),
+      () => undefined,
+      50,
+    );
+    try {
+      // A busybox rootfs is mostly symlinks: chokidar's initial scan reports them as `add`.
+      mkdirSync(join(root, 'rootfs', 'bin'), { recursive: true });
+      writeFileSync(join(root, 'rootfs', 'bin', 'busybox'), 'x');
+      for (let i = 0; i < 30; i++)
+        symlinkSync('busybox', join(root, 'rootfs', 'bin', `applet${i}`));
+      await w.set('ns/b', [join(root, 'rootfs')], root);
+      await sleep(300);
+      expect(changed).toEqual([]);
+      expect(w.version('ns/b')).toBe(0);
+      expect(w.busy('ns/b')).toBe(false);
+      symlinkSync('busybox', join(root, 'rootfs', 'bin', 'new-applet'));
+      for (let i = 0; i < 200 && changed.length === 0; i++) await sleep(10);
+      expect(changed).toEqual(['ns/b']);
     } finally {
       await w.close();
       rmSync(root, { recursive: true, force: true });
