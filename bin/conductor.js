@@ -19,7 +19,7 @@ try {
   );
   process.exit(1);
 }
-// Exit as soon as the command is done: a command may leave handles behind it does not own (a
-// `logs -f` ended by Ctrl-C still has the runtime's wait for the container's exit pending).
-// stdout and stderr are synchronous on Linux for files, pipes and terminals, so nothing is lost.
-process.exit(await cli.main(process.argv.slice(2)));
+// The process ends on its own once the command is done: every command releases what it opened
+// (timers, watches, exit waits, servers), so nothing is left to keep it alive —
+// test/integration/manager-lifecycle.test.ts checks `conductor up` does.
+process.exitCode = await cli.main(process.argv.slice(2));

@@ -37,6 +37,8 @@ const TYPE_NAMES: Readonly<Record<string, string>> = {
   'Image:status': 'ImageStatus',
   'Image:status.conditions[]': 'Condition',
   'Image:status.layers[]': 'ImageLayer',
+  'Image:status.config': 'ImageConfig',
+  'Image:status.config.exposedPorts[]': 'ExposedPort',
   'Container:spec': 'ContainerSpec',
   'Container:spec.env[]': 'EnvVar',
   'Container:spec.ports[]': 'ContainerPort',

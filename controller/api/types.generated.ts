@@ -88,9 +88,6 @@ export interface CopyStep {
    */
   chown?: string;
 }
-/**
- * The image's runtime configuration, applied over the base's and the steps'.
- */
 export interface ImageConfig {
   /**
    * The command containers run; Container.spec.command replaces it.
@@ -184,55 +181,7 @@ export interface ImageStatus {
    * The image's size in bytes, all layers together.
    */
   size?: number;
-  /**
-   * The configuration containers inherit: the base's, changed by the steps, then spec.config applied over it.
-   */
-  config?: {
-    /**
-     * The command containers run; Container.spec.command replaces it.
-     *
-     * Items: One word of the entrypoint.
-     */
-    entrypoint?: string[];
-    /**
-     * Default arguments to the entrypoint; Container.spec.args replaces them.
-     *
-     * Items: One argument.
-     */
-    cmd?: string[];
-    /**
-     * Environment variables of containers run from the image.
-     */
-    env?: {
-      /**
-       * The variable's value.
-       */
-      [k: string]: string;
-    };
-    /**
-     * The working directory of containers, an absolute path.
-     */
-    workingDir?: string;
-    /**
-     * The user containers run as, USER[:GROUP] as names or ids.
-     */
-    user?: string;
-    /**
-     * Ports containers from the image are expected to listen on.
-     *
-     * Items: One exposed port.
-     */
-    exposedPorts?: {
-      /**
-       * The port number, 1-65535.
-       */
-      port: number;
-      /**
-       * The port's protocol.
-       */
-      protocol: 'TCP' | 'UDP';
-    }[];
-  };
+  config?: ImageConfig;
   /**
    * config.user resolved against the image's /etc/passwd and /etc/group: what its containers run as.
    */

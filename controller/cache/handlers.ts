@@ -10,12 +10,36 @@ export interface KeyQueue {
   add(key: string): void;
 }
 
-/** Enqueues the changed object's own key on every add, update and delete. */
+/**
+ * Enqueues the changed object's own key on every add and delete, and on the updates `update`
+ * accepts (all by default; controller-runtime's predicates).
+ */
 export function enqueueForObject<T extends ObjectLike>(
   cache: ObjectCache<T>,
   queue: KeyQueue,
+  update: (oldObject: T, object: T) => boolean = () => true,
 ): Disposable {
-  return cache.subscribe((event) => queue.add(objectKey(event.object)));
+  return cache.subscribe((event) => {
+    if (event.type !== 'update' || update(event.oldObject, event.object))
+      queue.add(objectKey(event.object));
+  });
+}
+
+/**
+ * An update predicate: anything but status and resourceVersion changed (controller-runtime's
+ * GenerationChangedPredicate, widened to labels and annotations), so a reconciler's own status
+ * write does not reconcile its object again.
+ */
+export function specChanged(oldObject: object, object: object): boolean {
+  const strip = (o: object): string => {
+    const copy: Record<string, unknown> = { ...(o as Record<string, unknown>) };
+    delete copy.status;
+    const metadata: Record<string, unknown> = { ...(copy.metadata as Record<string, unknown>) };
+    delete metadata.resourceVersion;
+    copy.metadata = metadata;
+    return JSON.stringify(copy);
+  };
+  return strip(oldObject) !== strip(object);
 }
 
 /**

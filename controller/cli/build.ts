@@ -11,13 +11,12 @@ import { parseArgs } from 'node:util';
 import type { Image, ImageStatus } from '../api/types.generated.js';
 import { formatManifestError } from '../source/manifests.js';
 import { validateManifest } from '../validation/index.js';
-import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import {
   BuildError,
-  ImageBuilder,
+  RuntimeCore,
   type BuildProgress,
   type BuiltImage,
-} from '../../runtime-core/src/images/builder.js';
+} from '../../runtime-core/src/index.js';
 import { builtFromStatus } from '../controllers/image.js';
 import { COMMON_OPTIONS, parseCommand } from './flags.js';
 import { humanSize, resourceName } from './format.js';
@@ -100,11 +99,11 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
   if (images.length === 0) throw new CliError(`no Image in ${values.filename.join(', ')}`);
 
   const state = new StateDir(resolve(io.cwd, values['state-dir']));
-  const runtime = new ContainerRuntime({ stateDir: state.dir });
-  const builder = new ImageBuilder({
+  const core = new RuntimeCore({
     stateDir: state.dir,
-    runtime,
-    ...(values['base-cache'] ? { baseCacheDir: resolve(io.cwd, values['base-cache']) } : {}),
+    ...(values['base-cache']
+      ? { images: { baseCacheDir: resolve(io.cwd, values['base-cache']) } }
+      : {}),
   });
   const built = new Map<string, BuiltImage>();
   const stored = new Map<string, ImageStatus | undefined>();
@@ -115,7 +114,7 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
   // Ctrl-C: stop the running build container, so no step is left running behind the command.
   const onSignal = (): void => {
     interrupted = true;
-    void builder.abort();
+    void core.abortBuilds();
   };
   io.signals.on('SIGINT', onSignal);
   io.signals.on('SIGTERM', onSignal);
@@ -125,7 +124,7 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
       const { namespace, name } = image.metadata;
       const started = Date.now();
       try {
-        const result = await builder.build({
+        const result = await core.buildImage({
           name: `${namespace}/${name}`,
           from: image.spec.from,
           ...(image.spec.steps ? { steps: image.spec.steps } : {}),

@@ -12,6 +12,7 @@ import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { containerIdOf } from './logs.js';
 import { StateDir } from './state.js';
+import { RuntimeCore } from '../../runtime-core/src/index.js';
 
 export const EXEC_USAGE = `Run a command in a running Container.
 
@@ -86,8 +87,7 @@ export async function exec(argv: string[], io: CliIO): Promise<number> {
   }
   const state = new StateDir(args.stateDir);
   const id = await containerIdOf(state, args.namespace, args.name);
-  const { ContainerRuntime } = await import('../../runtime-core/src/containers.js');
-  const runtime = new ContainerRuntime({ stateDir: args.stateDir });
+  const runtime = new RuntimeCore({ stateDir: args.stateDir });
   const child = runtime.exec(id, args.command, {
     tty: args.tty,
     stdio: [args.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],

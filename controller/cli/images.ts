@@ -7,10 +7,14 @@ import { readdir } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { readJson } from '../../runtime-core/src/files.js';
-import { StateLayout } from '../../runtime-core/src/paths.js';
-import { OciCache, pruneOciCache } from '../../runtime-core/src/images/skopeo.js';
-import { LayerStore, pruneLayers } from '../../runtime-core/src/images/store.js';
+import {
+  LayerStore,
+  OciCache,
+  pruneLayers,
+  pruneOciCache,
+  readJson,
+  StateLayout,
+} from '../../runtime-core/src/index.js';
 import { COMMON_OPTIONS, parseCommand } from './flags.js';
 import { age, formatTable, humanSize } from './format.js';
 import { UsageError, type CliIO } from './io.js';

@@ -2,7 +2,7 @@
  * The controller's log for `conductor up`: one line per entry on stderr,
  * `2026-11-28T12:00:00.000Z INFO  container started id=default_web`, debug lines only with -v.
  */
-import type { LogFields, Logger } from '../../runtime-core/src/logger.js';
+import type { LogFields, Logger } from '../../runtime-core/src/index.js';
 
 function formatValue(value: unknown): string {
   if (value instanceof Error) return JSON.stringify(value.message);

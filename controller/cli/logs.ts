@@ -9,6 +9,11 @@ import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand, parseCount } from './fl
 import { pluralResourceName } from './format.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { StateDir } from './state.js';
+import {
+  containerIdFor,
+  ContainerNotFoundError,
+  RuntimeCore,
+} from '../../runtime-core/src/index.js';
 
 export const LOGS_USAGE = `Print the logs of a Container.
 
@@ -74,7 +79,8 @@ export async function containerIdOf(
   if (!obj)
     throw new CliError(`${pluralResourceName('Container')} ${JSON.stringify(name)} not found`);
   const id = obj.status?.containerID;
-  return typeof id === 'string' && id !== '' ? id : `${namespace}_${name}`;
+  // Not started yet: the id the controller will give it (the same rule for long names).
+  return typeof id === 'string' && id !== '' ? id : containerIdFor(namespace, name);
 }
 
 export async function logs(argv: string[], io: CliIO): Promise<number> {
@@ -85,10 +91,7 @@ export async function logs(argv: string[], io: CliIO): Promise<number> {
   }
   const state = new StateDir(args.stateDir);
   const id = await containerIdOf(state, args.namespace, args.name);
-  // Loaded here, not at the top: only logs and exec need the runtime (and its native addon).
-  const { ContainerRuntime, ContainerNotFoundError } =
-    await import('../../runtime-core/src/containers.js');
-  const runtime = new ContainerRuntime({ stateDir: args.stateDir });
+  const runtime = new RuntimeCore({ stateDir: args.stateDir });
   // Ctrl-C ends a follow like a signal ends `docker logs -f`: exit status 128 + signal number.
   const abort = new AbortController();
   let status = 0;

@@ -7,7 +7,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { KINDS, type Kind } from '../api/kinds.js';
-import { errCode, procStartTime, readJson } from '../../runtime-core/src/files.js';
+import { errCode, procStartTime, readJson } from '../../runtime-core/src/index.js';
 
 export { procStartTime };
 import type { ManifestError, ObjectIdentity } from '../source/manifests.js';

@@ -6,8 +6,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { INSTALLATION_PATTERN } from '../../runtime-core/src/installation.js';
-import type { Logger } from '../../runtime-core/src/logger.js';
+import { INSTALLATION_PATTERN, type Logger } from '../../runtime-core/src/index.js';
 import { COMMON_OPTIONS, DEFAULT_METRICS_ADDR, DEFAULT_WATCH_DIR, parseCommand } from './flags.js';
 import { CliError, UsageError, errorMessage, type CliIO } from './io.js';
 import { streamLogger } from './logger.js';

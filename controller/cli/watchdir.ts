@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve, sep } from 'node:path';
 
-import { errCode } from '../../runtime-core/src/files.js';
+import { errCode } from '../../runtime-core/src/index.js';
 import { isManifestPath } from '../source/manifests.js';
 import {
   parseManifests,

@@ -7,72 +7,54 @@
  * and the spec hash recorded with it, never created twice.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 
 import type { Container, ContainerStatus, Image } from '../api/types.generated.js';
-import { DEFAULT_PATH } from '../../runtime-core/src/images/config.js';
 import {
   done,
   requeueAfter,
   retry,
-  terminal,
+  TerminalError,
   type Reconciler,
   type Result,
 } from '../reconcile/result.js';
 import { parseQuantity } from '../validation/quantity.js';
 import {
-  ContainerNotFoundError,
+  containerIdFor,
+  DEFAULT_PATH,
   OWNER_ANNOTATION,
   type ContainerInfo,
-} from '../../runtime-core/src/containers.js';
-import type { ContainerMount, ContainerSpec } from '../../runtime-core/src/oci-config.js';
-import { event, setCondition, type ReconcileContext } from './context.js';
+  type ContainerMount,
+  type Disposable,
+  type RunSpec,
+} from '../../runtime-core/src/index.js';
+import { setCondition, splitObjectKey, StatusWriter, type ReconcileContext } from './context.js';
 import { Prober } from './probes.js';
+import {
+  CrashLoopBackOff,
+  KUBELET_BACKOFF,
+  shouldRestart,
+  type RestartBackoff,
+} from './restart-policy.js';
 
 export const SPEC_HASH_ANNOTATION = 'conductor.dev/spec-hash';
-export { OWNER_ANNOTATION };
+export const GRACE_ANNOTATION = 'conductor.dev/grace-seconds';
+export { containerIdFor, OWNER_ANNOTATION };
 
-/** The kubelet's container restart backoff: 10 s doubling to 5 min, reset after 10 min running. */
-export const BACKOFF_INITIAL_MS = 10_000;
-export const BACKOFF_MAX_MS = 300_000;
-export const BACKOFF_RESET_MS = 600_000;
+/** A Container the runtime cannot be asked to run as written: status says InvalidSpec. */
+const invalidSpec = (message: string, cause?: unknown): TerminalError =>
+  new TerminalError('InvalidSpec', message, cause === undefined ? undefined : { cause });
 
-export interface RestartBackoff {
-  initialMs: number;
-  maxMs: number;
-  resetMs: number;
+/** parseQuantity with the field named: a bad quantity is the spec's fault, never a retry. */
+function quantity(field: string, value: string | number): number {
+  try {
+    return parseQuantity(value);
+  } catch (err) {
+    throw invalidSpec(`${field}: ${(err as Error).message}`, err);
+  }
 }
-export const KUBELET_BACKOFF: RestartBackoff = {
-  initialMs: BACKOFF_INITIAL_MS,
-  maxMs: BACKOFF_MAX_MS,
-  resetMs: BACKOFF_RESET_MS,
-};
-
-export function backoffDelay(
-  consecutiveRestarts: number,
-  b: RestartBackoff = KUBELET_BACKOFF,
-): number {
-  return Math.min(b.initialMs * 2 ** Math.max(0, consecutiveRestarts), b.maxMs);
-}
-
-/** `<namespace>_<name>`: unambiguous (neither may contain `_`), valid as a runtime id. */
-export function containerIdFor(namespace: string, name: string): string {
-  const id = `${namespace}_${name}`;
-  if (id.length <= 64) return id;
-  const hash = createHash('sha256').update(id).digest('hex').slice(0, 12);
-  return `${id.slice(0, 51)}_${hash}`;
-}
-
-class SpecError extends Error {}
 
 /** What the runtime is asked to run, from the Container and its Image. */
-export function runtimeSpecFor(
-  c: Container,
-  image: Image,
-  id: string,
-  stateDir: string,
-): ContainerSpec {
+export function runtimeSpecFor(c: Container, image: Image, id: string): RunSpec {
   // The configuration the image build resolved (base, steps, spec.config), see ImageStatus.
   const cfg = image.status?.config ?? {};
   // Docker gives a container whose image sets no PATH the standard one.
@@ -83,9 +65,9 @@ export function runtimeSpecFor(
   const cmd = c.spec.args ?? (c.spec.command ? [] : (cfg.cmd ?? []));
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) {
-    throw new SpecError('spec.command: required, the image has no entrypoint or cmd');
+    throw invalidSpec('spec.command: required, the image has no entrypoint or cmd');
   }
-  const spec: ContainerSpec = {
+  const spec: RunSpec = {
     id,
     name: `${c.metadata.namespace}/${c.metadata.name}`,
     args,
@@ -109,16 +91,19 @@ export function runtimeSpecFor(
   const limits = c.spec.resources?.limits;
   if (limits) {
     spec.resources = {};
-    if (limits.cpu !== undefined) spec.resources.cpu = parseQuantity(limits.cpu);
+    if (limits.cpu !== undefined)
+      spec.resources.cpu = quantity('spec.resources.limits.cpu', limits.cpu);
     if (limits.memory !== undefined)
-      spec.resources.memoryBytes = Math.floor(parseQuantity(limits.memory));
+      spec.resources.memoryBytes = Math.floor(
+        quantity('spec.resources.limits.memory', limits.memory),
+      );
     if (limits.pids !== undefined) spec.resources.pids = limits.pids;
   }
   const volumes = new Map((c.spec.volumes ?? []).map((v) => [v.name, v]));
   const mounts: ContainerMount[] = [];
   for (const [i, vm] of (c.spec.volumeMounts ?? []).entries()) {
     const v = volumes.get(vm.name);
-    if (!v) throw new SpecError(`spec.volumeMounts[${i}].name: no volume named "${vm.name}"`);
+    if (!v) throw invalidSpec(`spec.volumeMounts[${i}].name: no volume named "${vm.name}"`);
     if (v.hostPath) {
       mounts.push({
         containerPath: vm.mountPath,
@@ -128,7 +113,9 @@ export function runtimeSpecFor(
       });
     } else if (v.emptyDir?.medium === 'Memory') {
       const size =
-        v.emptyDir.sizeLimit !== undefined ? parseQuantity(v.emptyDir.sizeLimit) : undefined;
+        v.emptyDir.sizeLimit !== undefined
+          ? quantity(`spec.volumes[${v.name}].emptyDir.sizeLimit`, v.emptyDir.sizeLimit)
+          : undefined;
       mounts.push({
         containerPath: vm.mountPath,
         type: 'tmpfs',
@@ -136,10 +123,11 @@ export function runtimeSpecFor(
         ...(size ? { sizeBytes: size } : {}),
       });
     } else {
+      // An emptyDir on disk: the runtime core keeps it for the container's id until removed.
       mounts.push({
         containerPath: vm.mountPath,
-        type: 'bind',
-        hostPath: join(stateDir, 'volumes', id, v.name),
+        type: 'volume',
+        volume: v.name,
         readOnly: vm.readOnly,
       });
     }
@@ -148,7 +136,7 @@ export function runtimeSpecFor(
   return spec;
 }
 
-function specHash(spec: ContainerSpec, image: Image): string {
+function specHash(spec: RunSpec, image: Image): string {
   return createHash('sha256')
     .update(JSON.stringify([spec, image.status?.digest ?? '']))
     .digest('hex')
@@ -156,9 +144,10 @@ function specHash(spec: ContainerSpec, image: Image): string {
 }
 
 export class ContainerReconciler implements Reconciler {
-  /** Restarts since the container last ran long enough to reset the backoff (kubelet). */
-  private readonly crashes = new Map<string, number>();
-  private readonly watched = new Set<string>();
+  /** CrashLoopBackOff streaks, by key. */
+  readonly restarts: CrashLoopBackOff;
+  /** Exit watches of running containers, by id: disposed when the container goes, or by close(). */
+  private readonly watched = new Map<string, Disposable>();
   /** Readiness and liveness probes of the running containers. */
   readonly prober: Prober;
 
@@ -166,93 +155,101 @@ export class ContainerReconciler implements Reconciler {
     private readonly ctx: ReconcileContext,
     /** Called when a container exits, so its key is reconciled again. */
     private readonly enqueue: (key: string) => void,
-    private readonly backoff: RestartBackoff = KUBELET_BACKOFF,
+    backoff: RestartBackoff = KUBELET_BACKOFF,
   ) {
+    this.restarts = new CrashLoopBackOff(backoff, () => ctx.now().getTime());
     this.prober = new Prober(ctx, enqueue);
   }
 
   /** Registers exit notifications for a container the runtime already runs (adoption). */
   watch(key: string, id: string): void {
     if (this.watched.has(id)) return;
-    this.watched.add(id);
-    this.ctx.runtime.onExit(id, () => {
-      this.watched.delete(id);
-      this.enqueue(key);
-    });
+    const watch = this.ctx.runtime.onExit(
+      id,
+      () => {
+        this.watched.delete(id);
+        this.enqueue(key);
+      },
+      (err) => {
+        this.watched.delete(id);
+        this.ctx.logger.error('cannot watch the container for its exit', {
+          id,
+          error: String(err),
+        });
+      },
+    );
+    this.watched.set(id, watch);
   }
 
-  private async observe(id: string): Promise<ContainerInfo | undefined> {
-    try {
-      return await this.ctx.runtime.inspect(id);
-    } catch (err) {
-      if (err instanceof ContainerNotFoundError) return undefined;
-      throw err;
-    }
+  private unwatch(id: string): void {
+    this.watched.get(id)?.dispose();
+    this.watched.delete(id);
+  }
+
+  /** Stops probing and watching: the containers run on, a new controller adopts them. */
+  close(): void {
+    this.prober.stopAll();
+    for (const w of this.watched.values()) w.dispose();
+    this.watched.clear();
   }
 
   async reconcile(key: string): Promise<Result> {
     const ctx = this.ctx;
-    const [namespace = 'default', name = key] = key.includes('/')
-      ? key.split('/')
-      : [undefined, key];
+    const { namespace, name } = splitObjectKey(key);
     const id = containerIdFor(namespace, name);
-    const container = ctx.caches.Container.getByKey(key);
-    const info = await this.observe(id);
+    const container = ctx.client.get('Container', key);
+    const info = await ctx.runtime.find(id);
 
     if (!container) {
       this.prober.stop(key);
       if (info) {
-        const grace = Number(info.annotations?.['conductor.dev/grace-seconds'] ?? 30);
+        const grace = Number(info.annotations?.[GRACE_ANNOTATION] ?? 30);
         await this.removeContainer(id, grace);
       }
-      await rm(join(ctx.stateDir, 'volumes', id), { recursive: true, force: true });
-      await ctx.status.forget('Container', namespace, name);
-      this.crashes.delete(key);
+      await ctx.runtime.removeVolumes(id);
+      this.restarts.forget(key);
+      await ctx.client.finalize('Container', namespace, name);
       return done();
     }
 
-    let old = ctx.status.get('Container', key) ?? {};
-    const image = ctx.caches.Image.get(namespace, container.spec.image);
-    const imageStatus = ctx.status.get('Image', `${namespace}/${container.spec.image}`);
-    if (!image || imageStatus?.phase !== 'Ready') {
-      await this.setStatus(key, container, old, {
+    const status = new StatusWriter(ctx.client, 'Container', container);
+    const image = ctx.client.get('Image', `${namespace}/${container.spec.image}`);
+    if (!image || image.status?.phase !== 'Ready') {
+      await this.setStatus(status, {
         phase: info?.status === 'running' ? 'Running' : 'Pending',
         reason: 'ImageNotReady',
         message: image
-          ? `image ${container.spec.image} is ${imageStatus?.phase ?? 'Pending'}`
+          ? `image ${container.spec.image} is ${image.status?.phase ?? 'Pending'}`
           : `image ${container.spec.image} does not exist`,
         ready: info?.status === 'running',
       });
       // The Image's change re-enqueues this key (dependents are watched).
       return done();
     }
-    const readyImage: Image = { ...image, status: imageStatus };
 
-    let desired: ContainerSpec;
+    let desired: RunSpec;
     try {
-      desired = runtimeSpecFor(container, readyImage, id, ctx.stateDir);
+      desired = runtimeSpecFor(container, image, id);
     } catch (err) {
-      if (!(err instanceof SpecError) && !(err instanceof Error && /quantity/.test(err.message)))
-        throw err;
-      await this.setStatus(key, container, old, {
+      if (!(err instanceof TerminalError)) throw err;
+      await this.setStatus(status, {
         phase: 'Failed',
-        reason: 'InvalidSpec',
+        reason: err.reason,
         message: err.message,
         ready: false,
       });
-      return terminal(err);
+      throw err;
     }
-    const hash = specHash(desired, readyImage);
+    const hash = specHash(desired, image);
     desired.annotations = {
       ...desired.annotations,
       [SPEC_HASH_ANNOTATION]: hash,
-      'conductor.dev/grace-seconds': String(container.spec.terminationGracePeriodSeconds),
+      [GRACE_ANNOTATION]: String(container.spec.terminationGracePeriodSeconds),
     };
 
     // A spec change replaces the container (as a Pod's container is replaced).
     if (info && info.annotations?.[SPEC_HASH_ANNOTATION] !== hash) {
-      event(
-        ctx,
+      ctx.client.recordEvent(
         'Container',
         container,
         'Normal',
@@ -262,26 +259,23 @@ export class ContainerReconciler implements Reconciler {
       this.prober.stop(key);
       // Said before the grace period runs: the old container is going (not ready, whatever the
       // status said before), and the Ready condition changes when the new one is up.
-      await this.setStatus(key, container, old, {
+      await this.setStatus(status, {
         phase: 'Running',
         reason: 'Replacing',
         message: `spec changed: stopping the old container (grace period ${container.spec.terminationGracePeriodSeconds}s)`,
         ready: false,
       });
-      old = ctx.status.get('Container', key) ?? old;
       await this.removeContainer(id, container.spec.terminationGracePeriodSeconds);
-      this.crashes.delete(key);
-      return this.start(key, container, desired, readyImage, { ...old, restartCount: 0 });
+      this.restarts.forget(key);
+      return this.start(key, status, desired, image, { restartCount: 0 });
     }
-    if (!info) return this.start(key, container, desired, readyImage, old);
+    if (!info) return this.start(key, status, desired, image);
 
     if (info.status === 'running' || info.status === 'creating') {
       this.watch(key, id);
       if (info.pid !== undefined) this.prober.ensure(key, container, id, info.pid);
       const startedAt = info.startedAt ? Date.parse(info.startedAt) : ctx.now().getTime();
-      const ranFor = ctx.now().getTime() - startedAt;
-      if (ranFor >= this.backoff.resetMs) this.crashes.delete(key);
-      await this.setStatus(key, container, old, {
+      await this.setStatus(status, {
         phase: 'Running',
         reason: undefined,
         message: undefined,
@@ -289,35 +283,33 @@ export class ContainerReconciler implements Reconciler {
         ...(info.pid !== undefined ? { pid: info.pid } : {}),
         ...(info.startedAt ? { startedAt: info.startedAt } : {}),
         ready: this.prober.ready(key),
-        imageID: readyImage.status?.digest,
+        imageID: image.status.digest,
       });
-      // Look again when the backoff would reset, so the streak ends on time.
-      return this.crashes.has(key) && ranFor < this.backoff.resetMs
-        ? requeueAfter(this.backoff.resetMs - ranFor)
-        : done();
+      // Look again when the crash streak would end, so it ends on time.
+      const resetIn = this.restarts.running(key, startedAt);
+      return resetIn !== undefined ? requeueAfter(resetIn) : done();
     }
 
     // A create that never finished (the controller died between the shim's start and its first
-    // record): nothing ran, so it is not a crash — start over, without backoff.
+    // record): nothing ran, so it is not a crash — start over, without back-off.
     if (info.status === 'unknown' && !info.startedAt) {
       await this.removeContainer(id, 0);
-      return this.start(key, container, desired, readyImage, old);
+      return this.start(key, status, desired, image);
     }
 
     // Exited (or its shim is gone without a record: treat as failed).
     this.prober.stop(key);
+    this.unwatch(id);
     const exitCode = info.exitCode ?? (info.status === 'unknown' ? 137 : 0);
     const reason = info.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
-    const policy = container.spec.restartPolicy;
-    const restart = policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0);
     const finished = {
       containerID: id,
       exitCode,
       ...(info.startedAt ? { startedAt: info.startedAt } : {}),
       ...(info.finishedAt ? { finishedAt: info.finishedAt } : {}),
     };
-    if (!restart) {
-      await this.setStatus(key, container, old, {
+    if (!shouldRestart(container.spec.restartPolicy, exitCode)) {
+      await this.setStatus(status, {
         phase: exitCode === 0 ? 'Succeeded' : 'Failed',
         reason,
         message:
@@ -329,61 +321,43 @@ export class ContainerReconciler implements Reconciler {
       });
       return done();
     }
-    const ranFor =
-      info.startedAt && info.finishedAt
-        ? Date.parse(info.finishedAt) - Date.parse(info.startedAt)
-        : 0;
-    if (ranFor >= this.backoff.resetMs) this.crashes.delete(key);
-    const streak = this.crashes.get(key) ?? 0;
-    const delay = backoffDelay(streak, this.backoff);
-    const finishedAt = info.finishedAt ? Date.parse(info.finishedAt) : ctx.now().getTime();
-    const wait = finishedAt + delay - ctx.now().getTime();
-    if (wait > 0) {
-      await this.setStatus(key, container, old, {
+    const decision = this.restarts.exited(key, {
+      ...(info.startedAt ? { startedAtMs: Date.parse(info.startedAt) } : {}),
+      ...(info.finishedAt ? { finishedAtMs: Date.parse(info.finishedAt) } : {}),
+    });
+    if (!decision.restart) {
+      await this.setStatus(status, {
         phase: 'Running',
         reason: 'CrashLoopBackOff',
-        message: `back-off ${Math.round(delay / 1000)}s restarting failed container (last exit: ${reason}, code ${exitCode})`,
+        message: `back-off ${Math.round(decision.delayMs / 1000)}s restarting failed container (last exit: ${reason}, code ${exitCode})`,
         ready: false,
         ...finished,
       });
-      return requeueAfter(wait);
+      return requeueAfter(decision.waitMs);
     }
-    this.crashes.set(key, streak + 1);
     await this.removeContainer(id, 0);
-    return this.start(key, container, desired, readyImage, {
-      ...old,
-      restartCount: (old.restartCount ?? 0) + 1,
+    return this.start(key, status, desired, image, {
+      restartCount: (status.current.status?.restartCount ?? 0) + 1,
     });
   }
 
   private async start(
     key: string,
-    container: Container,
-    desired: ContainerSpec,
+    status: StatusWriter<'Container'>,
+    desired: RunSpec,
     image: Image,
-    old: ContainerStatus,
+    carried: Partial<ContainerStatus> = {},
   ): Promise<Result> {
     const ctx = this.ctx;
-    const layers = (image.status?.layers ?? [])
-      .map((l) => ctx.images.store.path(l.digest.replace(/^sha256:/, '')))
-      .reverse();
-    if (layers.length === 0) {
-      // A scratch image with no copy step: an empty lower layer keeps overlayfs happy.
-      const empty = join(ctx.stateDir, 'layers', 'empty');
-      await mkdir(empty, { recursive: true });
-      layers.push(empty);
-    }
-    for (const m of desired.mounts ?? []) {
-      if (m.type === 'bind' && m.hostPath?.startsWith(join(ctx.stateDir, 'volumes')))
-        await mkdir(m.hostPath, { recursive: true });
-    }
+    const container = status.current;
     try {
-      const created = await ctx.runtime.create(desired, { layers });
+      const created = await ctx.runtime.run(desired, { layers: image.status?.layers ?? [] });
       this.prober.ensure(key, container, desired.id, created.pid);
       // Status first: the exit watch and the event read and write files too, and Running is
       // what users and Services wait for. An exit before the watch is still reported (the
       // watch starts by looking at the container).
-      await this.setStatus(key, container, old, {
+      await this.setStatus(status, {
+        ...carried,
         phase: 'Running',
         reason: undefined,
         message: undefined,
@@ -396,8 +370,7 @@ export class ContainerReconciler implements Reconciler {
         imageID: image.status?.digest,
       });
       this.watch(key, desired.id);
-      event(
-        ctx,
+      ctx.client.recordEvent(
         'Container',
         container,
         'Normal',
@@ -407,8 +380,9 @@ export class ContainerReconciler implements Reconciler {
       return done();
     } catch (err) {
       const message = (err as Error).message;
-      event(ctx, 'Container', container, 'Warning', 'Failed', message);
-      await this.setStatus(key, container, old, {
+      ctx.client.recordEvent('Container', container, 'Warning', 'Failed', message);
+      await this.setStatus(status, {
+        ...carried,
         phase: 'Pending',
         reason: 'CreateContainerError',
         message,
@@ -419,7 +393,8 @@ export class ContainerReconciler implements Reconciler {
   }
 
   private async removeContainer(id: string, gracePeriodSeconds: number): Promise<void> {
-    const info = await this.observe(id);
+    this.unwatch(id);
+    const info = await this.ctx.runtime.find(id);
     if (info && (info.status === 'running' || info.status === 'creating')) {
       await this.ctx.runtime.stop(id, { gracePeriodSeconds });
     }
@@ -427,18 +402,17 @@ export class ContainerReconciler implements Reconciler {
   }
 
   private async setStatus(
-    key: string,
-    container: Container,
-    old: ContainerStatus,
+    writer: StatusWriter<'Container'>,
     next: Omit<Partial<ContainerStatus>, 'conditions'> & { ready: boolean },
   ): Promise<void> {
     const { ready, ...fields } = next;
+    const old = writer.current.status ?? {};
     // Fields set to undefined are cleared (a restarted container has no exitCode).
     const status = Object.fromEntries(
       Object.entries({
         ...old,
         ...fields,
-        observedGeneration: container.metadata.generation ?? 0,
+        observedGeneration: writer.current.metadata.generation ?? 0,
       }).filter(([, v]) => v !== undefined),
     ) as ContainerStatus;
     status.restartCount = status.restartCount ?? 0;
@@ -453,6 +427,8 @@ export class ContainerReconciler implements Reconciler {
       },
       this.ctx.now(),
     );
-    await this.ctx.status.set('Container', key, status);
+    await writer.write(status);
   }
 }
+
+export type { ContainerInfo };

@@ -11,7 +11,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 
 import type { ImageSpec } from '../api/types.generated.js';
-import { parseSource } from '../../runtime-core/src/images/reference.js';
+import { parseSource } from '../../runtime-core/src/index.js';
 
 /**
  * The absolute paths of an Image's local inputs, inside its manifest's directory (the builder

@@ -15,20 +15,20 @@
  * (a fully cached build), so files edited while it was down are seen too; not for an Image from
  * a registry's `latest` tag, which that check would pull again.
  */
-import { dirname } from 'node:path';
 
 import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
-import { event, setCondition, type ReconcileContext } from './context.js';
+import { setCondition, splitObjectKey, StatusWriter, type ReconcileContext } from './context.js';
 import { InputWatcher, localInputs, settled } from './image-inputs.js';
-import { alwaysPulled, parseSource } from '../../runtime-core/src/images/reference.js';
 import {
+  alwaysPulled,
   BuildError,
   BuildInterruptedError,
   DependencyNotReadyError,
+  parseSource,
   type BuildProgress,
   type BuiltImage,
-} from '../../runtime-core/src/images/builder.js';
+} from '../../runtime-core/src/index.js';
 
 /** The built image an Image's status describes, for `from: image:NAME` and containers. */
 export function builtFromStatus(status: ImageStatus | undefined): BuiltImage | undefined {
@@ -83,20 +83,20 @@ export class ImageReconciler implements Reconciler {
 
   async reconcile(key: string): Promise<Result> {
     const ctx = this.ctx;
-    const image = ctx.caches.Image.getByKey(key);
+    const image = ctx.client.get('Image', key);
     if (!image) {
       // Layers stay for reuse (`conductor images prune` removes them); the object and status go.
-      const [namespace = 'default', name = key] = key.split('/');
+      const { namespace, name } = splitObjectKey(key);
       this.checked.delete(key);
       await this.inputs.delete(key);
-      await ctx.status.forget('Image', namespace, name);
+      await ctx.client.finalize('Image', namespace, name);
       return done();
     }
+    const writer = new StatusWriter(ctx.client, 'Image', image);
     const generation = image.metadata.generation ?? 0;
-    const old = ctx.status.get('Image', key);
-    const file = ctx.fileOf('Image', key);
+    const old = image.status;
     // Watched before the build reads them: a change from now on reconciles it again.
-    const contextDir = file ? dirname(file) : undefined;
+    const contextDir = ctx.client.contextDirOf('Image', key);
     const inputs = contextDir ? localInputs(image.spec, contextDir) : [];
     if (contextDir) await this.inputs.set(key, inputs, contextDir);
     // Its files are being written (a burst not yet quiet): the watcher reconciles it again once
@@ -110,7 +110,7 @@ export class ImageReconciler implements Reconciler {
       old?.phase === 'Ready' &&
       old.observedGeneration === generation &&
       inputsKnown &&
-      (await this.layersPresent(old))
+      (await ctx.runtime.hasLayers(old.layers ?? []))
     ) {
       return done();
     }
@@ -120,7 +120,7 @@ export class ImageReconciler implements Reconciler {
     const setPhase = async (p: 'Pulling' | 'Building'): Promise<void> => {
       if (phase === p) return;
       phase = p;
-      await ctx.status.set('Image', key, {
+      await writer.write({
         ...(old ?? {}),
         phase: p,
         observedGeneration: generation,
@@ -167,7 +167,7 @@ export class ImageReconciler implements Reconciler {
         ctx.logger.debug('image build output', { image: key, line: e.line });
     };
     try {
-      const built = await ctx.images.build({
+      const built = await ctx.runtime.buildImage({
         name: key,
         from: image.spec.from,
         ...(image.spec.steps ? { steps: image.spec.steps } : {}),
@@ -175,7 +175,7 @@ export class ImageReconciler implements Reconciler {
         ...(image.spec.registry ? { registry: image.spec.registry } : {}),
         ...(contextDir ? { contextDir } : {}),
         resolveImage: (name) =>
-          builtFromStatus(ctx.status.get('Image', `${image.metadata.namespace}/${name}`)),
+          builtFromStatus(ctx.client.get('Image', `${image.metadata.namespace}/${name}`)?.status),
         onProgress,
       });
       await Promise.all(pending);
@@ -192,7 +192,7 @@ export class ImageReconciler implements Reconciler {
       if (recheck && built.stepsRun === 0 && built.digest === old.digest && phase === 'Pending')
         return done();
       const user = built.config.user
-        ? await ctx.images.resolveUser(built, built.config.user)
+        ? await ctx.runtime.resolveImageUser(built, built.config.user)
         : undefined;
       const status: ImageStatus = {
         phase: 'Ready',
@@ -223,15 +223,14 @@ export class ImageReconciler implements Reconciler {
         ),
       };
       if (old?.digest !== status.digest)
-        event(
-          ctx,
+        ctx.client.recordEvent(
           'Image',
           image,
           'Normal',
           'Built',
           `image ${image.metadata.name} built: ${status.digest}`,
         );
-      await ctx.status.set('Image', key, status);
+      await writer.write(status);
       return done();
     } catch (err) {
       await Promise.allSettled(pending);
@@ -242,7 +241,7 @@ export class ImageReconciler implements Reconciler {
       await settled();
       if (this.inputs.version(key) !== inputsVersion) return done();
       if (err instanceof DependencyNotReadyError) {
-        await ctx.status.set('Image', key, {
+        await writer.write({
           ...(old ?? {}),
           phase: 'Pending',
           observedGeneration: generation,
@@ -280,17 +279,10 @@ export class ImageReconciler implements Reconciler {
           ctx.now(),
         ),
       };
-      event(ctx, 'Image', image, 'Warning', 'BuildFailed', e.message);
-      await ctx.status.set('Image', key, status);
+      ctx.client.recordEvent('Image', image, 'Warning', 'BuildFailed', e.message);
+      await writer.write(status);
       // The spec (or the files it copies) must change first: a file change re-enqueues it.
       return terminal(e);
     }
-  }
-
-  private async layersPresent(status: ImageStatus): Promise<boolean> {
-    for (const l of status.layers ?? []) {
-      if (!(await this.ctx.images.store.exists(l.digest.replace(/^sha256:/, '')))) return false;
-    }
-    return true;
   }
 }

@@ -2,21 +2,14 @@
  * Readiness and liveness probes, as the kubelet runs them: after initialDelaySeconds, every
  * periodSeconds, each attempt bounded by timeoutSeconds; successThreshold successes in a row
  * make a container ready, failureThreshold failures in a row make it unready (readiness) or get
- * it killed so its restartPolicy applies (liveness). exec probes run through the runtime in the
- * container; tcpSocket and httpGet run conductor-probe inside the container's network
- * namespace, against 127.0.0.1 unless the probe names a host.
+ * it killed so its restartPolicy applies (liveness). Each attempt is the runtime core's
+ * (RuntimeCore.probe): exec in the container, tcpSocket and httpGet from inside its network
+ * namespace, against 127.0.0.1 unless the probe names a host. Stopping a container's probes
+ * cancels an attempt in flight.
  */
-import { execFile } from 'node:child_process';
-
 import type { Container, Probe } from '../api/types.generated.js';
-import { buildOutput } from '../../runtime-core/src/paths.js';
+import type { ProbeAction, ProbeOutcome } from '../../runtime-core/src/index.js';
 import type { ReconcileContext } from './context.js';
-import { event } from './context.js';
-
-export interface ProbeOutcome {
-  ok: boolean;
-  message: string;
-}
 
 type Kind = 'readiness' | 'liveness';
 
@@ -24,6 +17,8 @@ interface Worker {
   id: string;
   pid: number;
   timers: NodeJS.Timeout[];
+  /** Aborted when the probes stop: cancels an attempt in flight. */
+  cancel: AbortController;
   ready: boolean;
   streak: Record<Kind, { ok: number; fail: number }>;
 }
@@ -37,8 +32,6 @@ function resolvePort(c: Container, port: number | string): number {
 
 export class Prober {
   private readonly workers = new Map<string, Worker>();
-  private readonly probeBinary = buildOutput('conductor-probe');
-
   constructor(
     private readonly ctx: ReconcileContext,
     /** Called when readiness changes or a liveness probe killed the container. */
@@ -61,6 +54,7 @@ export class Prober {
       id,
       pid,
       timers: [],
+      cancel: new AbortController(),
       ready: !readinessProbe,
       streak: { readiness: { ok: 0, fail: 0 }, liveness: { ok: 0, fail: 0 } },
     };
@@ -73,6 +67,7 @@ export class Prober {
     const w = this.workers.get(key);
     if (!w) return;
     for (const t of w.timers) clearTimeout(t);
+    w.cancel.abort();
     this.workers.delete(key);
   }
 
@@ -98,8 +93,7 @@ export class Prober {
         if (outcome.ok && s.ok >= probe.successThreshold) w.ready = true;
         if (!outcome.ok && s.fail >= probe.failureThreshold) w.ready = false;
         if (!outcome.ok)
-          event(
-            this.ctx,
+          this.ctx.client.recordEvent(
             'Container',
             c,
             'Warning',
@@ -108,8 +102,7 @@ export class Prober {
           );
         if (before !== w.ready) this.changed(key);
       } else if (!outcome.ok) {
-        event(
-          this.ctx,
+        this.ctx.client.recordEvent(
           'Container',
           c,
           'Warning',
@@ -117,8 +110,7 @@ export class Prober {
           `Liveness probe failed: ${outcome.message}`,
         );
         if (s.fail >= probe.failureThreshold) {
-          event(
-            this.ctx,
+          this.ctx.client.recordEvent(
             'Container',
             c,
             'Normal',
@@ -139,66 +131,38 @@ export class Prober {
   }
 
   private run(c: Container, w: Worker, probe: Probe): Promise<ProbeOutcome> {
-    const timeoutMs = probe.timeoutSeconds * 1000;
-    if (probe.exec) {
-      return new Promise((resolve) => {
-        const child = this.ctx.runtime.exec(w.id, probe.exec?.command ?? [], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let out = '';
-        child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-        child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-        const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-        child.on('error', (err) => resolve({ ok: false, message: err.message }));
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          const text = out.trim().slice(-200);
-          resolve(
-            code === 0
-              ? { ok: true, message: text }
-              : {
-                  ok: false,
-                  message:
-                    code === null
-                      ? `timed out after ${probe.timeoutSeconds}s`
-                      : `exit code ${code}${text ? `: ${text}` : ''}`,
-                },
-          );
-        });
-      });
-    }
-    let args: string[];
+    let action: ProbeAction;
     try {
-      if (probe.httpGet) {
+      if (probe.exec) {
+        action = { type: 'exec', command: probe.exec.command };
+      } else if (probe.httpGet) {
         if (probe.httpGet.scheme === 'HTTPS')
           return Promise.resolve({ ok: false, message: 'HTTPS probes are not supported yet' });
-        args = [
-          'http',
-          String(resolvePort(c, probe.httpGet.port)),
-          probe.httpGet.path,
-          ...(probe.httpGet.host ? [probe.httpGet.host] : []),
-        ];
+        action = {
+          type: 'http',
+          port: resolvePort(c, probe.httpGet.port),
+          path: probe.httpGet.path,
+          ...(probe.httpGet.host ? { host: probe.httpGet.host } : {}),
+        };
       } else if (probe.tcpSocket) {
-        args = [
-          'tcp',
-          String(resolvePort(c, probe.tcpSocket.port)),
-          ...(probe.tcpSocket.host ? [probe.tcpSocket.host] : []),
-        ];
+        action = {
+          type: 'tcp',
+          port: resolvePort(c, probe.tcpSocket.port),
+          ...(probe.tcpSocket.host ? { host: probe.tcpSocket.host } : {}),
+        };
       } else {
         return Promise.resolve({ ok: false, message: 'probe has no action' });
       }
     } catch (err) {
       return Promise.resolve({ ok: false, message: (err as Error).message });
     }
-    // Host-network containers share our namespace; the others are probed inside their own.
-    const where = c.spec.network === 'host' ? [] : ['--pid', String(w.pid)];
-    return new Promise((resolve) => {
-      execFile(
-        this.probeBinary,
-        [...where, '--timeout-ms', String(timeoutMs), ...args],
-        { timeout: timeoutMs + 1000 },
-        (err, stdout) => resolve({ ok: !err, message: stdout.trim() || (err?.message ?? '') }),
-      );
+    return this.ctx.runtime.probe({
+      id: w.id,
+      pid: w.pid,
+      hostNetwork: c.spec.network === 'host',
+      action,
+      timeoutMs: probe.timeoutSeconds * 1000,
+      signal: w.cancel.signal,
     });
   }
 }

@@ -6,35 +6,35 @@
 import type { ServiceEndpoint, ServiceStatus } from '../api/types.generated.js';
 import { matchesLabels } from '../cache/cache.js';
 import { done, type Reconciler, type Result } from '../reconcile/result.js';
-import { setCondition, type ReconcileContext } from './context.js';
+import { setCondition, splitObjectKey, type ReconcileContext } from './context.js';
 
 export class ServiceReconciler implements Reconciler {
   constructor(private readonly ctx: ReconcileContext) {}
 
   async reconcile(key: string): Promise<Result> {
     const ctx = this.ctx;
-    const svc = ctx.caches.Service.getByKey(key);
+    const svc = ctx.client.get('Service', key);
     if (!svc) {
-      const [namespace = 'default', name = key] = key.split('/');
-      await ctx.status.forget('Service', namespace, name);
+      const { namespace, name } = splitObjectKey(key);
+      await ctx.client.finalize('Service', namespace, name);
       return done();
     }
     const { namespace } = svc.metadata;
     const selector = svc.spec.selector;
     // As in Kubernetes, a Service without a selector has no endpoints managed for it.
     const members = selector
-      ? ctx.caches.Container.list(namespace).filter((c) =>
-          matchesLabels(c.metadata.labels, selector),
-        )
+      ? ctx.client
+          .list('Container', namespace)
+          .filter((c) => matchesLabels(c.metadata.labels, selector))
       : [];
     const endpoints: ServiceEndpoint[] = members
       .map((c) => {
-        const st = ctx.status.get('Container', `${namespace}/${c.metadata.name}`);
+        const st = c.status;
         const ready = st?.conditions?.find((x) => x.type === 'Ready')?.status === 'True';
         return { name: c.metadata.name, ready, ...(st?.ip ? { ip: st.ip } : {}) };
       })
       .sort((a, b) => a.name.localeCompare(b.name));
-    const old = ctx.status.get('Service', key);
+    const old = svc.status;
     const readyCount = endpoints.filter((e) => e.ready).length;
     const status: ServiceStatus = {
       observedGeneration: svc.metadata.generation ?? 0,
@@ -51,7 +51,7 @@ export class ServiceReconciler implements Reconciler {
         ctx.now(),
       ),
     };
-    await ctx.status.set('Service', key, status);
+    await ctx.client.updateStatus('Service', svc, status);
     return done();
   }
 }

@@ -10,7 +10,7 @@ import { WorkQueue } from '../queue/queue.js';
 import type { RateLimiter } from '../queue/rate-limiter.js';
 import { DisposableStore, type Disposable } from './lifecycle.js';
 import { noopReconcileMetrics, type ReconcileMetrics } from './metrics.js';
-import type { Reconciler, Result } from './result.js';
+import { TerminalError, type Reconciler, type Result } from './result.js';
 
 /** The subset of runtime-core's Logger the controller uses. */
 export interface ControllerLogger {
@@ -141,8 +141,12 @@ export class Controller<K = string> {
     try {
       result = await this.reconciler.reconcile(key, this.abort.signal);
     } catch (err) {
-      // A throw is a bug or an unexpected failure, never a reason to stop the loop: retry it.
-      result = { kind: 'retry', error: err instanceof Error ? err : new Error(String(err)) };
+      // A TerminalError says no retry can fix it; any other throw is a bug or an unexpected
+      // failure, never a reason to stop the loop: retry it.
+      result =
+        err instanceof TerminalError
+          ? { kind: 'terminal', error: err }
+          : { kind: 'retry', error: err instanceof Error ? err : new Error(String(err)) };
     } finally {
       this.metrics.activeWorkers(this.name, -1);
       this.metrics.reconcileTime(this.name, (this.clock.now() - start) / 1000);

@@ -7,6 +7,7 @@ export {
   requeueAfter,
   retry,
   terminal,
+  TerminalError,
   type ReconcileResultLabel,
   type Reconciler,
   type Result,

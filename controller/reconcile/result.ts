@@ -17,6 +17,22 @@ export type Result =
   | { kind: 'retry'; error: Error }
   | { kind: 'terminal'; error: Error };
 
+/**
+ * An error no retry can fix (an invalid spec), carrying the reason status reports (the
+ * Kubernetes reason: InvalidSpec, BuildFailed). Returned as `terminal(err)` or thrown: the
+ * controller treats a thrown TerminalError as a terminal result, any other throw as a retry.
+ */
+export class TerminalError extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'TerminalError';
+  }
+}
+
 export const done = (): Result => ({ kind: 'done' });
 export const requeueAfter = (afterMs: number): Result => ({ kind: 'requeueAfter', afterMs });
 export const retry = (error: Error): Result => ({ kind: 'retry', error });

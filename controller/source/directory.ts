@@ -91,6 +91,11 @@ export interface DirectorySourceOptions<T> {
    * (one more if its definition changed meanwhile), as it would in the API server.
    */
   previous?: ReadonlyMap<string, object>;
+  /**
+   * The next metadata.resourceVersion: one counter for everything that changes objects (the
+   * client's status writes bump it too). Default: the source's own counter.
+   */
+  nextResourceVersion?: () => string;
 }
 
 /**
@@ -141,7 +146,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   private readonly claims = new Map<string, string[]>();
   private readonly objects = new Map<string, Stored<T>>();
   private readonly errors = new Map<string, ManifestError[]>();
-  private resourceVersion = 0;
+  private readonly nextResourceVersion: () => string;
 
   private readonly disposables = new DisposableStore();
   private watcher: FSWatcher | undefined;
@@ -170,6 +175,9 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     this.now = options.now ?? (() => new Date());
     this.newUid = options.newUid ?? randomUUID;
     this.previous = new Map(options.previous ?? []);
+    let resourceVersion = 0;
+    this.nextResourceVersion =
+      options.nextResourceVersion ?? ((): string => String((resourceVersion += 1)));
     this.syncedPromise = new Promise<void>((resolveFn, rejectFn) => {
       this.settleSynced = (err) => (err ? rejectFn(err) : resolveFn());
     });
@@ -558,13 +566,12 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
         ? before.generation
         : before.generation + 1;
     }
-    this.resourceVersion += 1;
     const metadata = {
       ...(desired.metadata as Record<string, unknown>),
       uid,
       creationTimestamp,
       generation,
-      resourceVersion: String(this.resourceVersion),
+      resourceVersion: this.nextResourceVersion(),
     };
     // desired came from a validated T and only server-set fields were added back.
     const object = { ...desired, metadata } as unknown as T;

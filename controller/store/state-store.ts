@@ -8,7 +8,7 @@ import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { KINDS, type Kind } from '../api/kinds.js';
-import { writeFileAtomic } from '../../runtime-core/src/files.js';
+import { writeFileAtomic } from '../../runtime-core/src/index.js';
 import type { ConductorObject } from '../api/types.generated.js';
 
 export interface ControllerInfo {

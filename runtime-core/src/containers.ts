@@ -8,8 +8,7 @@
  * restart) adopts running containers instead of restarting them; what this object keeps in
  * memory is only the exit watchers.
  */
-import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { EventEmitter } from 'node:events';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -23,16 +22,16 @@ import {
   cgroupsPathFor,
   InvalidSpecError,
   validateContainerId,
-  type ContainerSpec,
+  type RunSpec,
   type OciConfigOptions,
 } from './oci-config.js';
 import { errCode, isMounted, procStatFields, readJson, writeJsonAtomic } from './files.js';
 import { buildOutput, DEFAULT_STATE_DIR, StateLayout, type ContainerPaths } from './paths.js';
 import { hostNames, installationOf, type HostNames } from './installation.js';
-import { OciRuntimeCli } from './runtime-cli.js';
+import { OciRuntimeCli, type ExecOptions } from './runtime-cli.js';
 
-export { InvalidSpecError, type ContainerSpec } from './oci-config.js';
-export { RuntimeCommandError } from './runtime-cli.js';
+export { InvalidSpecError, type RunSpec } from './oci-config.js';
+export { RuntimeCommandError, type ExecOptions } from './runtime-cli.js';
 export type { LogEntry } from './cri-log.js';
 export type { Logger } from './logger.js';
 export type { CgroupStats } from './native.js';
@@ -107,15 +106,6 @@ export interface CreatedContainer {
   startedAt: string;
 }
 
-export interface ExecOptions {
-  env?: Record<string, string>;
-  cwd?: string;
-  user?: { uid: number; gid?: number };
-  /** A terminal in the container (the runtime relays it to the stdio given here). */
-  tty?: boolean;
-  stdio?: StdioOptions;
-}
-
 export interface ExecResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
@@ -154,7 +144,7 @@ export class ContainerNotFoundError extends Error {
 }
 
 interface SpecRecord {
-  spec: ContainerSpec;
+  spec: RunSpec;
   layers: string[];
   createdAt: string;
 }
@@ -170,12 +160,19 @@ interface ShimRecord {
 
 interface Watch {
   shimPid: number;
-  /** Settles once the shim has exited: the container is gone and status.json is final. */
+  /**
+   * Settles once the shim has exited: the container is gone and status.json is final. Rejects
+   * with an AbortError when the wait was cancelled (nobody waits any more, or close()).
+   */
   exited: Promise<ContainerInfo>;
+  /** Cancels the native wait on the shim's pidfd. */
+  cancel: AbortController;
+  /** Callers of exitOf() still waiting. */
+  waiters: number;
 }
 
-interface ContainerRuntimeEvents {
-  exit: [id: string, info: ContainerInfo];
+function abortError(): Error {
+  return new DOMException('the wait for the exit was cancelled', 'AbortError');
 }
 
 function isZombie(pid: number): boolean {
@@ -200,7 +197,7 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'
   }
 }
 
-export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
+export class ContainerRuntime {
   readonly layout: StateLayout;
   /** The installation's name and the host-level names derived from it. */
   readonly installation: string;
@@ -213,7 +210,6 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
   private readonly watches = new Map<string, Watch>();
 
   constructor(opts: ContainerRuntimeOptions = {}) {
-    super();
     this.layout = new StateLayout(opts.stateDir ?? DEFAULT_STATE_DIR);
     this.installation = installationOf(this.layout.stateDir, opts.installation);
     this.hostNames = hostNames(this.installation);
@@ -246,11 +242,17 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
    * on one). A failed create removes it.
    */
   async create(
-    spec: ContainerSpec,
+    spec: RunSpec,
     opts: { layers: string[]; upperDir?: string },
   ): Promise<CreatedContainer> {
-    const config = buildOciConfig(spec, this.opts.oci);
     const { id } = spec;
+    const volumesDir = this.layout.volumes(validateContainerId(id));
+    const config = buildOciConfig(spec, { ...this.opts.oci, volumesDir });
+    // The container's volumes outlive it (a restart keeps their content): made once, removed
+    // by removeVolumes() when their owner goes.
+    for (const m of spec.mounts ?? [])
+      if (m.type === 'volume' && m.volume !== undefined)
+        await mkdir(join(volumesDir, m.volume), { recursive: true, mode: 0o755 });
     if (!Array.isArray(opts.layers) || opts.layers.length === 0) {
       throw new InvalidSpecError('layers', 'at least one image layer is needed');
     }
@@ -451,10 +453,12 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
   private async killAndForget(id: string, shimPid: number): Promise<void> {
     const native = this.native();
     await this.runtime.kill(id, 'KILL').catch(() => undefined);
+    const cancel = new AbortController();
     const waited = await within(
-      native.waitForExit(shimPid).catch(() => undefined),
+      native.waitForExit(shimPid, cancel.signal).catch(() => undefined),
       30000,
     );
+    cancel.abort();
     if (waited === 'timeout')
       throw new Error(`shim ${shimPid} did not exit after SIGKILL to the container`);
     await this.deleteRuntimeState(id);
@@ -489,23 +493,82 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
   private watch(id: string, shimPid: number): Watch {
     const existing = this.watches.get(id);
     if (existing && existing.shimPid === shimPid) return existing;
+    const cancel = new AbortController();
     const exited = Promise.resolve()
-      .then(() => this.native().waitForExit(shimPid))
+      .then(() => this.native().waitForExit(shimPid, cancel.signal))
       .catch((err: unknown) => {
+        if (cancel.signal.aborted) throw abortError();
         // ESRCH: it exited before we started watching.
         if (errCode(err) !== 'ESRCH')
           this.log.warn('waitForExit failed', { id, shimPid, error: String(err) });
       })
       .then(() => this.inspect(id))
       .then((info) => {
-        if (this.watches.get(id)?.shimPid === shimPid) this.watches.delete(id);
+        if (this.watches.get(id) === w) this.watches.delete(id);
         this.log.debug('container exited', { ...info });
-        this.emit('exit', id, info);
         return info;
       });
-    const w = { shimPid, exited };
+    // A cancelled wait is not an unhandled rejection: its waiters were told.
+    exited.catch(() => undefined);
+    const w: Watch = { shimPid, exited, cancel, waiters: 0 };
     this.watches.set(id, w);
     return w;
+  }
+
+  /**
+   * The container's exit, shared by everyone waiting for it. `signal` ends this caller's wait
+   * (rejecting with an AbortError); the last waiter to leave cancels the native wait, so an
+   * abandoned wait keeps nothing alive.
+   */
+  private exitOf(id: string, shimPid: number, signal?: AbortSignal): Promise<ContainerInfo> {
+    if (signal?.aborted) return Promise.reject(abortError());
+    const w = this.watch(id, shimPid);
+    w.waiters += 1;
+    return new Promise<ContainerInfo>((resolve, reject) => {
+      let left = false;
+      const leave = (): void => {
+        if (left) return;
+        left = true;
+        w.waiters -= 1;
+        signal?.removeEventListener('abort', onAbort);
+        w.cancel.signal.removeEventListener('abort', onCancel);
+      };
+      const onAbort = (): void => {
+        leave();
+        if (w.waiters === 0 && this.watches.get(id) === w) {
+          this.watches.delete(id);
+          w.cancel.abort();
+        }
+        reject(abortError());
+      };
+      // The watch itself was cancelled (close(), or the last other waiter left).
+      const onCancel = (): void => {
+        leave();
+        reject(abortError());
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      w.cancel.signal.addEventListener('abort', onCancel, { once: true });
+      w.exited.then(
+        (info) => {
+          leave();
+          resolve(info);
+        },
+        (err: unknown) => {
+          leave();
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
+  }
+
+  /**
+   * Cancels every pending exit wait (their callers get an AbortError). Containers keep running;
+   * a new ContainerRuntime adopts them. The runtime may be used again afterwards.
+   */
+  close(): void {
+    const watches = [...this.watches.values()];
+    this.watches.clear();
+    for (const w of watches) w.cancel.abort();
   }
 
   private async shimAlive(
@@ -604,18 +667,14 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     return infos;
   }
 
-  /** Resolves when the container has exited (at once if it is not running). */
-  async waitForExit(id: string): Promise<ContainerInfo> {
+  /**
+   * Resolves when the container has exited (at once if it is not running). An abort of
+   * `signal` rejects with an AbortError and cancels the wait.
+   */
+  async waitForExit(id: string, signal?: AbortSignal): Promise<ContainerInfo> {
     const info = await this.inspect(id);
     if (!info.shimAlive || info.shimPid === undefined) return info;
-    return this.watch(id, info.shimPid).exited;
-  }
-
-  /** Calls back once when the container exits. */
-  onExit(id: string, callback: (info: ContainerInfo) => void): void {
-    void this.waitForExit(id).then(callback, (err: unknown) =>
-      this.log.error('onExit: cannot watch container', { id, error: String(err) }),
-    );
+    return this.exitOf(id, info.shimPid, signal);
   }
 
   /**
@@ -623,11 +682,21 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
    * with the final status once the shim has recorded the exit.
    */
   async stop(id: string, opts: { gracePeriodSeconds?: number } = {}): Promise<ContainerInfo> {
-    const grace = opts.gracePeriodSeconds ?? 10;
+    // Whatever it waited on, a stop that returns (or throws) leaves no wait behind.
+    const cancel = new AbortController();
+    try {
+      return await this.stopUntil(id, opts.gracePeriodSeconds ?? 10, cancel.signal);
+    } finally {
+      cancel.abort();
+    }
+  }
+
+  private async stopUntil(id: string, grace: number, cancel: AbortSignal): Promise<ContainerInfo> {
     const info = await this.inspect(id);
     let exited: Promise<ContainerInfo>;
     if (info.shimAlive && info.shimPid !== undefined) {
-      exited = this.watch(id, info.shimPid).exited;
+      exited = this.exitOf(id, info.shimPid, cancel);
+      exited.catch(() => undefined); // cancelled once stop() is done with it
       if (info.status === 'stopped') {
         // Exited; the shim is only deleting the runtime's state.
         const r = await within(exited, 30000);
@@ -644,7 +713,7 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
       this.log.warn('stopping a container whose shim is gone', { id, pid: info.pid });
       const pid = info.pid;
       exited = this.native()
-        .waitForExit(pid)
+        .waitForExit(pid, cancel)
         .catch(() => undefined)
         .then(() => this.inspect(id));
     } else {
@@ -708,6 +777,14 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     this.log.debug('container removed', { id });
   }
 
+  /**
+   * Removes the container's volumes (`volume` mounts): when their owner is gone, after the
+   * container is removed. Nothing to remove is not an error.
+   */
+  async removeVolumes(id: string): Promise<void> {
+    await rm(this.layout.volumes(validateContainerId(id)), { recursive: true, force: true });
+  }
+
   /** Runs a process in the container's namespaces (`runtime exec`); stdio defaults to pipes. */
   exec(id: string, argv: string[], opts: ExecOptions = {}): ChildProcess {
     validateContainerId(id);
@@ -740,10 +817,17 @@ export class ContainerRuntime extends EventEmitter<ContainerRuntimeEvents> {
     const p = this.paths(id);
     let done: Promise<unknown> = Promise.resolve();
     const info = await this.inspect(id);
-    if (opts.follow) {
-      if (info.shimAlive && info.shimPid !== undefined) done = this.watch(id, info.shimPid).exited;
+    // A reader that stops early (Ctrl-C, a consumer's break) leaves no wait behind.
+    const cancel = new AbortController();
+    try {
+      if (opts.follow && info.shimAlive && info.shimPid !== undefined) {
+        done = this.exitOf(id, info.shimPid, cancel.signal);
+        done.catch(() => undefined);
+      }
+      yield* readCriLog(p.log, { ...opts, done });
+    } finally {
+      cancel.abort();
     }
-    yield* readCriLog(p.log, { ...opts, done });
   }
 
   /** Usage of the container's cgroup (the one its config.json names). */

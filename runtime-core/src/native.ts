@@ -97,9 +97,11 @@ function addon(): Addon {
 /**
  * Resolves when process `pid` exits — any process, not only our children (a pidfd is readable
  * once its process has exited, whoever reaps it). Rejects with code ESRCH when it does not
- * exist. A pending wait keeps the process alive; an idle addon does not.
+ * exist. A pending wait keeps the process alive; an idle addon does not. An aborted `signal`
+ * rejects before the wait starts (the addon cannot cancel a started wait yet).
  */
-export async function waitForExit(pid: number): Promise<void> {
+export async function waitForExit(pid: number, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
   return addon().waitForExit(pid);
 }
 

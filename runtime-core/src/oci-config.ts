@@ -7,6 +7,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { posix } from 'node:path';
 
 import type { OciConfig, OciMount, OciNamespace, OciResources, OciRlimit } from './oci-spec.js';
+import { CONTAINER_ID_PATTERN, isValidContainerId } from './container-id.js';
+import { DEFAULT_PATH } from './images/config.js';
 import { OCI_VERSION } from './oci-spec.js';
 import { DEFAULT_SECCOMP_PROFILE, seccompForCapabilities, type SeccompHost } from './seccomp.js';
 
@@ -15,15 +17,26 @@ export type NetworkMode = 'none' | 'host' | 'bridge';
 export interface ContainerMount {
   /** Absolute path inside the container. */
   containerPath: string;
-  /** `bind`: a host path (must exist); `tmpfs`: an emptyDir in memory. */
-  type: 'bind' | 'tmpfs';
+  /**
+   * `bind`: a host path (must exist); `tmpfs`: an emptyDir in memory; `volume`: the container's
+   * own directory named `volume` (an emptyDir on disk), made by the runtime core under its state
+   * dir and kept until removeVolumes().
+   */
+  type: 'bind' | 'tmpfs' | 'volume';
   hostPath?: string;
+  /** `volume` only: a name, one path component (a Container's volume name). */
+  volume?: string;
   readOnly?: boolean;
   /** tmpfs only. */
   sizeBytes?: number;
 }
 
-export interface ContainerSpec {
+/**
+ * What the runtime core is asked to run: a process, its environment and limits, resolved by the
+ * caller (the Container reconciler derives it from a Container and its Image; `conductor build`
+ * from a run step). Not the API's ContainerSpec: no image names, no restart policy, no probes.
+ */
+export interface RunSpec {
   id: string;
   /** Human name (e.g. namespace/name of the resource); recorded as an annotation. */
   name?: string;
@@ -60,6 +73,8 @@ export interface OciConfigOptions {
   seccompHost?: SeccompHost;
   /** Hard RLIMIT_NOFILE the runtime can grant; default: this process's hard limit. */
   nofileHardLimit?: number;
+  /** Where `volume` mounts live: `<volumesDir>/<name>` (StateLayout.volumes(id)). */
+  volumesDir?: string;
 }
 
 export class InvalidSpecError extends Error {
@@ -72,8 +87,6 @@ export class InvalidSpecError extends Error {
   }
 }
 
-export const CONTAINER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 export const CPU_PERIOD_US = 100000;
 export const ANNOTATION_ID = 'conductor.dev/id';
 export const ANNOTATION_NAME = 'conductor.dev/name';
@@ -286,7 +299,7 @@ const HOSTNAME_PATTERN =
   /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export function validateContainerId(id: unknown): string {
-  if (typeof id !== 'string' || !CONTAINER_ID_PATTERN.test(id)) {
+  if (!isValidContainerId(id)) {
     throw new InvalidSpecError(
       'id',
       `must match ${CONTAINER_ID_PATTERN.source}, got ${JSON.stringify(id)}`,
@@ -295,7 +308,7 @@ export function validateContainerId(id: unknown): string {
   return id;
 }
 
-function buildResources(r: ContainerSpec['resources']): OciResources {
+function buildResources(r: RunSpec['resources']): OciResources {
   // Deny every device node; the runtime allows its default set (null, zero, tty, ...) as runc does.
   const res: OciResources = { devices: [{ allow: false, access: 'rwm' }] };
   if (!r) return res;
@@ -320,7 +333,10 @@ function buildResources(r: ContainerSpec['resources']): OciResources {
   return res;
 }
 
-function buildUserMounts(mounts: ContainerMount[]): OciMount[] {
+/** A volume's name: a directory under the container's volumes, so one safe path component. */
+export const VOLUME_NAME_PATTERN = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+function buildUserMounts(mounts: ContainerMount[], volumesDir: string | undefined): OciMount[] {
   const seen = new Set<string>();
   return mounts.map((m, i) => {
     const field = `mounts[${i}]`;
@@ -354,6 +370,18 @@ function buildUserMounts(mounts: ContainerMount[]): OciMount[] {
       const options = ['rbind', m.readOnly ? 'ro' : 'rw', 'nosuid', 'nodev', 'rprivate'];
       return { destination: dest, type: 'bind', source: src, options };
     }
+    if (m.type === 'volume') {
+      if (typeof m.volume !== 'string' || !VOLUME_NAME_PATTERN.test(m.volume)) {
+        throw new InvalidSpecError(
+          `${field}.volume`,
+          `must be a DNS label (lower-case letters, digits, '-'; at most 63), got ${JSON.stringify(m.volume)}`,
+        );
+      }
+      if (volumesDir === undefined)
+        throw new InvalidSpecError(`${field}.type`, 'volume mounts need the runtime core');
+      const options = ['rbind', m.readOnly ? 'ro' : 'rw', 'nosuid', 'nodev', 'rprivate'];
+      return { destination: dest, type: 'bind', source: `${volumesDir}/${m.volume}`, options };
+    }
     if (m.type === 'tmpfs') {
       const options = ['nosuid', 'nodev', 'mode=1777'];
       if (m.sizeBytes !== undefined)
@@ -363,12 +391,12 @@ function buildUserMounts(mounts: ContainerMount[]): OciMount[] {
     }
     throw new InvalidSpecError(
       `${field}.type`,
-      `must be "bind" or "tmpfs", got ${JSON.stringify(m.type)}`,
+      `must be "bind", "tmpfs" or "volume", got ${JSON.stringify(m.type)}`,
     );
   });
 }
 
-function buildNamespaces(network: ContainerSpec['network']): OciNamespace[] {
+function buildNamespaces(network: RunSpec['network']): OciNamespace[] {
   const ns: OciNamespace[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   const mode = network?.mode ?? 'none';
   if (mode !== 'none' && mode !== 'host' && mode !== 'bridge') {
@@ -420,7 +448,7 @@ export function cgroupsPathFor(id: string, cgroupParent = DEFAULT_CGROUP_PARENT)
   return `${cgroupParent}/${id}`;
 }
 
-export function buildOciConfig(spec: ContainerSpec, opts: OciConfigOptions = {}): OciConfig {
+export function buildOciConfig(spec: RunSpec, opts: OciConfigOptions = {}): OciConfig {
   if (typeof spec !== 'object' || spec === null)
     throw new InvalidSpecError('spec', 'must be an object');
   const id = validateContainerId(spec.id);
@@ -462,7 +490,7 @@ export function buildOciConfig(spec: ContainerSpec, opts: OciConfigOptions = {})
   const caps = resolveCapabilities(spec.capabilities?.add, spec.capabilities?.drop);
   const resources = buildResources(spec.resources);
   const namespaces = buildNamespaces(spec.network);
-  const mounts = [...defaultMounts(), ...buildUserMounts(spec.mounts ?? [])];
+  const mounts = [...defaultMounts(), ...buildUserMounts(spec.mounts ?? [], opts.volumesDir)];
 
   const annotations: Record<string, string> = { ...(spec.annotations ?? {}), [ANNOTATION_ID]: id };
   if (spec.name !== undefined) annotations[ANNOTATION_NAME] = spec.name;

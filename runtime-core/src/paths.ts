@@ -36,6 +36,16 @@ export class StateLayout {
   container(id: string): ContainerPaths {
     return new ContainerPaths(join(this.containersDir, id));
   }
+
+  /** A container's volumes (emptyDir on disk): they outlive its restarts, not its owner. */
+  volumes(id: string): string {
+    return join(this.stateDir, 'volumes', id);
+  }
+
+  /** The lower layer of an image with none (scratch with no copy step): overlayfs needs one. */
+  get emptyLayer(): string {
+    return join(this.stateDir, 'layers', 'empty');
+  }
 }
 
 export class ContainerPaths {

@@ -28,7 +28,8 @@ export interface OciState {
   annotations?: Record<string, string>;
 }
 
-export interface RuntimeExecOptions {
+/** A process run in a container's namespaces (`runtime exec`); stdio defaults to pipes. */
+export interface ExecOptions {
   env?: Record<string, string>;
   cwd?: string;
   user?: { uid: number; gid?: number };
@@ -80,7 +81,7 @@ export class OciRuntimeCli {
     return JSON.parse(stdout) as OciState;
   }
 
-  execArgv(id: string, argv: string[], opts: RuntimeExecOptions = {}): string[] {
+  execArgv(id: string, argv: string[], opts: ExecOptions = {}): string[] {
     const args = ['--root', this.root, 'exec'];
     for (const [k, v] of Object.entries(opts.env ?? {})) args.push('--env', `${k}=${v}`);
     if (opts.cwd !== undefined) args.push('--cwd', opts.cwd);
@@ -96,7 +97,7 @@ export class OciRuntimeCli {
     return [...args, ...argv];
   }
 
-  exec(id: string, argv: string[], opts: RuntimeExecOptions = {}): ChildProcess {
+  exec(id: string, argv: string[], opts: ExecOptions = {}): ChildProcess {
     return spawn(this.path, this.execArgv(id, argv, opts), { stdio: opts.stdio ?? 'pipe' });
   }
 }

@@ -3,6 +3,7 @@
  * runtime: CONDUCTOR_TEST_RUNTIME if set (runc works), else build/Release/conductor-runtime.
  * Needs root and the real kernel.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import {
   existsSync,
@@ -24,8 +25,7 @@ import {
   ContainerError,
   ContainerRuntime,
   InvalidSpecError,
-  type ContainerInfo,
-  type ContainerSpec,
+  type RunSpec,
   type LogEntry,
 } from '../../runtime-core/src/containers.js';
 import * as native from '../../runtime-core/src/native.js';
@@ -73,7 +73,7 @@ let layer: string;
 let rt: ContainerRuntime;
 const runtimeRoot = () => join(stateDir, 'runtime');
 
-function spec(args: string[], extra: Partial<ContainerSpec> = {}): ContainerSpec {
+function spec(args: string[], extra: Partial<RunSpec> = {}): RunSpec {
   return { id: uniqueId(PREFIX), args, ...extra };
 }
 
@@ -233,21 +233,37 @@ describe(`ContainerRuntime with ${RUNTIME}`, () => {
     await rt.remove(s.id);
   });
 
-  it('reports exit codes through waitForExit and the exit event', async () => {
+  it('reports exit codes through waitForExit', async () => {
     const s = spec(['sh', '-c', 'exit 7']);
-    const events: ContainerInfo[] = [];
-    const onExit = (id: string, info: ContainerInfo) => {
-      if (id === s.id) events.push(info);
-    };
-    rt.on('exit', onExit);
     await rt.create(s, { layers: [layer] });
     const info = await rt.waitForExit(s.id);
     expect(info).toMatchObject({ status: 'stopped', exitCode: 7, signal: null, oomKilled: false });
-    await eventually(() => (events.length > 0 ? true : undefined), 'exit event');
-    expect(events[0]?.exitCode).toBe(7);
-    rt.off('exit', onExit);
     // Stopping a stopped container is a no-op that reports the recorded exit.
     expect((await rt.stop(s.id)).exitCode).toBe(7);
+    await rt.remove(s.id);
+  });
+
+  it('cancels exit waits: an aborted wait rejects and the container runs on; close() ends the rest', async () => {
+    const s = spec(['sleep', '300']);
+    await rt.create(s, { layers: [layer] });
+    const abort = new AbortController();
+    const waiting = rt.waitForExit(s.id, abort.signal);
+    const other = rt.waitForExit(s.id);
+    abort.abort();
+    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' });
+    // Another caller's wait is not affected by the first one leaving.
+    expect(await Promise.race([other.then(() => 'exited'), sleep(300).then(() => 'waiting')])).toBe(
+      'waiting',
+    );
+    expect((await rt.inspect(s.id)).status).toBe('running');
+    await expect(rt.waitForExit(s.id, AbortSignal.abort())).rejects.toMatchObject({
+      name: 'AbortError',
+    });
+    // close() cancels what is still pending; the runtime can be used again afterwards.
+    rt.close();
+    await expect(other).rejects.toMatchObject({ name: 'AbortError' });
+    expect((await rt.inspect(s.id)).status).toBe('running');
+    expect((await rt.stop(s.id, { gracePeriodSeconds: 0 })).exitCode).toBe(137);
     await rt.remove(s.id);
   });
 
@@ -313,14 +329,11 @@ describe(`ContainerRuntime with ${RUNTIME}`, () => {
     });
     expect(native.pidStartTime(created.pid)).not.toBeNull();
     await restarted.remove(done.id);
-    const exits: string[] = [];
-    restarted.on('exit', (id) => exits.push(id));
+    const exited = restarted.waitForExit(s.id);
     const info = await restarted.stop(s.id, { gracePeriodSeconds: 0 });
     expect(info.exitCode).toBe(137);
-    await eventually(
-      () => (exits.includes(s.id) ? true : undefined),
-      'exit event on the adopting runtime',
-    );
+    // The adopting runtime reports the exit to whoever waits for it.
+    expect((await exited).exitCode).toBe(137);
     await restarted.remove(s.id);
   });
 
@@ -329,14 +342,16 @@ describe(`ContainerRuntime with ${RUNTIME}`, () => {
     const dir = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-child-`));
     try {
       // A separate Node process runs the facade (transpiled here: Node 20 runs no TypeScript).
-      mkdirSync(join(dir, 'src'));
-      for (const f of readdirSync(join(REPO, 'runtime-core/src')).filter((n) =>
-        n.endsWith('.ts'),
-      )) {
+      const files = readdirSync(join(REPO, 'runtime-core/src'), {
+        recursive: true,
+        encoding: 'utf8',
+      });
+      for (const f of files.filter((n) => n.endsWith('.ts'))) {
         const out = transformFileSync(join(REPO, 'runtime-core/src', f), {
           jsc: { parser: { syntax: 'typescript' }, target: 'es2022' },
           module: { type: 'es6' },
         });
+        mkdirSync(dirname(join(dir, 'src', f)), { recursive: true });
         writeFileSync(join(dir, 'src', f.replace(/\.ts$/, '.js')), out.code);
       }
       writeFileSync(join(dir, 'package.json'), '{"type":"module"}');

@@ -4,7 +4,7 @@
  * restarted, and what changed while it was down (a container exited, a manifest edited) is
  * picked up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 
@@ -12,7 +12,6 @@ import type { Container, Image } from '../../controller/api/types.generated.js';
 import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import {
   ControllerHarness,
-  REPO_ROOT,
   buildDist,
   busyboxImage,
   containerManifest,
@@ -23,26 +22,12 @@ const NS = uniqueId('cr');
 let h: ControllerHarness;
 let before: HostSnapshot;
 let child: ChildProcess | undefined;
-let stderr = '';
+let stderrOf: () => string = () => '';
 
 function up(): ChildProcess {
-  stderr = '';
-  const p = spawn(
-    process.execPath,
-    [
-      'bin/conductor.js',
-      'up',
-      '--watch',
-      h.watchDir,
-      '--state-dir',
-      h.stateDir,
-      '--metrics-addr',
-      '127.0.0.1:0',
-    ],
-    { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  p.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return p;
+  const p = h.spawnUp();
+  stderrOf = p.stderr;
+  return p.child;
 }
 
 async function exited(p: ChildProcess): Promise<void> {
@@ -75,7 +60,7 @@ it('converges after a SIGKILL mid-reconcile, without duplicates or needless rest
   await h
     .waitFor<Image>('Image', 'busybox', (o) => o?.status?.phase === 'Ready', 60_000)
     .catch((err: Error) => {
-      throw new Error(`${err.message}\ncontroller stderr:\n${stderr}`);
+      throw new Error(`${err.message}\ncontroller stderr:\n${stderrOf()}`);
     });
   const names = Array.from({ length: 20 }, (_, i) => `c-${i}`);
   const docs = names.map((n) => containerManifest(NS, n, { command: ['sleep', '1000'] }));
@@ -109,7 +94,7 @@ it('converges after a SIGKILL mid-reconcile, without duplicates or needless rest
   const wanted = [...names.filter((n) => n !== 'c-0'), 'late'];
   for (const n of wanted) {
     await h.waitFor<Container>('Container', n, running, 60_000).catch((err: Error) => {
-      throw new Error(`${err.message}\ncontroller stderr:\n${stderr}`);
+      throw new Error(`${err.message}\ncontroller stderr:\n${stderrOf()}`);
     });
   }
   await h.waitFor<Container>('Container', 'short', (o) => o?.status?.phase === 'Succeeded', 30_000);

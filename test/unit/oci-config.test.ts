@@ -11,16 +11,16 @@ import {
   buildOciConfig,
   defaultRlimits,
   resolveCapabilities,
-  type ContainerSpec,
+  type RunSpec,
 } from '../../runtime-core/src/oci-config.js';
 import { convertSeccompProfile, type SeccompProfile } from '../../runtime-core/src/seccomp.js';
 
 const host = { arch: 'amd64', kernel: '6.18.44' };
-const base: ContainerSpec = { id: 'web-1', args: ['/bin/sh', '-c', 'true'] };
-const build = (spec: Partial<ContainerSpec>) =>
+const base: RunSpec = { id: 'web-1', args: ['/bin/sh', '-c', 'true'] };
+const build = (spec: Partial<RunSpec>) =>
   buildOciConfig({ ...base, ...spec }, { seccompHost: host, nofileHardLimit: 20000 });
 
-function invalid(spec: Partial<ContainerSpec>): InvalidSpecError {
+function invalid(spec: Partial<RunSpec>): InvalidSpecError {
   try {
     build(spec);
   } catch (err) {
@@ -157,7 +157,7 @@ describe('buildOciConfig from the spec', () => {
   });
 
   it('places network namespaces by mode', () => {
-    const net = (network: ContainerSpec['network']) =>
+    const net = (network: RunSpec['network']) =>
       build({ network }).linux.namespaces.filter((n) => n.type === 'network');
     expect(net({ mode: 'none' })).toEqual([{ type: 'network' }]);
     expect(net({ mode: 'bridge' })).toEqual([{ type: 'network' }]);
@@ -246,7 +246,7 @@ describe('buildOciConfig from the spec', () => {
 });
 
 describe('buildOciConfig validation names the field', () => {
-  it.each<[string, Partial<ContainerSpec>, RegExp]>([
+  it.each<[string, Partial<RunSpec>, RegExp]>([
     ['id', { id: '-bad' }, /^invalid container spec: id: /],
     ['id', { id: 'a'.repeat(65) }, /id: must match/],
     ['id', { id: 'a/b' }, /id: /],

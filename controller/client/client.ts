@@ -1,0 +1,96 @@
+/**
+ * The client reconcilers read and write the world through (controller-runtime's client.Client
+ * with a cache-backed reader): every source implements it — the manifest directory now
+ * (source/directory-client.ts), a Kubernetes API server next. Objects carry their status; a
+ * status write goes back through the same object, with the resourceVersion it was read at.
+ */
+import type { Kind } from '../api/kinds.js';
+import type { Container, Image, Service } from '../api/types.generated.js';
+import type { ObjectCache } from '../cache/cache.js';
+import type { Source } from '../source/source.js';
+
+export interface ObjectsByKind {
+  Image: Image;
+  Container: Container;
+  Service: Service;
+}
+export type ObjectOf<K extends Kind> = ObjectsByKind[K];
+export type StatusOf<K extends Kind> = NonNullable<ObjectOf<K>['status']>;
+
+/** The per-kind caches a source fills: what event handlers subscribe to. */
+export type Caches = { [K in Kind]: ObjectCache<ObjectOf<K>> };
+
+/** The object changed since it was read (its resourceVersion is not the current one). */
+export class ConflictError extends Error {
+  constructor(
+    readonly kind: Kind,
+    readonly key: string,
+    readonly readAt: string | undefined,
+    readonly current: string | undefined,
+  ) {
+    super(
+      `${kind} ${key}: the object has been modified (resourceVersion ${readAt ?? 'none'}, now ` +
+        `${current ?? 'none'}); read it again and retry`,
+    );
+    this.name = 'ConflictError';
+  }
+}
+
+/** The object does not exist (any more). */
+export class NotFoundError extends Error {
+  constructor(
+    readonly kind: Kind,
+    readonly key: string,
+  ) {
+    super(`${kind} ${key} not found`);
+    this.name = 'NotFoundError';
+  }
+}
+
+export type EventType = 'Normal' | 'Warning';
+
+/** What reconcilers use: reads from the cache, writes of status and events. */
+export interface Client {
+  /** The object under `namespace/name`, with its status; undefined when it does not exist. */
+  get<K extends Kind>(kind: K, key: string): ObjectOf<K> | undefined;
+  /** Every object of a kind, or those in one namespace. */
+  list<K extends Kind>(kind: K, namespace?: string): ObjectOf<K>[];
+  /**
+   * Writes `status` for `object` as it was read: ConflictError when the object has changed
+   * since (another resourceVersion), NotFoundError when it is gone. A status equal to the
+   * current one writes nothing. Returns the object as it is now (the one to write again from).
+   */
+  updateStatus<K extends Kind>(
+    kind: K,
+    object: ObjectOf<K>,
+    status: StatusOf<K>,
+  ): Promise<ObjectOf<K>>;
+  /** Records an event about the object (folded with repeats, as the Kubernetes recorder does). */
+  recordEvent(
+    kind: Kind,
+    object: { metadata: { namespace: string; name: string } },
+    type: EventType,
+    reason: string,
+    message: string,
+  ): void;
+  /**
+   * The object is gone and the host state it owned has been released: forget what is kept for
+   * it (its persisted record; in Kubernetes, the finalizer that held its deletion).
+   */
+  finalize(kind: Kind, namespace: string, name: string): Promise<void>;
+  /**
+   * The directory the object's relative paths (an Image's copy sources) resolve against: its
+   * manifest's. Undefined when it has none (an object from an API server).
+   */
+  contextDirOf(kind: Kind, key: string): string | undefined;
+}
+
+/** A source that serves objects into caches and implements the client over them. */
+export interface SourceClient extends Client, Source {
+  readonly caches: Caches;
+  /**
+   * Keys known from before the start (a persisted record, a finalizer) whose objects may be
+   * gone: reconciled once after the first sync, so what they owned is released.
+   */
+  leftoverKeys(): { kind: Kind; key: string }[];
+}

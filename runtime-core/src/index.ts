@@ -1,0 +1,328 @@
+/**
+ * The runtime core's one entry point for the controller and the CLI (eslint enforces it): the
+ * `RuntimeCore` facade and the types it speaks. Containers, images, volumes, probes and stats go
+ * through it; host paths are its own layout (StateLayout), never its callers'. Networking plugs
+ * in here next (a network attached in run(), released in remove()).
+ *
+ * The facade composes the parts that do the work — ContainerRuntime (shim, OCI runtime,
+ * overlayfs), ImageBuilder (layers, skopeo, debootstrap), ProbeRunner (conductor-probe) — and
+ * owns what they leave pending: exit waits are disposables, and close() cancels those still
+ * registered, so a process that stops using the core has nothing left keeping it alive.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+
+import {
+  ContainerNotFoundError,
+  ContainerRuntime,
+  type ContainerInfo,
+  type ContainerRuntimeOptions,
+  type CreatedContainer,
+  type ExecOptions,
+  type ExecResult,
+  type LogEntry,
+} from './containers.js';
+import {
+  ImageBuilder,
+  isOrphanedBuild,
+  type BuilderOptions,
+  type BuildRequest,
+  type BuiltImage,
+} from './images/builder.js';
+import type { ResolvedUser } from './images/users.js';
+import { claimInstallation, installationOf, recordInstallation } from './installation.js';
+import { silentLogger, type Logger } from './logger.js';
+import type { CgroupStats } from './native.js';
+import type { RunSpec } from './oci-config.js';
+import { ProbeRunner, type ProbeOutcome, type ProbeRequest } from './probes.js';
+
+export {
+  ContainerError,
+  ContainerNotFoundError,
+  OWNER_ANNOTATION,
+  type ContainerInfo,
+  type ContainerState,
+  type CreatedContainer,
+  type ExecOptions,
+  type ExecResult,
+  type LogEntry,
+} from './containers.js';
+export {
+  BuildError,
+  BuildInterruptedError,
+  DependencyNotReadyError,
+  type BuildProgress,
+  type BuildRequest,
+  type BuiltImage,
+  type BuiltLayer,
+  type ImageStep,
+} from './images/builder.js';
+export { DEFAULT_PATH, type ImageConfig } from './images/config.js';
+export { alwaysPulled, baseImageName, parseSource } from './images/reference.js';
+export { LayerStore, pruneLayers } from './images/store.js';
+export { OciCache, pruneOciCache } from './images/skopeo.js';
+export type { ResolvedUser } from './images/users.js';
+export { INSTALLATION_PATTERN } from './installation.js';
+export { silentLogger, type LogFields, type Logger } from './logger.js';
+export type { CgroupStats } from './native.js';
+export { InvalidSpecError, type ContainerMount, type RunSpec } from './oci-config.js';
+export type { ProbeAction, ProbeOutcome, ProbeRequest } from './probes.js';
+export { StateLayout } from './paths.js';
+export { containerIdFor, CONTAINER_ID_PATTERN, isValidContainerId } from './container-id.js';
+export { errCode, procStartTime, readJson, writeFileAtomic } from './files.js';
+
+/** A registration to undo: an exit watch, a claim. */
+export interface Disposable {
+  dispose(): void;
+}
+
+export interface RuntimeCoreOptions {
+  stateDir: string;
+  /**
+   * The installation's name, which scopes its host-level names (installation.ts). Default: the
+   * one recorded in the state dir, else the default for its path.
+   */
+  installation?: string;
+  logger?: Logger;
+  /** Runtime and shim paths, log sizes, start timeout (ContainerRuntimeOptions). */
+  containers?: Omit<ContainerRuntimeOptions, 'stateDir' | 'installation' | 'logger'>;
+  /** Image builds: a shared base cache, mirrors, build container names. */
+  images?: Pick<BuilderOptions, 'baseCacheDir' | 'mirrors' | 'buildIdPrefix'>;
+}
+
+/** An image as run() needs it: its layers' digests, base first (ImageStatus.layers). */
+export interface RunImage {
+  layers: readonly { digest: string }[];
+}
+
+const layerKey = (digest: string): string => digest.replace(/^sha256:/, '');
+
+export class RuntimeCore {
+  readonly stateDir: string;
+  readonly installation: string;
+  private readonly containers: ContainerRuntime;
+  private readonly images: ImageBuilder;
+  private readonly probes: ProbeRunner;
+  private readonly exitWatches = new Set<AbortController>();
+  private claim: (() => Promise<void>) | undefined;
+
+  constructor(opts: RuntimeCoreOptions) {
+    this.containers = new ContainerRuntime({
+      ...opts.containers,
+      stateDir: opts.stateDir,
+      ...(opts.installation !== undefined ? { installation: opts.installation } : {}),
+      logger: opts.logger ?? silentLogger,
+    });
+    this.stateDir = this.containers.layout.stateDir;
+    this.installation = this.containers.installation;
+    this.images = new ImageBuilder({
+      ...opts.images,
+      stateDir: this.stateDir,
+      runtime: this.containers,
+    });
+    this.probes = new ProbeRunner((id, argv) =>
+      this.containers.exec(id, argv, { stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
+  }
+
+  /**
+   * The core a controller runs on: claims the installation's name on this host for as long as
+   * the core is open (a second state dir asking for it is refused, naming the holder) and
+   * records it in the state dir. close() releases the claim.
+   */
+  static async open(opts: RuntimeCoreOptions): Promise<RuntimeCore> {
+    const installation = installationOf(opts.stateDir, opts.installation);
+    const release = await claimInstallation(installation, opts.stateDir);
+    try {
+      const core = new RuntimeCore({ ...opts, installation });
+      await recordInstallation(opts.stateDir, installation, (await core.list()).length);
+      core.claim = release;
+      return core;
+    } catch (err) {
+      await release();
+      throw err;
+    }
+  }
+
+  /** Compiles what the first container would otherwise wait for (never fails). */
+  prepare(): Promise<void> {
+    return this.containers.prepare();
+  }
+
+  // --- containers ---
+
+  /**
+   * Creates and starts a container from `spec` on `image`'s layers (an image with none runs on
+   * an empty layer). `volume` mounts are made under the core's layout and kept until
+   * removeVolumes().
+   */
+  async run(spec: RunSpec, image: RunImage): Promise<CreatedContainer> {
+    // Top layer first, as overlayfs lists lowerdirs.
+    const layers = image.layers.map((l) => this.images.store.path(layerKey(l.digest))).reverse();
+    if (layers.length === 0) {
+      const empty = this.containers.layout.emptyLayer;
+      await mkdir(empty, { recursive: true, mode: 0o755 });
+      layers.push(empty);
+    }
+    return this.containers.create(spec, { layers });
+  }
+
+  /** The container's state; undefined when there is no such container. */
+  async find(id: string): Promise<ContainerInfo | undefined> {
+    try {
+      return await this.containers.inspect(id);
+    } catch (err) {
+      if (err instanceof ContainerNotFoundError) return undefined;
+      throw err;
+    }
+  }
+
+  inspect(id: string): Promise<ContainerInfo> {
+    return this.containers.inspect(id);
+  }
+
+  list(): Promise<ContainerInfo[]> {
+    return this.containers.list();
+  }
+
+  /** The containers a previous process started, with their exits reported from now on. */
+  adopt(): Promise<ContainerInfo[]> {
+    return this.containers.adopt();
+  }
+
+  stop(id: string, opts: { gracePeriodSeconds?: number } = {}): Promise<ContainerInfo> {
+    return this.containers.stop(id, opts);
+  }
+
+  remove(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    return this.containers.remove(id, opts);
+  }
+
+  /** Removes a container's volumes, once their owner is gone (after remove()). */
+  removeVolumes(id: string): Promise<void> {
+    return this.containers.removeVolumes(id);
+  }
+
+  /** Resolves with the final state once the container has exited (at once if it has). */
+  waitForExit(id: string): Promise<ContainerInfo> {
+    return this.containers.waitForExit(id);
+  }
+
+  /**
+   * Calls back once when the container exits. Disposing the registration (or closing the core)
+   * drops it: the callback is not called, and the wait keeps nothing alive.
+   */
+  onExit(
+    id: string,
+    callback: (info: ContainerInfo) => void,
+    onError?: (err: unknown) => void,
+  ): Disposable {
+    const watch = new AbortController();
+    this.exitWatches.add(watch);
+    const done = (): void => void this.exitWatches.delete(watch);
+    this.containers.waitForExit(id, watch.signal).then(
+      (info) => {
+        done();
+        if (!watch.signal.aborted) callback(info);
+      },
+      (err: unknown) => {
+        done();
+        if (!watch.signal.aborted) onError?.(err);
+      },
+    );
+    return { dispose: () => watch.abort() };
+  }
+
+  exec(id: string, argv: string[], opts: ExecOptions = {}): ChildProcess {
+    return this.containers.exec(id, argv, opts);
+  }
+
+  execOutput(
+    id: string,
+    argv: string[],
+    opts: Omit<ExecOptions, 'stdio'> = {},
+  ): Promise<ExecResult> {
+    return this.containers.execOutput(id, argv, opts);
+  }
+
+  logs(
+    id: string,
+    opts: { follow?: boolean; tail?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<LogEntry> {
+    return this.containers.logs(id, opts);
+  }
+
+  stats(id: string): Promise<CgroupStats> {
+    return this.containers.stats(id);
+  }
+
+  /** One probe attempt (exec, tcp or http) against a running container. */
+  probe(req: ProbeRequest): Promise<ProbeOutcome> {
+    return this.probes.run(req);
+  }
+
+  // --- images ---
+
+  buildImage(req: BuildRequest): Promise<BuiltImage> {
+    return this.images.build(req);
+  }
+
+  resolveImageUser(image: Pick<BuiltImage, 'layers'>, user: string): Promise<ResolvedUser> {
+    return this.images.resolveUser(image, user);
+  }
+
+  /** Whether every layer (by digest) is complete in the layer store. */
+  async hasLayers(layers: readonly { digest: string }[]): Promise<boolean> {
+    for (const l of layers) if (!(await this.images.store.exists(layerKey(l.digest)))) return false;
+    return true;
+  }
+
+  /** Stops every build in progress: they end with BuildInterruptedError; no more are taken. */
+  abortBuilds(): Promise<void> {
+    return this.images.abort();
+  }
+
+  /**
+   * What dead builds left: their build containers (those whose builder process is gone; a live
+   * `conductor build`'s are left alone), partial layers, images mounted for copy steps.
+   * Returns what was removed.
+   */
+  async removeStaleBuilds(containers: readonly ContainerInfo[]): Promise<string[]> {
+    const removed: string[] = [];
+    for (const info of containers) {
+      if (!isOrphanedBuild(info.annotations)) continue;
+      await this.containers.remove(info.id, { force: true });
+      removed.push(info.id);
+    }
+    return [...removed, ...(await this.images.store.removeStale())];
+  }
+
+  /**
+   * Cancels the exit waits still registered and releases the installation's claim. Containers
+   * keep running; a new core adopts them.
+   */
+  async close(): Promise<void> {
+    for (const watch of this.exitWatches) watch.abort();
+    this.exitWatches.clear();
+    this.containers.close();
+    const claim = this.claim;
+    this.claim = undefined;
+    await claim?.();
+  }
+}
+
+/** What reconcilers use of the core: the seam a fake implements in unit tests. */
+export type RuntimeCoreApi = Pick<
+  RuntimeCore,
+  | 'run'
+  | 'find'
+  | 'inspect'
+  | 'stop'
+  | 'remove'
+  | 'removeVolumes'
+  | 'onExit'
+  | 'probe'
+  | 'buildImage'
+  | 'resolveImageUser'
+  | 'hasLayers'
+>;

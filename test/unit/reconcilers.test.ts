@@ -1,0 +1,338 @@
+/**
+ * The reconcilers' pure logic on the seam's fakes (test/fixtures/fakes.ts): what they ask the
+ * runtime core for and write through the client. The integration suites (controller-e2e,
+ * controller-restart, images-controller) run the same reconcilers on the real runtime core.
+ */
+import { describe, expect, it } from '@jest/globals';
+
+import type { Container, Image, Service } from '../../controller/api/types.generated.js';
+import { ConflictError } from '../../controller/client/client.js';
+import { ContainerReconciler, containerIdFor } from '../../controller/controllers/container.js';
+import { ImageReconciler } from '../../controller/controllers/image.js';
+import { ServiceReconciler } from '../../controller/controllers/service.js';
+import { TerminalError } from '../../controller/reconcile/result.js';
+import { DependencyNotReadyError } from '../../runtime-core/src/index.js';
+import { fakeContext, served } from '../fixtures/fakes.js';
+
+const NS = 'unit';
+const DIGEST = `sha256:${'a'.repeat(64)}`;
+const LAYER = `sha256:${'b'.repeat(64)}`;
+
+function image(name = 'busybox'): Image {
+  return served<Image>({
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Image',
+    metadata: { name, namespace: NS },
+    spec: { from: 'scratch', steps: [{ copy: { src: 'rootfs', dest: '/' } }] },
+  });
+}
+
+const readyStatus = {
+  phase: 'Ready' as const,
+  observedGeneration: 1,
+  digest: DIGEST,
+  layers: [{ digest: LAYER, size: 10, createdBy: 'copy rootfs /' }],
+  config: { cmd: ['/bin/sh'] },
+};
+
+function container(spec: Record<string, unknown> = {}, name = 'web'): Container {
+  return served<Container>({
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Container',
+    metadata: { name, namespace: NS, labels: { app: 'web' }, generation: 1 },
+    spec: { image: 'busybox', args: ['sleep', '1000'], ...spec },
+  });
+}
+
+/** A context with a Ready busybox image. */
+async function withImage() {
+  const f = fakeContext();
+  const img = f.client.apply(image());
+  await f.client.updateStatus('Image', img, readyStatus);
+  return f;
+}
+
+const key = `${NS}/web`;
+const id = containerIdFor(NS, 'web');
+
+describe('ContainerReconciler (fakes)', () => {
+  it('waits for its Image, then runs on its layers', async () => {
+    const f = fakeContext();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container());
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.runtime.calls).toEqual([]);
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Pending',
+      reason: 'ImageNotReady',
+      message: 'image busybox does not exist',
+    });
+    const img = f.client.apply(image());
+    await r.reconcile(key);
+    expect(f.client.get('Container', key)?.status?.message).toBe('image busybox is Pending');
+    await f.client.updateStatus('Image', img, readyStatus);
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.runtime.calls).toEqual([`run ${id}`]);
+    expect(f.runtime.containers.get(id)?.layers).toEqual([LAYER]);
+    expect(f.runtime.containers.get(id)?.spec.args).toEqual(['sleep', '1000']);
+    const st = f.client.get('Container', key)?.status;
+    expect(st).toMatchObject({ phase: 'Running', containerID: id, imageID: DIGEST });
+    expect(st?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    expect(f.client.events.map((e) => e.reason)).toEqual(['Started']);
+    // Converged: another pass changes nothing.
+    const writes = f.client.writes.length;
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.runtime.calls).toEqual([`run ${id}`]);
+    expect(f.client.writes.length).toBe(writes);
+  });
+
+  it('replaces the container when its spec changes, after saying so in status', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container({ terminationGracePeriodSeconds: 7 }));
+    await r.reconcile(key);
+    const firstPid = f.client.get('Container', key)?.status?.pid;
+    f.client.apply(
+      container({ terminationGracePeriodSeconds: 7, env: [{ name: 'A', value: '1' }] }),
+    );
+    await r.reconcile(key);
+    expect(f.runtime.calls).toEqual([
+      `run ${id}`,
+      `stop ${id} grace=7`,
+      `remove ${id}`,
+      `run ${id}`,
+    ]);
+    expect(f.runtime.containers.get(id)?.spec.env).toMatchObject({ A: '1' });
+    const reasons = f.client.writes
+      .filter((w) => w.kind === 'Container')
+      .map((w) => (w.status as { reason?: string }).reason);
+    expect(reasons).toContain('Replacing');
+    const st = f.client.get('Container', key)?.status;
+    expect(st).toMatchObject({ phase: 'Running', restartCount: 0 });
+    expect(st?.pid).not.toBe(firstPid);
+    expect(f.client.events.map((e) => e.reason)).toEqual(['Started', 'Replacing', 'Started']);
+    // The old container's exit watch went with it.
+    expect(f.runtime.watching).toBe(1);
+  });
+
+  it('restarts a crashing container with the kubelet back-off (fake clock)', async () => {
+    const f = await withImage();
+    const enqueued: string[] = [];
+    const r = new ContainerReconciler(f.ctx, (k) => enqueued.push(k));
+    f.client.apply(container({ restartPolicy: 'Always' }));
+    await r.reconcile(key);
+    f.clock.advance(1000);
+    f.runtime.exit(id, 3);
+    expect(enqueued).toEqual([key]); // the exit watch requeues it
+    expect(await r.reconcile(key)).toEqual({ kind: 'requeueAfter', afterMs: 10_000 });
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Running',
+      reason: 'CrashLoopBackOff',
+      exitCode: 3,
+      restartCount: 0,
+    });
+    f.clock.advance(10_000);
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Running',
+      restartCount: 1,
+    });
+    // It stays up a minute: the streak ends at 10 min, so look again then.
+    f.clock.advance(60_000);
+    expect(await r.reconcile(key)).toEqual({ kind: 'requeueAfter', afterMs: 540_000 });
+    f.runtime.exit(id, 3);
+    expect(await r.reconcile(key)).toEqual({ kind: 'requeueAfter', afterMs: 20_000 });
+    expect(f.runtime.calls.filter((c) => c.startsWith('run'))).toHaveLength(2);
+  });
+
+  it('leaves an exited container alone when its policy says so', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container({ restartPolicy: 'OnFailure' }));
+    await r.reconcile(key);
+    f.runtime.exit(id, 0);
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Succeeded',
+      reason: 'Completed',
+      exitCode: 0,
+    });
+    expect(f.runtime.calls).toEqual([`run ${id}`]);
+  });
+
+  it('fails an invalid spec with a terminal error naming the field, without running it', async () => {
+    const f = fakeContext();
+    const img = f.client.apply(image());
+    // An image with no entrypoint or cmd, and a Container that names no command.
+    await f.client.updateStatus('Image', img, { ...readyStatus, config: {} });
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    const c = container();
+    delete c.spec.args;
+    f.client.apply(c);
+    const err = await r.reconcile(key).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TerminalError);
+    expect((err as TerminalError).reason).toBe('InvalidSpec');
+    expect((err as Error).message).toBe(
+      'spec.command: required, the image has no entrypoint or cmd',
+    );
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Failed',
+      reason: 'InvalidSpec',
+    });
+    expect(f.runtime.calls).toEqual([]);
+  });
+
+  it('reports a failed start and retries it', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container());
+    f.runtime.failRun = new Error('exec /bin/sh: ENOENT');
+    expect(await r.reconcile(key)).toMatchObject({ kind: 'retry' });
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Pending',
+      reason: 'CreateContainerError',
+      message: 'exec /bin/sh: ENOENT',
+    });
+    f.runtime.failRun = undefined;
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.client.get('Container', key)?.status?.phase).toBe('Running');
+  });
+
+  it('removes the container, its volumes and its record once the object is gone', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container({ terminationGracePeriodSeconds: 3 }));
+    await r.reconcile(key);
+    f.client.delete('Container', key);
+    expect(await r.reconcile(key)).toEqual({ kind: 'done' });
+    expect(f.runtime.calls).toEqual([`run ${id}`, `stop ${id} grace=3`, `remove ${id}`]);
+    expect(f.runtime.volumesRemoved).toEqual([id]);
+    expect(f.client.finalized).toEqual([`Container/${NS}/web`]);
+    expect(f.runtime.watching).toBe(0);
+  });
+
+  it('does not write status computed from a spec that changed meanwhile (conflict)', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container());
+    f.client.beforeWrite = () => {
+      f.client.beforeWrite = undefined;
+      f.client.apply(container({ args: ['sleep', '2'] }));
+    };
+    await expect(r.reconcile(key)).rejects.toBeInstanceOf(ConflictError);
+    // Read again, the new spec is what runs.
+    await r.reconcile(key);
+    expect(f.runtime.containers.get(id)?.spec.args).toEqual(['sleep', '2']);
+  });
+
+  it('close() lets go of every exit watch and probe', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container());
+    await r.reconcile(key);
+    expect(f.runtime.watching).toBe(1);
+    r.close();
+    expect(f.runtime.watching).toBe(0);
+  });
+});
+
+describe('ServiceReconciler (fakes)', () => {
+  it('lists the matching Containers of its namespace as endpoints, with their readiness', async () => {
+    const f = await withImage();
+    const cr = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container({}, 'web'));
+    f.client.apply(container({}, 'web2'));
+    f.client.apply({
+      ...container({}, 'db'),
+      metadata: { ...container({}, 'db').metadata, labels: { app: 'db' } },
+    });
+    await cr.reconcile(`${NS}/web`);
+    const svc = f.client.apply(
+      served<Service>({
+        apiVersion: 'conductor.dev/v1alpha1',
+        kind: 'Service',
+        metadata: { name: 'web', namespace: NS },
+        spec: { selector: { app: 'web' }, ports: [{ port: 80 }] },
+      }),
+    );
+    const sr = new ServiceReconciler(f.ctx);
+    await sr.reconcile(`${NS}/web`);
+    let st = f.client.get('Service', `${NS}/web`)?.status;
+    expect(st?.endpoints).toEqual([
+      { name: 'web', ready: true },
+      { name: 'web2', ready: false },
+    ]);
+    expect(st?.conditions?.[0]).toMatchObject({
+      status: 'True',
+      message: '1 of 2 endpoints ready',
+    });
+    await cr.reconcile(`${NS}/web2`);
+    await sr.reconcile(`${NS}/web`);
+    st = f.client.get('Service', `${NS}/web`)?.status;
+    expect(st?.endpoints?.every((e) => e.ready)).toBe(true);
+    f.client.delete('Service', `${NS}/web`);
+    await sr.reconcile(`${NS}/web`);
+    expect(f.client.finalized).toContain(`Service/${NS}/web`);
+    expect(svc.metadata.name).toBe('web');
+  });
+});
+
+describe('ImageReconciler (fakes)', () => {
+  it('waits for the image it is built on, then records the build', async () => {
+    const f = fakeContext();
+    const r = new ImageReconciler(f.ctx, () => undefined);
+    f.client.apply(
+      served<Image>({
+        apiVersion: 'conductor.dev/v1alpha1',
+        kind: 'Image',
+        metadata: { name: 'app', namespace: NS },
+        spec: { from: 'image:busybox', steps: [{ run: 'true' }] },
+      }),
+    );
+    f.runtime.build = () => Promise.reject(new DependencyNotReadyError('busybox'));
+    expect(await r.reconcile(`${NS}/app`)).toEqual({ kind: 'done' });
+    expect(f.client.get('Image', `${NS}/app`)?.status).toMatchObject({ phase: 'Pending' });
+    expect(f.client.get('Image', `${NS}/app`)?.status?.conditions?.[0]?.reason).toBe(
+      'BaseImageNotReady',
+    );
+    f.runtime.build = (req) => {
+      expect(req.from).toBe('image:busybox');
+      return Promise.resolve({
+        digest: DIGEST,
+        layers: [{ key: 'b'.repeat(64), size: 10, createdBy: 'run true' }],
+        config: { cmd: ['/bin/sh'] },
+        stepsRun: 1,
+        stepsCached: 0,
+      });
+    };
+    expect(await r.reconcile(`${NS}/app`)).toEqual({ kind: 'done' });
+    expect(f.client.get('Image', `${NS}/app`)?.status).toMatchObject({
+      phase: 'Ready',
+      digest: DIGEST,
+      layers: [{ digest: LAYER, size: 10 }],
+      stepsRun: 1,
+    });
+    expect(f.client.events.map((e) => e.reason)).toEqual(['Built']);
+    // Ready and unchanged: no second build.
+    await r.reconcile(`${NS}/app`);
+    expect(f.runtime.calls.filter((c) => c.startsWith('build'))).toHaveLength(2);
+    await r.close();
+  });
+
+  it('a failed build is terminal until something changes', async () => {
+    const f = fakeContext();
+    const r = new ImageReconciler(f.ctx, () => undefined);
+    f.client.apply(image('bad'));
+    f.runtime.build = () => Promise.reject(new Error('step 1: copy rootfs: not found'));
+    expect(await r.reconcile(`${NS}/bad`)).toMatchObject({ kind: 'terminal' });
+    expect(f.client.get('Image', `${NS}/bad`)?.status).toMatchObject({
+      phase: 'Failed',
+      message: 'step 1: copy rootfs: not found',
+    });
+    expect(f.client.events.map((e) => e.reason)).toEqual(['BuildFailed']);
+    await r.close();
+  });
+});
