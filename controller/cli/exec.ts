@@ -10,9 +10,7 @@ import { parseArgs } from 'node:util';
 
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { CliError, UsageError, type CliIO } from './io.js';
-import { containerIdOf } from './logs.js';
-import { StateDir } from './state.js';
-import { RuntimeCore } from '../../runtime-core/src/index.js';
+import { containerOf } from './logs.js';
 
 export const EXEC_USAGE = `Run a command in a running Container.
 
@@ -85,9 +83,7 @@ export async function exec(argv: string[], io: CliIO): Promise<number> {
     io.stdout(EXEC_USAGE);
     return 0;
   }
-  const state = new StateDir(args.stateDir);
-  const id = await containerIdOf(state, args.namespace, args.name);
-  const runtime = new RuntimeCore({ stateDir: args.stateDir });
+  const { id, runtime } = await containerOf(args);
   const child = runtime.exec(id, args.command, {
     tty: args.tty,
     stdio: [args.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],

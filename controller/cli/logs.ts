@@ -69,6 +69,19 @@ export function parseLogsArgs(argv: string[]): LogsArgs {
   return { ...base, name };
 }
 
+/**
+ * The Container named on the command line, as the runtime core knows it: its id (its
+ * status.containerID, or the id the controller will give it) and the core on its state dir.
+ */
+export async function containerOf(args: {
+  stateDir: string;
+  namespace: string;
+  name: string;
+}): Promise<{ id: string; runtime: RuntimeCore }> {
+  const id = await containerIdOf(new StateDir(args.stateDir), args.namespace, args.name);
+  return { id, runtime: new RuntimeCore({ stateDir: args.stateDir }) };
+}
+
 /** The runtime's id of a Container: its status.containerID, or `<namespace>_<name>`. */
 export async function containerIdOf(
   state: StateDir,
@@ -89,9 +102,7 @@ export async function logs(argv: string[], io: CliIO): Promise<number> {
     io.stdout(LOGS_USAGE);
     return 0;
   }
-  const state = new StateDir(args.stateDir);
-  const id = await containerIdOf(state, args.namespace, args.name);
-  const runtime = new RuntimeCore({ stateDir: args.stateDir });
+  const { id, runtime } = await containerOf(args);
   // Ctrl-C ends a follow like a signal ends `docker logs -f`: exit status 128 + signal number.
   const abort = new AbortController();
   let status = 0;

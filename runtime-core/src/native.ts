@@ -72,7 +72,9 @@ export interface NativeError extends Error {
 }
 
 interface Addon {
-  waitForExit(pid: number): Promise<void>;
+  /** `exited` settles when the process exits; cancelWait(id) rejects it (ECANCELED). */
+  waitForExit(pid: number): { id: number; exited: Promise<void> };
+  cancelWait(id: number): void;
   pidStartTime(pid: number): bigint | null;
   mountOverlay(opts: OverlayOptions): Promise<void>;
   unmount(target: string, opts?: UnmountOptions): Promise<void>;
@@ -97,12 +99,28 @@ function addon(): Addon {
 /**
  * Resolves when process `pid` exits — any process, not only our children (a pidfd is readable
  * once its process has exited, whoever reaps it). Rejects with code ESRCH when it does not
- * exist. A pending wait keeps the process alive; an idle addon does not. An aborted `signal`
- * rejects before the wait starts (the addon cannot cancel a started wait yet).
+ * exist. A pending wait keeps the process alive; an idle addon does not. Aborting `signal`
+ * cancels the wait (its pidfd is closed) and rejects with an AbortError.
  */
 export async function waitForExit(pid: number, signal?: AbortSignal): Promise<void> {
-  signal?.throwIfAborted();
-  return addon().waitForExit(pid);
+  if (signal?.aborted) throw abortError();
+  const native = addon();
+  const { id, exited } = native.waitForExit(pid);
+  if (!signal) return exited;
+  const cancel = (): void => native.cancelWait(id);
+  signal.addEventListener('abort', cancel, { once: true });
+  try {
+    await exited;
+  } catch (err) {
+    if (signal.aborted) throw abortError();
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', cancel);
+  }
+}
+
+function abortError(): Error {
+  return new DOMException('the wait for the exit was cancelled', 'AbortError');
 }
 
 /**

@@ -157,11 +157,62 @@ describe('waitForExit', () => {
     const script = `
       const addon = require(${JSON.stringify(addonPath)});
       const c = require('node:child_process').spawn('true');
-      addon.waitForExit(c.pid).then(() => console.log('waited'));`;
+      addon.waitForExit(c.pid).exited.then(() => console.log('waited'));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30000 });
     expect(r.signal).toBeNull();
     expect(r.status).toBe(0);
     expect(r.stdout.trim()).toBe('waited');
+  });
+});
+
+describe('waitForExit cancelled', () => {
+  it('an aborted signal rejects with AbortError and the process is not waited for', async () => {
+    const pid = orphanSleep();
+    const abort = new AbortController();
+    const waited = waitForExit(pid, abort.signal);
+    const other = waitForExit(pid);
+    abort.abort();
+    await expect(waited).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(waitForExit(pid, AbortSignal.abort())).rejects.toMatchObject({
+      name: 'AbortError',
+    });
+    // Another wait on the same process is its own: it still resolves on the exit.
+    process.kill(pid, 'SIGKILL');
+    await expect(other).resolves.toBeUndefined();
+  });
+
+  it('many waits, some cancelled: the others resolve on their exits', async () => {
+    const pids = [orphanSleep(), orphanSleep(), orphanSleep(), orphanSleep()];
+    const aborts = pids.map(() => new AbortController());
+    const waits = pids.map((pid, i) =>
+      waitForExit(pid, aborts[i]?.signal).then(
+        () => 'exited',
+        (err: Error) => err.name,
+      ),
+    );
+    aborts[0]?.abort();
+    aborts[2]?.abort();
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    expect(await Promise.all(waits)).toEqual(['AbortError', 'exited', 'AbortError', 'exited']);
+  });
+
+  it('a cancelled wait does not keep the process alive', () => {
+    // The wait holds a reference on the event loop while pending; cancelWait drops it, so a
+    // process whose only pending wait was cancelled exits by itself.
+    const pid = orphanSleep();
+    try {
+      const script = `
+        const addon = require(${JSON.stringify(addonPath)});
+        const { id, exited } = addon.waitForExit(${pid});
+        exited.catch((e) => console.log('rejected', e.code));
+        setTimeout(() => addon.cancelWait(id), 50);`;
+      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30000 });
+      expect(r.signal).toBeNull();
+      expect(r.status).toBe(0);
+      expect(r.stdout.trim()).toBe('rejected ECANCELED');
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
   });
 });
 

@@ -1,11 +1,12 @@
-// waitForExit(pid) and pidStartTime(pid).
+// waitForExit(pid), cancelWait(id) and pidStartTime(pid).
 //
 // A pidfd becomes readable when its process exits, whoever its parent is — so the controller
 // can wait for a detached shim it did not start. One watcher thread per addon instance
 // epoll_waits on every pending pidfd and hands exits to the JS thread through a
 // ThreadSafeFunction: waits cost one fd each, not a libuv pool thread each (the pool has four,
 // and containers run for days). The ThreadSafeFunction is ref'd only while a wait is pending,
-// so an idle addon never keeps the process alive.
+// so an idle addon never keeps the process alive — and cancelWait drops a wait nobody needs any
+// more (its pidfd closed, its promise rejected), so an abandoned wait does not either.
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -36,15 +37,19 @@ using ExitTsfn = Napi::TypedThreadSafeFunction<ExitWatcher, uint64_t, deliver_ex
 
 class ExitWatcher {
  public:
+  // {id, exited}: `exited` settles when the process exits; cancelWait(id) ends the wait.
   Napi::Value wait(Napi::Env env, pid_t pid) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    auto result = Napi::Object::New(env);
+    result.Set("exited", deferred.Promise());
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (!pidfd) {
       int e = errno;
       std::string msg = "waitForExit(" + std::to_string(pid) + "): pidfd_open";
       if (e == ESRCH) msg += ": process " + std::to_string(pid) + " does not exist";
-      auto deferred = Napi::Promise::Deferred::New(env);
       deferred.Reject(make_error(env, Error(msg, e).what(), e).Value());
-      return deferred.Promise();
+      result.Set("id", Napi::Number::New(env, 0));
+      return result;
     }
     start(env);
     uint64_t id = next_id_++;
@@ -53,10 +58,22 @@ class ExitWatcher {
     ev.data.u64 = id;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev) < 0)
       throw_js_errno(env, "epoll_ctl(ADD) pidfd of " + std::to_string(pid));
-    auto deferred = Napi::Promise::Deferred::New(env);
     if (pending_.empty()) tsfn_.Ref(env);
     pending_.emplace(id, Pending{std::move(pidfd), deferred});
-    return deferred.Promise();
+    result.Set("id", Napi::Number::New(env, static_cast<double>(id)));
+    return result;
+  }
+
+  // JS thread: drops the wait `id` (if still pending) and rejects its promise with code
+  // ECANCELED. An exit the watcher thread already queued for it is ignored when it arrives.
+  void cancel(Napi::Env env, uint64_t id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    Napi::Promise::Deferred deferred = it->second.deferred;
+    (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd.get(), nullptr);
+    pending_.erase(it);
+    if (pending_.empty()) tsfn_.Unref(env);
+    deferred.Reject(make_error(env, "waitForExit: cancelled", ECANCELED).Value());
   }
 
   // JS thread: the pidfd registered as `id` became readable.
@@ -165,6 +182,13 @@ void register_pidfd(Napi::Env env, Napi::Object exports) {
 
   exports.Set("waitForExit", Napi::Function::New(env, [watcher](const Napi::CallbackInfo& info) {
                 return watcher->wait(info.Env(), pid_arg(info, 0, "waitForExit"));
+              }));
+  exports.Set("cancelWait", Napi::Function::New(env, [watcher](const Napi::CallbackInfo& info) {
+                if (info.Length() < 1 || !info[0].IsNumber())
+                  throw Napi::TypeError::New(info.Env(), "cancelWait: id must be a number");
+                watcher->cancel(info.Env(),
+                                static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
+                return info.Env().Undefined();
               }));
   exports.Set("pidStartTime", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 pid_t pid = pid_arg(info, 0, "pidStartTime");
