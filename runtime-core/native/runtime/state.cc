@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/container_id.h"
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -14,14 +15,7 @@ namespace conductor {
 
 using json = nlohmann::json;
 
-void validate_id(const std::string& id) {
-  bool ok = !id.empty() && id.size() <= 64 && std::isalnum(static_cast<unsigned char>(id[0]));
-  for (char c : id)
-    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
-  if (!ok)
-    throw Error("invalid container id `" + id +
-                "`: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit");
-}
+void validate_id(const std::string& id) { validate_container_id(id); }
 
 uint64_t process_start_time(pid_t pid, bool* zombie) {
   auto s = read_file_if_exists("/proc/" + std::to_string(pid) + "/stat");

@@ -25,6 +25,8 @@
 
 #include <initializer_list>
 
+#include "common/container_id.h"
+
 namespace shim {
 namespace {
 
@@ -42,16 +44,7 @@ struct Args {
   int log_max_files = 3;
 };
 
-bool valid_id(const char* id) {
-  auto alnum = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-  };
-  size_t n = strlen(id);
-  if (n == 0 || n > 64 || !alnum(id[0])) return false;
-  for (size_t i = 1; i < n; i++)
-    if (!alnum(id[i]) && id[i] != '_' && id[i] != '.' && id[i] != '-') return false;
-  return true;
-}
+bool valid_id(const char* id) { return conductor::valid_container_id(id); }
 
 bool parse_uint(const char* s, uint64_t max, uint64_t& out) {
   if (!*s) return false;
