@@ -496,4 +496,85 @@ describe(`conductor-shim (runtime: ${RUNTIME})`, () => {
     expect(r.code).toBe(1);
     expect(r.report).toEqual({ ok: false, error: expect.stringMatching(/invalid container id/) });
   });
+
+  // The exact texts: the facade passes them on as the container's error.
+  it('names what is wrong with its flags', async () => {
+    const c = newContainer({ args: ['true'] });
+    const base = ['--id', c.id, '--bundle', c.bundle, '--dir', c.dir, '--runtime', RUNTIME];
+    const cases: [string[], string][] = [
+      [[...base, '--runtime-root', runtimeRoot, '--bogus', 'x'], 'unknown flag --bogus'],
+      [[...base, '--runtime-root'], 'flag --runtime-root needs a value'],
+      [
+        [...base, '--runtime-root', runtimeRoot, '--log-max-size', '12k'],
+        '--log-max-size: not a size: 12k',
+      ],
+      [
+        [...base, '--runtime-root', runtimeRoot, '--log-max-files=1001'],
+        '--log-max-files: not 0..1000: 1001',
+      ],
+      [
+        base,
+        'usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH ' +
+          '--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]',
+      ],
+      [
+        ['--id', 'a b', '--bundle', c.bundle, '--dir', c.dir, '--runtime', RUNTIME],
+        'usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH ' +
+          '--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]',
+      ],
+      [
+        [...base.slice(0, 6), '--runtime', RUNTIME, '--runtime-root', runtimeRoot, '--id', 'a b'],
+        'invalid container id `a b`',
+      ],
+      [
+        [
+          '--id',
+          c.id,
+          '--bundle',
+          c.bundle,
+          '--dir',
+          join(c.dir, 'nope'),
+          '--runtime',
+          RUNTIME,
+          '--runtime-root',
+          runtimeRoot,
+        ],
+        `stat \`${join(c.dir, 'nope')}\`: ENOENT`,
+      ],
+      [
+        [
+          '--id',
+          c.id,
+          '--bundle',
+          c.bundle,
+          '--dir',
+          join(c.bundle, 'config.json'),
+          '--runtime',
+          RUNTIME,
+          '--runtime-root',
+          runtimeRoot,
+        ],
+        `--dir \`${join(c.bundle, 'config.json')}\`: not a directory`,
+      ],
+    ];
+    for (const [args, error] of cases) {
+      const r = spawnSync(SHIM, args, { encoding: 'utf8' });
+      expect({ args, code: r.status, stdout: r.stdout }).toEqual({
+        args,
+        code: 1,
+        stdout: `${JSON.stringify({ ok: false, error })}\n`,
+      });
+    }
+    expect(existsSync(join(c.dir, 'shim.pid'))).toBe(false);
+  });
+
+  it('reports a runtime that cannot be executed', async () => {
+    const c = newContainer({ args: ['true'] });
+    const r = await runShim(c, [], join(tmp, 'no-such-runtime'));
+    expect(r.code).toBe(1);
+    expect(r.report).toEqual({
+      ok: false,
+      error: `execvp \`${join(tmp, 'no-such-runtime')}\`: ENOENT`,
+    });
+  });
 });
