@@ -18,20 +18,18 @@ static int open_log(const char* path, int extra_flags) {
   return ::open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | extra_flags, 0640);
 }
 
-bool CriLog::open(const char* path, uint64_t max_size, int max_files, Error& e) {
+void CriLog::open(const char* path, uint64_t max_size, int max_files) {
   snprintf(path_, sizeof path_, "%s", path);
   max_size_ = max_size;
   max_files_ = max_files;
-  fd_ = open_log(path_, 0);
-  if (fd_ < 0) return fail_errno(e, "open `%s`", path_);
+  fd_.reset(open_log(path_, 0));
+  if (!fd_) fail_errno("open `%s`", path_);
   struct stat st;
-  size_ = fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  return true;
+  size_ = fstat(fd_.get(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
 void CriLog::rotate() {
-  ::close(fd_);
-  fd_ = -1;
+  fd_.reset();
   char from[PATH_MAX + 16], to[PATH_MAX + 16];
   // .N-1 → .N first, so the rename onto .N is what drops the oldest file.
   for (int i = max_files_; i >= 1; i--) {
@@ -42,7 +40,7 @@ void CriLog::rotate() {
     snprintf(to, sizeof to, "%s.%d", path_, i);
     rename(from, to);  // ENOENT: that generation does not exist yet
   }
-  fd_ = open_log(path_, O_TRUNC);
+  fd_.reset(open_log(path_, O_TRUNC));
   size_ = 0;
 }
 
@@ -60,13 +58,13 @@ void CriLog::write(const char* stream, bool partial, const char* data, size_t n)
   head[hn++] = ' ';
   uint64_t total = hn + n + 1;
   if (max_size_ > 0 && size_ > 0 && size_ + total > max_size_) rotate();
-  if (fd_ < 0) {
-    fd_ = open_log(path_, 0);  // a failed rotation: try again on every record
-    if (fd_ < 0) return;
+  if (!fd_) {
+    fd_.reset(open_log(path_, 0));  // a failed rotation: try again on every record
+    if (!fd_) return;
   }
   iovec iov[3] = {{head, hn}, {const_cast<char*>(data), n}, {const_cast<char*>("\n"), 1}};
   ssize_t w;
-  do w = writev(fd_, iov, 3);
+  do w = writev(fd_.get(), iov, 3);
   while (w < 0 && errno == EINTR);
   // On a full disk the record is lost (or cut): the container must not stall on its logs.
   if (w > 0) size_ += static_cast<uint64_t>(w);
@@ -74,7 +72,7 @@ void CriLog::write(const char* stream, bool partial, const char* data, size_t n)
 
 bool OutputStream::pump(CriLog& log) {
   for (;;) {
-    ssize_t r = read(fd, buf + len, kLineMax - len);
+    ssize_t r = read(fd.get(), buf + len, kLineMax - len);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) return true;
@@ -108,8 +106,7 @@ bool OutputStream::pump(CriLog& log) {
 void OutputStream::close_and_flush(CriLog& log) {
   if (len > 0) log.write(name, true, buf, len);
   len = 0;
-  if (fd >= 0) ::close(fd);
-  fd = -1;
+  fd.reset();
 }
 
 }  // namespace shim

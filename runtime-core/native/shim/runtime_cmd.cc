@@ -10,17 +10,13 @@
 
 namespace shim {
 
-pid_t spawn(const char* const argv[], int in, int out, int err, Error& e) {
+pid_t spawn(const char* const argv[], int in, int out, int err) {
   // The child reports a failed execvp's errno here; a successful exec closes it (O_CLOEXEC).
   int ep[2];
-  if (pipe2(ep, O_CLOEXEC) != 0) return fail_errno(e, "pipe2"), -1;
+  if (pipe2(ep, O_CLOEXEC) != 0) fail_errno("pipe2");
+  UniqueFd ep_read(ep[0]), ep_write(ep[1]);
   pid_t pid = fork();
-  if (pid < 0) {
-    fail_errno(e, "fork `%s`", argv[0]);
-    ::close(ep[0]);
-    ::close(ep[1]);
-    return -1;
-  }
+  if (pid < 0) fail_errno("fork `%s`", argv[0]);
   if (pid == 0) {
     // The shim blocks SIGCHLD/SIGTERM/... for its signalfd; a blocked mask survives exec, and
     // the runtime (and the container it starts) must see signals normally.
@@ -29,25 +25,24 @@ pid_t spawn(const char* const argv[], int in, int out, int err, Error& e) {
     sigprocmask(SIG_SETMASK, &none, nullptr);
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) {
       int x = errno;
-      write_all(ep[1], &x, sizeof x);
+      write_all(ep_write.get(), &x, sizeof x);
       _exit(127);
     }
     execvp(argv[0], const_cast<char* const*>(argv));
     int x = errno;
-    write_all(ep[1], &x, sizeof x);
+    write_all(ep_write.get(), &x, sizeof x);
     _exit(127);
   }
-  ::close(ep[1]);
+  ep_write.reset();
   int child_errno = 0;
   ssize_t r;
-  do r = read(ep[0], &child_errno, sizeof child_errno);
+  do r = read(ep_read.get(), &child_errno, sizeof child_errno);
   while (r < 0 && errno == EINTR);
-  ::close(ep[0]);
+  ep_read.reset();
   if (r == static_cast<ssize_t>(sizeof child_errno)) {
     wait_for(pid);
     errno = child_errno;
-    fail_errno(e, "execvp `%s`", argv[0]);
-    return -1;
+    fail_errno("execvp `%s`", argv[0]);
   }
   return pid;
 }
@@ -154,11 +149,10 @@ void scan_line(void* ctx, const char* line, size_t n) {
 }  // namespace
 
 bool last_runtime_error(const char* log_path, off_t offset, char* out, size_t cap) {
-  int fd = ::open(log_path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  UniqueFd fd(::open(log_path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
   ErrorScan scan{out, cap, false};
-  if (lseek(fd, offset, SEEK_SET) == offset) for_each_line(fd, scan_line, &scan);
-  ::close(fd);
+  if (lseek(fd.get(), offset, SEEK_SET) == offset) for_each_line(fd.get(), scan_line, &scan);
   return scan.found;
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <initializer_list>
+#include <utility>
 
 #include "common/container_id.h"
 
@@ -65,7 +66,7 @@ const char* absolute(const char* path, char (&buf)[PATH_MAX]) {
   return buf;
 }
 
-bool parse_args(int argc, char** argv, Args& a, Error& e) {
+void parse_args(int argc, char** argv, Args& a) {
   static char abs_bundle[PATH_MAX], abs_dir[PATH_MAX], abs_runtime[PATH_MAX], abs_root[PATH_MAX];
   for (int i = 1; i < argc; i++) {
     const char* flag = argv[i];
@@ -77,7 +78,7 @@ bool parse_args(int argc, char** argv, Args& a, Error& e) {
       value = eq + 1;
     } else {
       snprintf(name, sizeof name, "%s", flag);
-      if (i + 1 >= argc) return fail(e, "flag %s needs a value", flag);
+      if (i + 1 >= argc) fail("flag %s needs a value", flag);
       value = argv[++i];
     }
     uint64_t n;
@@ -92,41 +93,42 @@ bool parse_args(int argc, char** argv, Args& a, Error& e) {
     else if (!strcmp(name, "--runtime-root"))
       a.runtime_root = value;
     else if (!strcmp(name, "--log-max-size")) {
-      if (!parse_uint(value, UINT64_MAX, n))
-        return fail(e, "--log-max-size: not a size: %s", value);
+      if (!parse_uint(value, UINT64_MAX, n)) fail("--log-max-size: not a size: %s", value);
       a.log_max_size = n;
     } else if (!strcmp(name, "--log-max-files")) {
-      if (!parse_uint(value, 1000, n)) return fail(e, "--log-max-files: not 0..1000: %s", value);
+      if (!parse_uint(value, 1000, n)) fail("--log-max-files: not 0..1000: %s", value);
       a.log_max_files = static_cast<int>(n);
     } else {
-      return fail(e, "unknown flag %s", flag);
+      fail("unknown flag %s", flag);
     }
   }
   if (!a.id || !a.bundle || !a.dir || !a.runtime || !a.runtime_root)
-    return fail(e,
-                "usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH "
-                "--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]");
-  if (!valid_id(a.id)) return fail(e, "invalid container id `%s`", a.id);
+    fail(
+        "usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH "
+        "--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]");
+  if (!valid_id(a.id)) fail("invalid container id `%s`", a.id);
   a.bundle = absolute(a.bundle, abs_bundle);
   a.dir = absolute(a.dir, abs_dir);
   a.runtime_root = absolute(a.runtime_root, abs_root);
   // A bare name is looked up in PATH by execvp; only a relative path with a slash needs fixing.
   if (strchr(a.runtime, '/')) a.runtime = absolute(a.runtime, abs_runtime);
-  if (!a.bundle || !a.dir || !a.runtime || !a.runtime_root) return fail_errno(e, "getcwd");
+  if (!a.bundle || !a.dir || !a.runtime || !a.runtime_root) fail_errno("getcwd");
   struct stat st;
-  if (stat(a.dir, &st) != 0) return fail_errno(e, "stat `%s`", a.dir);
-  if (!S_ISDIR(st.st_mode)) return fail(e, "--dir `%s`: not a directory", a.dir);
-  return true;
+  if (stat(a.dir, &st) != 0) fail_errno("stat `%s`", a.dir);
+  if (!S_ISDIR(st.st_mode)) fail("--dir `%s`: not a directory", a.dir);
 }
 
-void report(int fd, const char* line) {
-  write_all(fd, line, strlen(line));
-  ::close(fd);
+// The one status line (README: "conductor-shim"); the report fd is closed after it.
+void report(UniqueFd& fd, const char* line) {
+  write_all(fd.get(), line, strlen(line));
+  fd.reset();
 }
 
-void report_failure(int fd, const Error& e) {
-  char esc[sizeof e.msg * 2];
-  json_escape(esc, sizeof esc, e.msg, strlen(e.msg));
+void report_failure(UniqueFd& fd, const std::exception& e) {
+  // At most 1023 bytes of message, as always: the line fits the caller side's buffer.
+  const char* msg = e.what();
+  char esc[2048];
+  json_escape(esc, sizeof esc, msg, strnlen(msg, 1023));
   char line[sizeof esc + 32];
   snprintf(line, sizeof line, "{\"ok\":false,\"error\":\"%s\"}\n", esc);
   report(fd, line);
@@ -152,21 +154,20 @@ void pipe_tail(int fd, char* out, size_t cap) {
   snprintf(out, cap, "%.*s", static_cast<int>(len - start), buf + start);
 }
 
-bool exit_failure(Error& e, const char* what, int status) {
-  if (WIFSIGNALED(status)) return fail(e, "%s: killed by signal %d", what, WTERMSIG(status));
-  return fail(e, "%s: exit status %d", what, WEXITSTATUS(status));
+[[noreturn]] void exit_failure(const char* what, int status) {
+  if (WIFSIGNALED(status)) fail("%s: killed by signal %d", what, WTERMSIG(status));
+  fail("%s: exit status %d", what, WEXITSTATUS(status));
 }
 
 // Why a runtime command failed: its own error from runtime.log, else its stderr, else its status.
-void runtime_failure(Error& e, const char* what, const char* log, off_t log_offset, int stderr_fd,
-                     int status) {
-  if (last_runtime_error(log, log_offset, e.msg, sizeof e.msg)) return;
+[[noreturn]] void runtime_failure(const char* what, const char* log, off_t log_offset,
+                                  int stderr_fd, int status) {
+  char msg[1024];
+  if (last_runtime_error(log, log_offset, msg, sizeof msg)) throw Error::preformatted(msg, 0);
   char tail[512] = "";
   if (stderr_fd >= 0) pipe_tail(stderr_fd, tail, sizeof tail);
-  if (tail[0])
-    fail(e, "%s: %s", what, tail);
-  else
-    exit_failure(e, what, status);
+  if (tail[0]) fail("%s: %s", what, tail);
+  exit_failure(what, status);
 }
 
 off_t file_size(const char* path) {
@@ -174,18 +175,16 @@ off_t file_size(const char* path) {
   return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
-bool read_pid_file(const char* path, pid_t& pid, Error& e) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail_errno(e, "open `%s`", path);
+pid_t read_pid_file(const char* path) {
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) fail_errno("open `%s`", path);
   char buf[32];
-  ssize_t r = read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (r <= 0) return fail(e, "read `%s`: empty", path);
+  ssize_t r = read(fd.get(), buf, sizeof buf - 1);
+  if (r <= 0) fail("read `%s`: empty", path);
   buf[r] = '\0';
   long v = strtol(buf, nullptr, 10);
-  if (v <= 0) return fail(e, "`%s`: not a pid: %s", path, buf);
-  pid = static_cast<pid_t>(v);
-  return true;
+  if (v <= 0) fail("`%s`: not a pid: %s", path, buf);
+  return static_cast<pid_t>(v);
 }
 
 // In .bss: of these 32 KiB only the pages that output reaches become resident.
@@ -194,11 +193,11 @@ char g_line_buffers[2][OutputStream::kLineMax];
 class Shim {
  public:
   // Runs everything after detaching. Returns the exit code.
-  int run(const Args& a, int report_fd);
+  int run(const Args& a, UniqueFd report_fd);
 
  private:
-  bool setup(Error& e);
-  bool start_container(Error& e);
+  void setup();
+  void start_container();
   void delete_container();
   void loop();
   void reap();
@@ -206,8 +205,8 @@ class Shim {
   Args a_;
   char runtime_log_[PATH_MAX] = "";
   char pid_file_[PATH_MAX] = "";
-  int sfd_ = -1;
-  int out_w_ = -1, err_w_ = -1;  // write ends, handed to `create` and then closed
+  UniqueFd sfd_;
+  UniqueFd out_w_, err_w_;  // write ends, handed to `create` and then closed
   OutputStream out_;
   OutputStream err_;
   CriLog log_;
@@ -216,82 +215,84 @@ class Shim {
   ContainerStatus status_;
 };
 
-bool Shim::setup(Error& e) {
+void Shim::setup() {
   snprintf(runtime_log_, sizeof runtime_log_, "%s/runtime.log", a_.dir);
   snprintf(pid_file_, sizeof pid_file_, "%s/container.pid", a_.dir);
   // Orphans of the container (double-forked daemons, the runtime's helpers) are re-parented to
   // us rather than to init, so we reap them and see the container's own exit status.
-  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return fail_errno(e, "prctl(PR_SET_CHILD_SUBREAPER)");
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) fail_errno("prctl(PR_SET_CHILD_SUBREAPER)");
   // SIGCHLD drives the loop. The others would kill the shim (and orphan the container's log);
   // the shim stops only when its container does, so they are read and dropped.
   sigset_t mask;
   sigemptyset(&mask);
   for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2})
     sigaddset(&mask, sig);
-  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) return fail_errno(e, "sigprocmask");
-  sfd_ = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sfd_ < 0) return fail_errno(e, "signalfd");
-  int p[2];
+  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) fail_errno("sigprocmask");
+  sfd_.reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sfd_) fail_errno("signalfd");
   for (OutputStream* s : {&out_, &err_}) {
-    if (pipe2(p, O_CLOEXEC) != 0) return fail_errno(e, "pipe2");
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) fail_errno("pipe2");
+    s->fd.reset(p[0]);
+    (s == &out_ ? out_w_ : err_w_).reset(p[1]);
     // Only our read end is non-blocking: the container's write end keeps normal semantics.
-    if (fcntl(p[0], F_SETFL, O_NONBLOCK) != 0) return fail_errno(e, "fcntl(O_NONBLOCK)");
-    s->fd = p[0];
-    (s == &out_ ? out_w_ : err_w_) = p[1];
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) != 0) fail_errno("fcntl(O_NONBLOCK)");
   }
-  return true;
 }
 
-bool Shim::start_container(Error& e) {
+void Shim::start_container() {
   off_t log_offset = file_size(runtime_log_);
   const char* create[] = {a_.runtime,     "--root",  a_.runtime_root, "--log",    runtime_log_,
                           "--log-format", "json",    "create",        "--bundle", a_.bundle,
                           "--pid-file",   pid_file_, a_.id,           nullptr};
   // stdin is fd 0, already /dev/null. The container inherits create's stdio.
-  pid_t pid = spawn(create, 0, out_w_, err_w_, e);
-  ::close(out_w_);
-  ::close(err_w_);
-  out_w_ = err_w_ = -1;
-  if (pid < 0) return false;
-  int st = wait_for(pid);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    // The runtime also prints its error on stderr, which is the container's stderr pipe.
-    runtime_failure(e, "create", runtime_log_, log_offset, err_.fd, st);
-    return false;
+  pid_t pid;
+  try {
+    pid = spawn(create, 0, out_w_.get(), err_w_.get());
+  } catch (const Error&) {
+    out_w_.reset();
+    err_w_.reset();
+    throw;
   }
-  if (!read_pid_file(pid_file_, status_.pid, e)) return false;
+  out_w_.reset();
+  err_w_.reset();
+  int st = wait_for(pid);
+  // The runtime also prints its error on stderr, which is the container's stderr pipe.
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    runtime_failure("create", runtime_log_, log_offset, err_.fd.get(), st);
+  status_.pid = read_pid_file(pid_file_);
   // The container's init sits in its cgroup, waiting for `start`: find the counter now, while
   // the process is certainly there, and read the count before the container can run.
   if (oom_.find(status_.pid)) oom_before_ = oom_.read();
   char log_path[PATH_MAX + 16];
   snprintf(log_path, sizeof log_path, "%s/container.log", a_.dir);
-  if (!log_.open(log_path, a_.log_max_size, a_.log_max_files, e)) return false;
+  log_.open(log_path, a_.log_max_size, a_.log_max_files);
 
   // `start` and `delete` get no --log (as in the contract): their errors come on stderr.
   int sp[2];
-  if (pipe2(sp, O_CLOEXEC) != 0) return fail_errno(e, "pipe2");
+  if (pipe2(sp, O_CLOEXEC) != 0) fail_errno("pipe2");
+  UniqueFd start_err(sp[0]), start_err_w(sp[1]);
   const char* start[] = {a_.runtime, "--root", a_.runtime_root, "start", a_.id, nullptr};
-  pid = spawn(start, 0, 0, sp[1], e);
-  ::close(sp[1]);
-  if (pid < 0) {
-    ::close(sp[0]);
-    return false;
-  }
+  pid = spawn(start, 0, 0, start_err_w.get());
+  start_err_w.reset();
   char tail[512];
-  pipe_tail(sp[0], tail, sizeof tail);  // to EOF first: nothing long-lived holds start's stderr
-  ::close(sp[0]);
+  // To EOF first: nothing long-lived holds start's stderr.
+  pipe_tail(start_err.get(), tail, sizeof tail);
+  start_err.reset();
   st = wait_for(pid);
   status_.started_at = now();
-  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return true;
-  if (tail[0]) return fail(e, "start: %s", tail);
-  return exit_failure(e, "start", st);
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return;
+  if (tail[0]) fail("start: %s", tail);
+  exit_failure("start", st);
 }
 
 void Shim::delete_container() {
   const char* del[] = {a_.runtime, "--root", a_.runtime_root, "delete", "--force", a_.id, nullptr};
-  Error ignored;  // nowhere to report it: the container is gone or going either way
-  pid_t pid = spawn(del, 0, 0, 0, ignored);
-  if (pid > 0) wait_for(pid);
+  try {
+    wait_for(spawn(del, 0, 0, 0));
+  } catch (const Error&) {
+    // Nowhere to report it: the container is gone or going either way.
+  }
 }
 
 void Shim::reap() {
@@ -339,17 +340,18 @@ void Shim::loop() {
   for (;;) {
     int timeout = -1;
     if (status_.stopped) {
-      if (out_.fd < 0 && err_.fd < 0) break;
+      if (!out_.fd && !err_.fd) break;
       if (drain_deadline == 0) drain_deadline = monotonic_ms() + kDrainMs;
       int64_t left = drain_deadline - monotonic_ms();
       if (left <= 0) break;
       timeout = static_cast<int>(left);
     }
-    pollfd fds[3] = {{sfd_, POLLIN, 0}, {out_.fd, POLLIN, 0}, {err_.fd, POLLIN, 0}};
+    pollfd fds[3] = {
+        {sfd_.get(), POLLIN, 0}, {out_.fd.get(), POLLIN, 0}, {err_.fd.get(), POLLIN, 0}};
     if (poll(fds, 3, timeout) < 0 && errno != EINTR) break;
     if (fds[0].revents) {
       signalfd_siginfo si;
-      while (read(sfd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+      while (read(sfd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
       }
       reap();
     }
@@ -360,28 +362,25 @@ void Shim::loop() {
   err_.close_and_flush(log_);
 }
 
-int Shim::run(const Args& a, int report_fd) {
+int Shim::run(const Args& a, UniqueFd report_fd) {
   a_ = a;
   out_.name = "stdout";
   out_.buf = g_line_buffers[0];
   err_.name = "stderr";
   err_.buf = g_line_buffers[1];
-  Error e;
-  if (!setup(e)) {
-    report_failure(report_fd, e);
-    return 1;
-  }
-  if (!start_container(e)) {
-    delete_container();  // a failed create should leave nothing; make sure of it
-    report_failure(report_fd, e);
-    return 1;
-  }
-  char path[PATH_MAX + 16], buf[64];
-  snprintf(path, sizeof path, "%s/shim.pid", a_.dir);
-  int n = snprintf(buf, sizeof buf, "%d\n", getpid());
-  if (!write_file_atomic(path, buf, static_cast<size_t>(n), e) ||
-      !write_status(a_.dir, status_, e)) {
-    delete_container();
+  bool created = false;  // from create on, a failure deletes what it made
+  try {
+    setup();
+    created = true;
+    start_container();
+    char path[PATH_MAX + 16], buf[64];
+    snprintf(path, sizeof path, "%s/shim.pid", a_.dir);
+    int n = snprintf(buf, sizeof buf, "%d\n", getpid());
+    write_file_atomic(path, buf, static_cast<size_t>(n));
+    write_status(a_.dir, status_);
+  } catch (const Error& e) {
+    // A failed create should leave nothing; make sure of it.
+    if (created) delete_container();
     report_failure(report_fd, e);
     return 1;
   }
@@ -399,7 +398,11 @@ int Shim::run(const Args& a, int report_fd) {
     status_.finished_at = now();
     status_.exit_code = -1;
   }
-  write_status(a_.dir, status_, e);
+  try {
+    write_status(a_.dir, status_);
+  } catch (const Error&) {
+    // Nobody to tell any more: the facade sees the shim gone without a final status.
+  }
   delete_container();
   reap();
   return 0;
@@ -408,23 +411,19 @@ int Shim::run(const Args& a, int report_fd) {
 Shim g_shim;
 
 // The detached shim: its stdio must not keep the caller's pipes open (the caller waits for EOF).
-[[noreturn]] void become_shim(const Args& a, int report_fd) {
-  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) {
-    Error e;
-    fail_errno(e, "open `/dev/null`");
+[[noreturn]] void become_shim(const Args& a, UniqueFd report_fd) {
+  try {
+    UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!null || dup2(null.get(), 0) < 0 || dup2(null.get(), 1) < 0 || dup2(null.get(), 2) < 0)
+      fail_errno("open `/dev/null`");
+    if (null.get() <= 2) null.release();  // it is one of our stdio descriptors now
+    // Keep no mount of the caller's cwd busy for the container's lifetime.
+    if (chdir("/") != 0) fail_errno("chdir `/`");
+  } catch (const Error& e) {
     report_failure(report_fd, e);
     _exit(1);
   }
-  if (null > 2) ::close(null);
-  // Keep no mount of the caller's cwd busy for the container's lifetime.
-  if (chdir("/") != 0) {
-    Error e;
-    fail_errno(e, "chdir `/`");
-    report_failure(report_fd, e);
-    _exit(1);
-  }
-  _exit(g_shim.run(a, report_fd));
+  _exit(g_shim.run(a, std::move(report_fd)));
 }
 
 }  // namespace
@@ -441,52 +440,52 @@ int main(int argc, char** argv) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   Args args;
-  Error e;
-  if (!parse_args(argc, argv, args, e)) {
-    report_failure(1, e);
+  // The caller side: everything until the status line is printed.
+  UniqueFd out(1);
+  try {
+    parse_args(argc, argv, args);
+  } catch (const Error& e) {
+    report_failure(out, e);
     return 1;
   }
-  int rp[2];
-  if (pipe2(rp, O_CLOEXEC) != 0) {
-    fail_errno(e, "pipe2");
-    report_failure(1, e);
-    return 1;
-  }
-  pid_t child = fork();
-  if (child < 0) {
-    fail_errno(e, "fork");
-    report_failure(1, e);
+  UniqueFd report_read, report_write;
+  pid_t child;
+  try {
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) != 0) fail_errno("pipe2");
+    report_read.reset(rp[0]);
+    report_write.reset(rp[1]);
+    child = fork();
+    if (child < 0) fail_errno("fork");
+  } catch (const Error& e) {
+    report_failure(out, e);
     return 1;
   }
   if (child == 0) {
-    ::close(rp[0]);
-    if (setsid() < 0) {
-      fail_errno(e, "setsid");
-      report_failure(rp[1], e);
+    report_read.reset();
+    try {
+      if (setsid() < 0) fail_errno("setsid");
+      pid_t shim_pid = fork();
+      if (shim_pid < 0) fail_errno("fork");
+      if (shim_pid > 0) _exit(0);  // the shim is orphaned: re-parented to init or a subreaper
+    } catch (const Error& e) {
+      report_failure(report_write, e);
       _exit(1);
     }
-    pid_t shim_pid = fork();
-    if (shim_pid < 0) {
-      fail_errno(e, "fork");
-      report_failure(rp[1], e);
-      _exit(1);
-    }
-    if (shim_pid > 0) _exit(0);  // the shim is orphaned: re-parented to init or a subreaper
-    become_shim(args, rp[1]);
+    become_shim(args, std::move(report_write));
   }
-  ::close(rp[1]);
+  report_write.reset();
   wait_for(child);
   char line[4096];
   size_t len = 0;
   for (;;) {
-    ssize_t r = read(rp[0], line + len, sizeof line - 1 - len);
+    ssize_t r = read(report_read.get(), line + len, sizeof line - 1 - len);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     len += static_cast<size_t>(r);
   }
   if (len == 0) {
-    fail(e, "shim exited before reporting");
-    report_failure(1, e);
+    report_failure(out, Error("shim exited before reporting"));
     return 1;
   }
   write_all(1, line, len);

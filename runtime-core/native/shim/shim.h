@@ -1,6 +1,8 @@
 // conductor-shim: one small process per container (see runtime-core/README.md, "conductor-shim").
-// It is self-contained on purpose (no common/, no iostreams, no heap on the steady path): it lives
-// as long as its container and its resident memory is a benchmark figure.
+// It keeps to the native core's model for failures (conductor::Error, UniqueFd) but nothing else
+// of common/ (no iostreams, no heap on the steady path): it lives as long as its container and
+// its resident memory is a benchmark figure. Errors are thrown only while it starts up and
+// while it shuts down; the loop in between does not allocate or throw.
 #pragma once
 
 #include <limits.h>
@@ -9,21 +11,24 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "common/error.h"
+#include "common/fd.h"
+
 namespace shim {
 
-// What failed, on what, and errno, e.g. "open `/x/status.json.tmp`: ENOENT". The text ends up in
-// the caller's {"ok":false,"error":...}, so there is no other place an error needs to go.
-struct Error {
-  char msg[1024] = "";
-};
-// Both return false so a failing step can `return fail(...)`.
-bool fail(Error& e, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-bool fail_errno(Error& e, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+using conductor::Error;
+using conductor::UniqueFd;
+
+// What failed, on what, and errno, e.g. "open `/x/status.json.tmp`: ENOENT" (the errno's name
+// only: the text ends up in the caller's {"ok":false,"error":...}, and keeps the format the
+// shim always had). Both throw conductor::Error; fail_errno's carries errno as its code().
+[[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+[[noreturn]] void fail_errno(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // ---- util.cc
 bool write_all(int fd, const void* data, size_t n);
 // Writes `path` through `path.tmp` + rename, so readers see the old or the new file, never half.
-bool write_file_atomic(const char* path, const char* data, size_t n, Error& e);
+void write_file_atomic(const char* path, const char* data, size_t n);
 // JSON string body for s[0..n) into out (always NUL-terminated, truncated to fit).
 void json_escape(char* out, size_t cap, const char* s, size_t n);
 // RFC 3339 in UTC with nanoseconds: 2026-11-28T12:00:00.123456789Z (31 bytes with the NUL).
@@ -31,7 +36,7 @@ constexpr size_t kTimeLen = 40;
 void format_time(char* out, const timespec& ts);  // out: kTimeLen bytes
 timespec now();
 // Calls fn(line, len) for each line of fd from its current offset; longer lines are cut to
-// the buffer. Returns false on a read error.
+// the buffer. Returns false on a read error (callers treat it as "nothing (more) there").
 using LineFn = void (*)(void* ctx, const char* line, size_t len);
 bool for_each_line(int fd, LineFn fn, void* ctx);
 // "SIGKILL" for 9; "SIG42" when the C library has no name.
@@ -40,7 +45,7 @@ void signal_name(int sig, char (&out)[16]);
 // ---- runtime_cmd.cc: running the OCI runtime (conductor-runtime, runc, crun).
 // Starts argv[0] (PATH lookup if it has no slash) with the given stdio and every signal unblocked.
 // An exec failure comes back through a close-on-exec pipe, so it is an error here, not a 127.
-pid_t spawn(const char* const argv[], int in, int out, int err, Error& e);
+pid_t spawn(const char* const argv[], int in, int out, int err);
 // Waits for pid (only that one: the shim reaps everything else in its loop). Returns the status.
 int wait_for(pid_t pid);
 // Last {"level":"error","msg":...} (or fatal) in the runtime's JSON log after byte `offset`,
@@ -57,7 +62,7 @@ struct ContainerStatus {
   int signal = 0;  // 0: exited normally
   bool oom_killed = false;
 };
-bool write_status(const char* dir, const ContainerStatus& s, Error& e);
+void write_status(const char* dir, const ContainerStatus& s);
 
 // Where the kernel counts OOM kills for pid's memory cgroup: memory.oom_control on v1,
 // memory.events on v2 (both have an "oom_kill N" line). Empty when there is no memory cgroup.
@@ -71,14 +76,14 @@ struct OomCounter {
 // ---- cri_log.cc: container.log in the kubelet's CRI format, rotated by size.
 class CriLog {
  public:
-  bool open(const char* path, uint64_t max_size, int max_files, Error& e);
+  void open(const char* path, uint64_t max_size, int max_files);
   // One record: "<time> <stream> F|P <data>\n". Write errors drop the record: the container
   // must not block on a full disk.
   void write(const char* stream, bool partial, const char* data, size_t n);
 
  private:
   void rotate();
-  int fd_ = -1;
+  UniqueFd fd_;
   uint64_t size_ = 0;
   uint64_t max_size_ = 0;
   int max_files_ = 0;
@@ -90,7 +95,7 @@ class CriLog {
 struct OutputStream {
   static constexpr size_t kLineMax = 16 * 1024;
   const char* name = nullptr;  // "stdout" | "stderr"
-  int fd = -1;
+  UniqueFd fd;
   size_t len = 0;
   char* buf = nullptr;  // kLineMax bytes
   // Reads what the pipe has. Returns false at EOF (the rest is flushed and fd closed).

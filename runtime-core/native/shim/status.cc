@@ -9,10 +9,10 @@
 
 namespace shim {
 
-bool write_status(const char* dir, const ContainerStatus& s, Error& e) {
+void write_status(const char* dir, const ContainerStatus& s) {
   char path[PATH_MAX];
   if (snprintf(path, sizeof path, "%s/status.json", dir) >= static_cast<int>(sizeof path))
-    return fail(e, "path too long: %s/status.json", dir);
+    fail("path too long: %s/status.json", dir);
   char started[kTimeLen];
   format_time(started, s.started_at);
   char json[512];
@@ -34,7 +34,7 @@ bool write_status(const char* dir, const ContainerStatus& s, Error& e) {
                  "\"exitCode\":%d,\"signal\":%s,\"oomKilled\":%s}\n",
                  s.pid, started, finished, s.exit_code, sig, s.oom_killed ? "true" : "false");
   }
-  return write_file_atomic(path, json, static_cast<size_t>(n), e);
+  write_file_atomic(path, json, static_cast<size_t>(n));
 }
 
 namespace {
@@ -91,11 +91,8 @@ void scan_mount_line(void* ctx, const char* line, size_t n) {
 }
 
 bool scan_file(const char* path, LineFn fn, void* ctx) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = for_each_line(fd, fn, ctx);
-  ::close(fd);
-  return ok;
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  return fd && for_each_line(fd.get(), fn, ctx);
 }
 
 // Three PATH_MAX buffers, used once: in .bss rather than on the stack the shim keeps for life.

@@ -10,31 +10,36 @@
 
 namespace shim {
 
-static void vformat(Error& e, const char* fmt, va_list ap) {
-  vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+namespace {
+// The message, cut to what the caller's status line has always carried.
+void vformat(char (&msg)[1024], const char* fmt, va_list ap) {
+  vsnprintf(msg, sizeof msg, fmt, ap);
 }
+}  // namespace
 
-bool fail(Error& e, const char* fmt, ...) {
+void fail(const char* fmt, ...) {
+  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vformat(e, fmt, ap);
+  vformat(msg, fmt, ap);
   va_end(ap);
-  return false;
+  throw Error::preformatted(msg, 0);
 }
 
-bool fail_errno(Error& e, const char* fmt, ...) {
+void fail_errno(const char* fmt, ...) {
   int err = errno;
+  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vformat(e, fmt, ap);
+  vformat(msg, fmt, ap);
   va_end(ap);
-  size_t n = strlen(e.msg);
+  size_t n = strlen(msg);
   const char* name = strerrorname_np(err);
   if (name)
-    snprintf(e.msg + n, sizeof e.msg - n, ": %s", name);
+    snprintf(msg + n, sizeof msg - n, ": %s", name);
   else
-    snprintf(e.msg + n, sizeof e.msg - n, ": errno %d", err);
-  return false;
+    snprintf(msg + n, sizeof msg - n, ": errno %d", err);
+  throw Error::preformatted(msg, err);
 }
 
 bool write_all(int fd, const void* data, size_t n) {
@@ -51,18 +56,20 @@ bool write_all(int fd, const void* data, size_t n) {
   return true;
 }
 
-bool write_file_atomic(const char* path, const char* data, size_t n, Error& e) {
+void write_file_atomic(const char* path, const char* data, size_t n) {
   char tmp[PATH_MAX];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= static_cast<int>(sizeof tmp))
-    return fail(e, "path too long: %s", path);
-  int fd = ::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return fail_errno(e, "open `%s`", tmp);
-  bool ok = write_all(fd, data, n);
-  if (!ok) fail_errno(e, "write `%s`", tmp);
-  ::close(fd);
-  if (ok && rename(tmp, path) != 0) ok = fail_errno(e, "rename `%s`", tmp);
-  if (!ok) unlink(tmp);
-  return ok;
+    fail("path too long: %s", path);
+  UniqueFd fd(::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) fail_errno("open `%s`", tmp);
+  try {
+    if (!write_all(fd.get(), data, n)) fail_errno("write `%s`", tmp);
+    fd.reset();
+    if (rename(tmp, path) != 0) fail_errno("rename `%s`", tmp);
+  } catch (const Error&) {
+    unlink(tmp);
+    throw;
+  }
 }
 
 void json_escape(char* out, size_t cap, const char* s, size_t n) {
