@@ -103,7 +103,7 @@ function addon(): Addon {
  * cancels the wait (its pidfd is closed) and rejects with an AbortError.
  */
 export async function waitForExit(pid: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) throw abortError();
+  if (signal?.aborted) throw abortError(pid, signal);
   const native = addon();
   const { id, exited } = native.waitForExit(pid);
   if (!signal) return exited;
@@ -112,15 +112,19 @@ export async function waitForExit(pid: number, signal?: AbortSignal): Promise<vo
   try {
     await exited;
   } catch (err) {
-    if (signal.aborted) throw abortError();
+    if (signal.aborted) throw abortError(pid, signal);
     throw err;
   } finally {
     signal.removeEventListener('abort', cancel);
   }
 }
 
-function abortError(): Error {
-  return new DOMException('the wait for the exit was cancelled', 'AbortError');
+/** Shaped as Node's own (fs, timers/promises): name AbortError, code ABORT_ERR, the reason as cause. */
+function abortError(pid: number, signal: AbortSignal): Error {
+  return Object.assign(new Error(`waitForExit(${pid}): aborted`, { cause: signal.reason }), {
+    name: 'AbortError',
+    code: 'ABORT_ERR',
+  });
 }
 
 /**
