@@ -601,17 +601,20 @@ export class ContainerRuntime {
   /** The container as recorded on disk, with the shim's liveness checked. */
   async inspect(id: string): Promise<ContainerInfo> {
     const p = this.paths(id);
-    const [status, rec, specRec, pidText] = await Promise.all([
-      readJson<ShimStatus>(p.status),
+    const [rec, specRec, pidText] = await Promise.all([
       readJson<ShimRecord>(p.shim),
       readJson<SpecRecord>(p.spec),
       readFile(p.shimPid, 'utf8').catch(() => undefined),
     ]);
+    const shimPid = rec?.shimPid ?? (pidText ? Number(pidText.trim()) : undefined);
+    // Liveness before status.json: a shim that exits in between has written its final status
+    // by then, so a dead shim is never paired with a status read before its exit (which read as
+    // a container gone without an exit code).
+    const alive = await this.shimAlive(p, shimPid, rec);
+    const status = await readJson<ShimStatus>(p.status);
     if (!status && !rec && !specRec && !(await stat(p.dir).catch(() => undefined))) {
       throw new ContainerNotFoundError(id);
     }
-    const shimPid = rec?.shimPid ?? (pidText ? Number(pidText.trim()) : undefined);
-    const alive = await this.shimAlive(p, shimPid, rec);
     let state: ContainerState;
     if (status?.status === 'stopped') state = 'stopped';
     else if (alive) state = status ? 'running' : 'creating';
