@@ -49,6 +49,15 @@ export class NotFoundError extends Error {
 
 export type EventType = 'Normal' | 'Warning';
 
+/** Client.recordEvent: an event about `object` of `kind`. */
+export type RecordEvent = (
+  kind: Kind,
+  object: { metadata: { namespace: string; name: string } },
+  type: EventType,
+  reason: string,
+  message: string,
+) => void;
+
 /** What reconcilers use: reads from the cache, writes of status and events. */
 export interface Client {
   /** The object under `namespace/name`, with its status; undefined when it does not exist. */
@@ -66,13 +75,7 @@ export interface Client {
     status: StatusOf<K>,
   ): Promise<ObjectOf<K>>;
   /** Records an event about the object (folded with repeats, as the Kubernetes recorder does). */
-  recordEvent(
-    kind: Kind,
-    object: { metadata: { namespace: string; name: string } },
-    type: EventType,
-    reason: string,
-    message: string,
-  ): void;
+  recordEvent: RecordEvent;
   /**
    * The object is gone and the host state it owned has been released: forget what is kept for
    * it (its persisted record; in Kubernetes, the finalizer that held its deletion).

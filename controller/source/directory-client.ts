@@ -14,7 +14,7 @@ import {
   ConflictError,
   NotFoundError,
   type Caches,
-  type EventType,
+  type RecordEvent,
   type ObjectOf,
   type SourceClient,
   type StatusOf,
@@ -178,19 +178,13 @@ export class DirectoryClient implements SourceClient {
     return next;
   }
 
-  recordEvent(
-    kind: Kind,
-    object: { metadata: { namespace: string; name: string } },
-    type: EventType,
-    reason: string,
-    message: string,
-  ): void {
+  readonly recordEvent: RecordEvent = (kind, object, type, reason, message) => {
     const { namespace, name } = object.metadata;
     this.log.info(`${reason}: ${message}`, { kind, namespace, name, type });
     void this.store
       .recordEvent(kind, namespace, name, { time: this.now().toISOString(), type, reason, message })
       .catch((err: unknown) => this.log.error('recording an event failed', { err: String(err) }));
-  }
+  };
 
   async finalize(kind: Kind, namespace: string, name: string): Promise<void> {
     const key = objectKey({ metadata: { namespace, name } });
