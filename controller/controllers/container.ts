@@ -187,10 +187,10 @@ export class ContainerReconciler implements Reconciler {
   }
 
   /** Stops probing and watching: the containers run on, a new controller adopts them. */
-  close(): void {
-    this.prober.stopAll();
+  async close(): Promise<void> {
     for (const w of this.watched.values()) w.dispose();
     this.watched.clear();
+    await this.prober.stopAll();
   }
 
   async reconcile(key: string): Promise<Result> {

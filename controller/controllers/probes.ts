@@ -19,6 +19,8 @@ interface Worker {
   timers: NodeJS.Timeout[];
   /** Aborted when the probes stop: cancels an attempt in flight. */
   cancel: AbortController;
+  /** Attempts in flight: stopAll() waits for them, so nothing they hold outlives it. */
+  inflight: Set<Promise<unknown>>;
   ready: boolean;
   streak: Record<Kind, { ok: number; fail: number }>;
 }
@@ -55,6 +57,7 @@ export class Prober {
       pid,
       timers: [],
       cancel: new AbortController(),
+      inflight: new Set(),
       ready: !readinessProbe,
       streak: { readiness: { ok: 0, fail: 0 }, liveness: { ok: 0, fail: 0 } },
     };
@@ -71,14 +74,22 @@ export class Prober {
     this.workers.delete(key);
   }
 
-  stopAll(): void {
+  /**
+   * Stops every container's probes and resolves once the attempts in flight have ended (they
+   * are cancelled: their processes killed, their timers cleared).
+   */
+  async stopAll(): Promise<void> {
+    const inflight = [...this.workers.values()].flatMap((w) => [...w.inflight]);
     for (const key of [...this.workers.keys()]) this.stop(key);
+    await Promise.allSettled(inflight);
   }
 
   private schedule(key: string, w: Worker, c: Container, kind: Kind, probe: Probe): void {
     const tick = async (): Promise<void> => {
       if (this.workers.get(key) !== w) return;
-      const outcome = await this.run(c, w, probe);
+      const attempt = this.run(c, w, probe);
+      w.inflight.add(attempt);
+      const outcome = await attempt.finally(() => w.inflight.delete(attempt));
       if (this.workers.get(key) !== w) return;
       const s = w.streak[kind];
       if (outcome.ok) {

@@ -234,7 +234,7 @@ describe('ContainerReconciler (fakes)', () => {
     f.client.apply(container());
     await r.reconcile(key);
     expect(f.runtime.watching).toBe(1);
-    r.close();
+    await r.close();
     expect(f.runtime.watching).toBe(0);
   });
 });
