@@ -27,7 +27,13 @@ import {
   type Disposable,
   type RunSpec,
 } from '../../runtime-core/src/index.js';
-import { setCondition, splitObjectKey, StatusWriter, type ReconcileContext } from './context.js';
+import {
+  isStaleWrite,
+  setCondition,
+  splitObjectKey,
+  StatusWriter,
+  type ReconcileContext,
+} from './context.js';
 import { Prober } from './probes.js';
 import {
   CrashLoopBackOff,
@@ -379,6 +385,7 @@ export class ContainerReconciler implements Reconciler {
       );
       return done();
     } catch (err) {
+      if (isStaleWrite(err)) throw err; // a status write lost to a change: not a failed start
       const message = (err as Error).message;
       ctx.client.recordEvent('Container', container, 'Warning', 'Failed', message);
       await this.setStatus(status, {

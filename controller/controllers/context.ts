@@ -5,7 +5,13 @@
  */
 import type { Condition } from '../api/types.generated.js';
 import type { Kind } from '../api/kinds.js';
-import type { Client, ObjectOf, StatusOf } from '../client/client.js';
+import {
+  ConflictError,
+  NotFoundError,
+  type Client,
+  type ObjectOf,
+  type StatusOf,
+} from '../client/client.js';
 import type { Logger, RuntimeCoreApi } from '../../runtime-core/src/index.js';
 
 export interface ReconcileContext {
@@ -35,6 +41,11 @@ export class StatusWriter<K extends Kind> {
   async write(status: StatusOf<K>): Promise<void> {
     this.object = await this.client.updateStatus(this.kind, this.object, status);
   }
+}
+
+/** A status write refused because the object changed or went meanwhile: retry, never a verdict. */
+export function isStaleWrite(err: unknown): boolean {
+  return err instanceof ConflictError || err instanceof NotFoundError;
 }
 
 /** `namespace/name` → its parts (a key without a namespace is in `default`). */

@@ -18,7 +18,13 @@
 
 import type { ImageStatus } from '../api/types.generated.js';
 import { done, terminal, type Reconciler, type Result } from '../reconcile/result.js';
-import { setCondition, splitObjectKey, StatusWriter, type ReconcileContext } from './context.js';
+import {
+  isStaleWrite,
+  setCondition,
+  splitObjectKey,
+  StatusWriter,
+  type ReconcileContext,
+} from './context.js';
 import { InputWatcher, localInputs, settled } from './image-inputs.js';
 import {
   alwaysPulled,
@@ -222,6 +228,7 @@ export class ImageReconciler implements Reconciler {
           ctx.now(),
         ),
       };
+      await writer.write(status);
       if (old?.digest !== status.digest)
         ctx.client.recordEvent(
           'Image',
@@ -230,10 +237,12 @@ export class ImageReconciler implements Reconciler {
           'Built',
           `image ${image.metadata.name} built: ${status.digest}`,
         );
-      await writer.write(status);
       return done();
     } catch (err) {
       await Promise.allSettled(pending);
+      // A status write that lost to a change of the object (or its deletion) says nothing about
+      // the build: reconciled again from fresh state.
+      if (isStaleWrite(err)) throw err;
       // The controller is stopping: the next one builds it again (it is not Ready).
       if (err instanceof BuildInterruptedError) return done();
       // Failed on inputs that changed meanwhile (a file half-written, a directory half-copied):

@@ -322,6 +322,27 @@ describe('ImageReconciler (fakes)', () => {
     await r.close();
   });
 
+  it('a status write that loses to a spec change is retried, never recorded as a failed build', async () => {
+    const f = fakeContext();
+    const r = new ImageReconciler(f.ctx, () => undefined);
+    f.client.apply(image('app'));
+    f.runtime.build = () => {
+      // The spec changes while the build runs: its result describes the old spec.
+      f.client.apply({ ...image('app'), spec: { ...image('app').spec, config: { cmd: ['x'] } } });
+      return Promise.resolve({
+        digest: DIGEST,
+        layers: [{ key: 'b'.repeat(64), size: 10, createdBy: 'copy' }],
+        config: {},
+        stepsRun: 1,
+        stepsCached: 0,
+      });
+    };
+    await expect(r.reconcile(`${NS}/app`)).rejects.toBeInstanceOf(ConflictError);
+    expect(f.client.get('Image', `${NS}/app`)?.status?.phase).not.toBe('Failed');
+    expect(f.client.events.map((e) => e.reason)).toEqual([]);
+    await r.close();
+  });
+
   it('a failed build is terminal until something changes', async () => {
     const f = fakeContext();
     const r = new ImageReconciler(f.ctx, () => undefined);
