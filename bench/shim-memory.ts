@@ -8,7 +8,7 @@
  *   node build/bench/bench/shim-memory.js [--containers N]     (hack/bench.sh runs it)
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -158,9 +158,24 @@ async function measure(start: (b: Bundle) => Promise<Monitor>, bundles: Bundle[]
   }
 }
 
+/** The mounted cgroup hierarchies (/sys/fs/cgroup/memory, .../systemd, .../unified, ...). */
+function v1Hierarchies(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => / - cgroup2? /.test(l))
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m !== '');
+}
+
 async function main(): Promise<void> {
   const repo = repoRoot();
   const before = hostSnapshot();
+  // runc (the conmon row) makes the bundles' cgroup parent in every hierarchy, named ones
+  // (name=systemd) included, and leaves it when its container goes: removed at the end if it
+  // was not there before and is empty.
+  const runcParents = v1Hierarchies()
+    .map((h) => join(h, 'conductor'))
+    .filter((d) => !existsSync(d));
   const shim = join(repo, 'build/Release/conductor-shim');
   const runtime = join(repo, 'build/Release/conductor-runtime');
   const runc = which('runc');
@@ -224,6 +239,7 @@ async function main(): Promise<void> {
     for (const b of allBundles)
       await b.remove().catch((err: unknown) => console.error(String(err)));
     rmSync(WORK, { recursive: true, force: true });
+    for (const d of runcParents) if (existsSync(d)) rmdirSync(d); // EBUSY if not empty: a leak
     const leaks = findLeaks(before, { idPrefix: PREFIX, runtimeRoots: [] });
     const left = [...leaks.mounts, ...leaks.cgroups, ...leaks.processes, ...leaks.stateDirs];
     if (left.length > 0) console.error(`bench: left behind:\n  ${left.join('\n  ')}`);
