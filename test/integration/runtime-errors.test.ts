@@ -52,12 +52,12 @@ describe('invalid config.json', () => {
   it('refuses fields it does not support rather than ignoring them', async () => {
     await expectCreateError(
       (c) =>
-        ((c.linux as Record<string, unknown>).namespaces = [{ type: 'mount' }, { type: 'user' }]),
-      'linux.namespaces[1].type: `user` namespaces are not supported',
+        ((c.linux as Record<string, unknown>).namespaces = [{ type: 'mount' }, { type: 'time' }]),
+      'linux.namespaces[1].type: `time` namespaces are not supported',
     );
     await expectCreateError(
-      (c) => (c.hooks = { prestart: [{ path: '/bin/true' }] }),
-      'hooks: not supported by conductor-runtime',
+      (c) => ((c.linux as Record<string, unknown>).intelRdt = { closID: 'x' }),
+      'linux.intelRdt: not supported by conductor-runtime',
     );
     await expectCreateError(
       (c) => ((c.process as Record<string, unknown>).terminal = true),

@@ -31,7 +31,7 @@ describe('namespaces joined by path', () => {
         },
       },
     );
-    // A hostname needs a uts namespace of the container's own.
+    // A hostname would be set in the joined uts namespace (as runc does): keep the first's.
     delete second.config.hostname;
     await second.writeConfig();
     const r = await suite.rt.run(['run', '-b', second.dir, second.id]);

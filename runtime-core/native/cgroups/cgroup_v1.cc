@@ -39,6 +39,18 @@ void apply_v1(const Cgroup& cg, const CgroupResources& res) {
                   ENOTSUP);
     }
   }
+  if (res.memory_reservation) {
+    std::string d = need(cg, "memory", "linux.resources.memory.reservation");
+    write_file(d + "/memory.soft_limit_in_bytes", std::to_string(*res.memory_reservation));
+  }
+  if (res.memory_swappiness) {
+    std::string d = need(cg, "memory", "linux.resources.memory.swappiness");
+    write_file(d + "/memory.swappiness", std::to_string(*res.memory_swappiness));
+  }
+  if (res.memory_disable_oom_killer) {
+    std::string d = need(cg, "memory", "linux.resources.memory.disableOOMKiller");
+    write_file(d + "/memory.oom_control", "1");
+  }
   if (res.cpu_shares) {
     write_file(need(cg, "cpu", "linux.resources.cpu.shares") + "/cpu.shares",
                std::to_string(*res.cpu_shares));

@@ -88,6 +88,13 @@ void apply_v2(const std::string& dir, const CgroupResources& res) {
     }
     write_limit(dir, "memory.swap.max", v, "linux.resources.memory.swap", "memory");
   }
+  if (res.memory_reservation) {
+    int64_t v = *res.memory_reservation;
+    write_limit(dir, "memory.low", v < 0 ? "max" : std::to_string(v),
+                "linux.resources.memory.reservation", "memory");
+  }
+  // swappiness and disableOOMKiller have no cgroup v2 file: container_create warns and drops
+  // them before they get here.
   if (res.cpu_shares) {
     write_limit(dir, "cpu.weight", std::to_string(shares_to_weight(*res.cpu_shares)),
                 "linux.resources.cpu.shares", "cpu");

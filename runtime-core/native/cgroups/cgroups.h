@@ -31,11 +31,14 @@ struct CgroupLayout {
 
 // linux.resources, the subset Conductor applies. Unset fields are left alone.
 struct CgroupResources {
-  std::optional<int64_t> memory_limit;  // bytes, -1 = unlimited
-  std::optional<int64_t> memory_swap;   // memory+swap bytes (v1 semantics), -1 = unlimited
-  std::optional<uint64_t> cpu_shares;   // v1 shares; v2 weight = 1 + ((shares-2)*9999)/262142
-  std::optional<int64_t> cpu_quota;     // µs per period, -1 = unlimited
-  std::optional<uint64_t> cpu_period;   // µs
+  std::optional<int64_t> memory_limit;        // bytes, -1 = unlimited
+  std::optional<int64_t> memory_swap;         // memory+swap bytes (v1 semantics), -1 = unlimited
+  std::optional<int64_t> memory_reservation;  // v1 soft limit, v2 memory.low
+  std::optional<uint64_t> memory_swappiness;  // v1 only (0..100)
+  bool memory_disable_oom_killer = false;     // v1 only (memory.oom_control)
+  std::optional<uint64_t> cpu_shares;         // v1 shares; v2 weight = 1 + ((shares-2)*9999)/262142
+  std::optional<int64_t> cpu_quota;           // µs per period, -1 = unlimited
+  std::optional<uint64_t> cpu_period;         // µs
   std::optional<std::string> cpuset_cpus, cpuset_mems;
   std::optional<int64_t> pids_limit;  // -1 or 0 = unlimited (as runc)
   struct Device {

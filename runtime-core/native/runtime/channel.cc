@@ -27,6 +27,10 @@ const char* msg_name(Msg m) {
       return "START";
     case Msg::kError:
       return "ERROR";
+    case Msg::kHooks:
+      return "HOOKS";
+    case Msg::kHooksDone:
+      return "HOOKS_DONE";
   }
   return "UNKNOWN";
 }

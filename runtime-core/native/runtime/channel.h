@@ -11,10 +11,12 @@
 namespace conductor {
 
 enum class Msg : int {
-  kGo = 1,     // parent → child: cgroup joined, set up the container
-  kReady = 2,  // child → parent: everything up to execve is done; waiting for start
-  kStart = 3,  // parent → child (`run` only): execve now
-  kError = 4,  // child → parent: a step failed (errno + message)
+  kGo = 1,         // parent → child: cgroup joined, set up the container
+  kReady = 2,      // child → parent: everything up to execve is done; waiting for start
+  kStart = 3,      // parent → child (`run` only): execve now
+  kError = 4,      // child → parent: a step failed (errno + message)
+  kHooks = 5,      // child → parent: mounts made, run prestart/createRuntime hooks
+  kHooksDone = 6,  // parent → child: they ran; go on to createContainer and pivot_root
 };
 
 class Channel {

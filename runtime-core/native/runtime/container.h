@@ -15,6 +15,10 @@ struct GlobalOptions {
   std::string log_format = "text";  // text | json
 };
 
+// The runtime's own messages: to stderr, and with --log to that file too (text or json lines,
+// as runc writes them). `level` is "error" or "warning".
+void log_message(const GlobalOptions& g, const std::string& level, const std::string& msg);
+
 struct CreateOptions {
   std::string id, bundle = ".", pid_file;
   // `run`: the init waits on the channel for START instead of exec.fifo.
@@ -28,6 +32,8 @@ struct Created {
 
 Created container_create(const GlobalOptions& g, const CreateOptions& o);
 void container_start(const GlobalOptions& g, const std::string& id);
+// poststart hooks (start and run): failures are logged as warnings.
+void run_poststart(const GlobalOptions& g, const ContainerState& s);
 int container_run(const GlobalOptions& g, const CreateOptions& o, bool detach);
 void container_state(const GlobalOptions& g, const std::string& id);
 void container_kill(const GlobalOptions& g, const std::string& id, int sig, bool all);

@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "cgroups/cgroups.h"
@@ -34,6 +35,7 @@
 #include "common/fd.h"
 #include "common/fs.h"
 #include "runtime/container.h"
+#include "runtime/hooks.h"
 #include "runtime/rootfs.h"
 #include "runtime/security.h"
 #include "runtime/spec.h"
@@ -63,11 +65,14 @@ void add_default_device_rules(CgroupResources& res, const Spec& spec) {
   }
 }
 
-// Joins the namespaces the spec names by path; mount last, so the paths above still resolve.
+// Joins the namespaces the spec names by path: a user namespace first (the others may belong
+// to it), the mount namespace last (so the paths above still resolve in the runtime's).
 void join_namespaces(const Spec& spec, bool include_pid) {
   std::vector<const NamespaceSpec*> order;
+  if (const NamespaceSpec* u = spec.ns(CLONE_NEWUSER); u && !u->path.empty()) order.push_back(u);
   for (const auto& n : spec.namespaces)
-    if (!n.path.empty() && n.flag != CLONE_NEWNS && (include_pid || n.flag != CLONE_NEWPID))
+    if (!n.path.empty() && n.flag != CLONE_NEWNS && n.flag != CLONE_NEWUSER &&
+        (include_pid || n.flag != CLONE_NEWPID))
       order.push_back(&n);
   if (const NamespaceSpec* m = spec.ns(CLONE_NEWNS); m && !m->path.empty()) order.push_back(m);
   for (const auto* n : order) {
@@ -78,11 +83,35 @@ void join_namespaces(const Spec& spec, bool include_pid) {
   }
 }
 
+// linux.uidMappings / gidMappings of the init's new user namespace, written by the parent
+// (root in the runtime's namespace) before the init does anything that needs them.
+void write_id_maps(pid_t child, const Spec& spec) {
+  auto lines = [](const std::vector<IdMapping>& maps) {
+    std::string out;
+    for (const auto& m : maps)
+      out += std::to_string(m.container_id) + " " + std::to_string(m.host_id) + " " +
+             std::to_string(m.size) + "\n";
+    return out;
+  };
+  std::string proc = "/proc/" + std::to_string(child);
+  try {
+    write_file(proc + "/uid_map", lines(spec.uid_mappings));
+  } catch (const Error& e) {
+    throw e.wrap("linux.uidMappings");
+  }
+  try {
+    write_file(proc + "/gid_map", lines(spec.gid_mappings));
+  } catch (const Error& e) {
+    throw e.wrap("linux.gidMappings");
+  }
+}
+
 struct InitArgs {
   const Spec* spec;
   const CgroupLayout* layout;
   const SeccompProgram* seccomp;
   Channel* channel;
+  std::string id;
   std::string fifo;  // empty for `run`
   // v1 cgroup directories the init moves itself into (empty: the parent moved it).
   std::vector<std::string> join_v1;
@@ -170,18 +199,40 @@ bool needs_cgroup_first(const Spec& spec) {
   return false;
 }
 
-void enter_cgroup(const InitArgs& a) {
-  a.channel->expect(Msg::kGo);
+void enter_cgroup(const InitArgs& a, bool go_received) {
+  if (!go_received) a.channel->expect(Msg::kGo);
   if (a.spec->has_new_ns(CLONE_NEWCGROUP) && ::unshare(CLONE_NEWCGROUP) < 0)
     throw_errno("unshare the cgroup namespace");
 }
+
+pid_t own_host_pid() {
+  char buf[32];
+  ssize_t n = ::readlink("/proc/self", buf, sizeof buf - 1);
+  if (n <= 0) return ::getpid();
+  buf[n] = 0;
+  return static_cast<pid_t>(std::atoi(buf));
+}
+
+// Whether the container has a mount namespace of its own (new, or joined by path). Without
+// one, load_spec has refused anything that would mount; the rootfs is only chroot'ed into.
+bool has_mount_ns(const Spec& spec) { return spec.ns(CLONE_NEWNS) != nullptr; }
 
 [[noreturn]] void init_main(const InitArgs& a) {
   const Spec& spec = *a.spec;
   bool started = false;
   try {
+    // In a new user namespace the init can do nothing until the parent has written its id
+    // maps (and, as it cannot write the host's cgroup files, joined it to its cgroup): GO.
+    bool go_received = false;
+    if (spec.has_new_ns(CLONE_NEWUSER)) {
+      a.channel->expect(Msg::kGo);
+      go_received = true;
+    }
     // Before anything else, while the host's /sys/fs/cgroup is what the paths name.
     join_v1_cgroups(a.join_v1);
+    // The hooks run in here are told the init's pid as the host sees it (the spec's state
+    // pid): /proc is still the runtime's, whose /proc/self names it so.
+    pid_t host_pid = own_host_pid();
     join_namespaces(spec, false);
     if (spec.has_new_ns(CLONE_NEWNET)) bring_up_loopback();
     if (spec.hostname && ::sethostname(spec.hostname->c_str(), spec.hostname->size()) < 0)
@@ -191,22 +242,38 @@ void enter_cgroup(const InitArgs& a) {
       fifo.reset(::open(a.fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
       if (!fifo) throw_errno("open `" + a.fifo + "`");
     }
-    bool cgroup_first = needs_cgroup_first(spec);
-    if (cgroup_first) enter_cgroup(a);
-    setup_rootfs(spec, *a.layout);
-    finish_rootfs(spec);
-    if (!cgroup_first) enter_cgroup(a);
+    // The parent's GO is read first when HOOKS follows: the messages must come in order.
+    bool parent_hooks = !spec.hooks.prestart.empty() || !spec.hooks.create_runtime.empty();
+    bool cgroup_first = needs_cgroup_first(spec) || parent_hooks;
+    if (cgroup_first) enter_cgroup(a, go_received);
+    // prestart and createRuntime run in the parent (the runtime's namespaces) while the init
+    // waits, createContainer here (the container's): after the mounts, before pivot_root.
+    auto before_pivot = [&] {
+      if (parent_hooks) {
+        a.channel->send(Msg::kHooks);
+        a.channel->expect(Msg::kHooksDone);
+      }
+      run_hooks(spec.hooks.create_container, "createContainer",
+                hook_state(a.id, "creating", host_pid, spec.bundle, spec.annotations));
+    };
+    if (has_mount_ns(spec)) {
+      setup_rootfs(spec, *a.layout, before_pivot);
+      finish_rootfs(spec);
+    } else {
+      before_pivot();
+      if (::chroot(spec.root_path.c_str()) < 0 || ::chdir("/") < 0)
+        throw_errno("chroot `" + spec.root_path + "`");
+      finish_rootfs(spec);  // sysctls only: the rest needs a mount namespace
+    }
+    if (!cgroup_first) enter_cgroup(a, go_received);
     const Process& p = spec.process;
     mkdir_p(p.cwd, 0755);
     if (::chdir(p.cwd.c_str()) < 0) throw_errno("process.cwd: chdir `" + p.cwd + "`");
     std::string exe = find_executable(p);
     if (::setsid() < 0) throw_errno("setsid");
-    // From here the container outlives the runtime that created it.
-    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
-    a.channel->send(Msg::kReady);
-    wait_for_start(a, fifo.get());
-    started = true;
-    fifo.reset();
+    // Everything that can fail is done before the init reports READY, so a failure is create's
+    // (runc and crun do the same): only startContainer hooks and the execve itself are left
+    // for start.
     apply_rlimits(p);
     if (p.capabilities) drop_bounding(*p.capabilities);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
@@ -216,6 +283,16 @@ void enter_cgroup(const InitArgs& a) {
     if (p.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
       throw_errno("prctl(PR_SET_NO_NEW_PRIVS)");
     if (p.umask) ::umask(*p.umask);
+    // From here the container outlives the runtime that created it.
+    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    a.channel->send(Msg::kReady);
+    wait_for_start(a, fifo.get());
+    started = true;
+    // The FIFO stays open until the execve closes it (O_CLOEXEC): `start` waits for that, so its
+    // poststart hooks run once the process is the container's, as the spec orders them.
+    run_hooks(spec.hooks.start_container, "startContainer",
+              hook_state(a.id, "created", host_pid, spec.bundle, spec.annotations));
+    // With no_new_privs the filter goes last, so it need not allow what the steps above use.
     if (p.no_new_privileges) load_seccomp(*a.seccomp);
     std::vector<char*> argv, envp;
     for (const auto& s : p.args) argv.push_back(const_cast<char*>(s.c_str()));
@@ -242,7 +319,20 @@ void enter_cgroup(const InitArgs& a) {
 Created container_create(const GlobalOptions& g, const CreateOptions& o) {
   validate_id(o.id);
   Spec spec = load_spec(o.bundle, o.id);
+  for (const auto& w : spec.warnings) log_message(g, "warning", w);
   CgroupLayout layout = CgroupLayout::detect();
+  if (layout.mode == CgroupMode::V2) {
+    // cgroup v2 has no file for these: ignored with a warning, as crun does.
+    if (spec.resources.memory_swappiness) {
+      log_message(g, "warning", "linux.resources.memory.swappiness ignored: not on cgroup v2");
+      spec.resources.memory_swappiness.reset();
+    }
+    if (spec.resources.memory_disable_oom_killer) {
+      log_message(g, "warning",
+                  "linux.resources.memory.disableOOMKiller ignored: not on cgroup v2");
+      spec.resources.memory_disable_oom_killer = false;
+    }
+  }
   Cgroup cgroup(layout, spec.cgroups_path);
   SeccompProgram seccomp;
   if (spec.seccomp) seccomp = compile_seccomp(*spec.seccomp, g.root + "/.seccomp-cache");
@@ -280,12 +370,15 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
       cgroup2.reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
       if (!cgroup2) throw_errno("cgroup " + spec.cgroups_path + ": open `" + dir + "`");
     }
-    InitArgs args{&spec, &layout, &seccomp, &child_side, fifo, {}};
+    InitArgs args{&spec, &layout, &seccomp, &child_side, o.id, fifo, {}};
     for (const auto& d : cgroup.dirs())
       if (layout.unified.empty() || d != layout.unified + spec.cgroups_path)
         args.join_v1.push_back(d);
     // Without a new stack both clones behave as fork, into new namespaces in one step.
-    bool parent_joins = false;
+    // A new user namespace's init cannot write the host's cgroup files: the parent moves it.
+    bool userns = spec.has_new_ns(CLONE_NEWUSER);
+    bool parent_joins = userns;
+    if (userns) args.join_v1.clear();
     child = clone_into_cgroup(flags, cgroup2.get());
     if (child < 0) {
       parent_joins = true;
@@ -300,6 +393,7 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
     }
     child_side.close();
     cgroup2.reset();
+    if (userns) write_id_maps(child, spec);
     if (parent_joins) cgroup.add_process(child);
     if (spec.process.oom_score_adj)
       write_file("/proc/" + std::to_string(child) + "/oom_score_adj",
@@ -310,6 +404,17 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
       // The init failed while we built its cgroup: its ERROR is queued; report that instead.
       parent.expect(Msg::kReady);
       throw;
+    }
+    if (!spec.hooks.prestart.empty() || !spec.hooks.create_runtime.empty()) {
+      // The init has made its mounts and waits before pivot_root. prestart is given status
+      // `created`, as crun gives it (and the validation suite checks), createRuntime
+      // `creating`, as the spec says.
+      parent.expect(Msg::kHooks);
+      run_hooks(spec.hooks.prestart, "prestart",
+                hook_state(o.id, "created", child, spec.bundle, spec.annotations));
+      run_hooks(spec.hooks.create_runtime, "createRuntime",
+                hook_state(o.id, "creating", child, spec.bundle, spec.annotations));
+      parent.send(Msg::kHooksDone);
     }
     parent.expect(Msg::kReady);
 
@@ -323,6 +428,8 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
     s.pid_start_time = process_start_time(child);
     for (const auto& n : spec.namespaces) s.namespaces.push_back(n.type);
     s.annotations = spec.annotations;
+    s.poststart = spec.hooks.poststart;
+    s.poststop = spec.hooks.poststop;
     store.save(s);
     if (!o.pid_file.empty()) write_file_atomic(o.pid_file, std::to_string(child), 0644);
     out.channel = std::move(parent);

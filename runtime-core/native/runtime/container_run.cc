@@ -7,6 +7,7 @@
 #include "cgroups/cgroups.h"
 #include "common/error.h"
 #include "runtime/container.h"
+#include "runtime/hooks.h"
 
 namespace conductor {
 
@@ -41,6 +42,10 @@ int wait_forwarding_signals(pid_t pid) {
 void cleanup_container(const GlobalOptions& g, const ContainerState& s) {
   Cgroup(CgroupLayout::detect(), s.cgroups_path).destroy();
   StateStore(g.root).remove(s.id);
+  // poststop: once the container is gone; a failure is a warning and the others still run.
+  for (const auto& w : run_hooks_warning(
+           s.poststop, "poststop", hook_state(s.id, "stopped", s.pid, s.bundle, s.annotations)))
+    log_message(g, "warning", w);
 }
 
 int container_run(const GlobalOptions& g, const CreateOptions& o, bool detach) {
@@ -53,6 +58,7 @@ int container_run(const GlobalOptions& g, const CreateOptions& o, bool detach) {
   try {
     c.channel.send(Msg::kStart);
     c.channel.expect_closed();
+    run_poststart(g, c.state);
   } catch (const std::exception&) {
     ::kill(c.state.pid, SIGKILL);
     ::waitpid(c.state.pid, nullptr, 0);

@@ -1,10 +1,12 @@
 // start: releases a created container's init (waiting on exec.fifo) to execve.
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "common/error.h"
 #include "common/fd.h"
 #include "runtime/container.h"
+#include "runtime/hooks.h"
 
 namespace conductor {
 
@@ -20,6 +22,18 @@ void container_start(const GlobalOptions& g, const std::string& id) {
   }
   if (::write(fifo.get(), "0", 1) != 1) throw_errno("write `" + store.fifo(id) + "`");
   ::unlink(store.fifo(id).c_str());
+  // The init holds the FIFO's read end until its execve (close-on-exec) or its exit: the
+  // writer sees POLLERR once no reader is left. Then the process runs (or is gone).
+  pollfd p{fifo.get(), 0, 0};
+  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+  run_poststart(g, s);
+}
+
+void run_poststart(const GlobalOptions& g, const ContainerState& s) {
+  for (const auto& w : run_hooks_warning(
+           s.poststart, "poststart", hook_state(s.id, "running", s.pid, s.bundle, s.annotations)))
+    log_message(g, "warning", w);
 }
 
 }  // namespace conductor

@@ -69,24 +69,6 @@ struct Args {
   }
 };
 
-void log_error(const GlobalOptions& g, const std::string& msg) {
-  if (g.log.empty()) {
-    std::fprintf(stderr, "conductor-runtime: %s\n", msg.c_str());
-    return;
-  }
-  std::string line =
-      g.log_format == "json"
-          ? nlohmann::json{{"level", "error"}, {"msg", msg}, {"time", now_rfc3339()}}.dump() + "\n"
-          : now_rfc3339() + " error " + msg + "\n";
-  int fd = ::open(g.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd >= 0) {
-    ssize_t n = ::write(fd, line.data(), line.size());
-    (void)n;
-    ::close(fd);
-  }
-  std::fprintf(stderr, "conductor-runtime: %s\n", msg.c_str());
-}
-
 void unknown(const std::string& a) { throw Error("unknown option `" + a + "`\n" + kUsage); }
 
 int dispatch(GlobalOptions& g, Args& a, char** argv) {
@@ -246,7 +228,7 @@ int main(int argc, char** argv) {
   try {
     return dispatch(g, a, argv);
   } catch (const std::exception& e) {
-    log_error(g, e.what());
+    log_message(g, "error", e.what());
     return 1;
   }
 }

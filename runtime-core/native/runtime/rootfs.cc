@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -188,7 +189,7 @@ struct DefaultDev {
 const DefaultDev kDefaultDevices[] = {{"null", 1, 3},   {"zero", 1, 5},    {"full", 1, 7},
                                       {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
 
-void make_device(int rootfd, const DeviceNode& d) {
+void make_device(int rootfd, const DeviceNode& d, bool in_user_namespace) {
   auto parts = components(d.path);
   std::string parent_path = "/";
   for (size_t i = 0; i + 1 < parts.size(); ++i) parent_path += parts[i] + "/";
@@ -200,8 +201,17 @@ void make_device(int rootfd, const DeviceNode& d) {
   UniqueFd dir(::openat(parent.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) throw_errno("open `" + parent_path + "`");
   if (::mknodat(dir.get(), name.c_str(), type | (d.file_mode & 07777),
-                makedev(static_cast<unsigned>(d.major), static_cast<unsigned>(d.minor))) < 0)
-    throw_errno("mknod `" + d.path + "`");
+                makedev(static_cast<unsigned>(d.major), static_cast<unsigned>(d.minor))) < 0) {
+    // In a user namespace mknod is never allowed: bind the host's node instead, as runc does.
+    if (errno != EPERM || !in_user_namespace) throw_errno("mknod `" + d.path + "`");
+    UniqueFd f(::openat(dir.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644));
+    if (!f) throw_errno("create the bind target `" + d.path + "`");
+    f.reset();
+    UniqueFd target(::openat(dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!target) throw_errno("open `" + d.path + "`");
+    do_mount(d.path, fd_path(target.get()), nullptr, MS_BIND, "", d.path);
+    return;
+  }
   if (::fchownat(dir.get(), name.c_str(), d.uid, d.gid, AT_SYMLINK_NOFOLLOW) < 0)
     throw_errno("chown `" + d.path + "`");
   if (::fchmodat(dir.get(), name.c_str(), d.file_mode & 07777, 0) < 0)
@@ -209,6 +219,7 @@ void make_device(int rootfd, const DeviceNode& d) {
 }
 
 void setup_dev(const Spec& spec, int rootfd) {
+  bool userns = spec.ns(CLONE_NEWUSER) != nullptr;
   bool dev_mounted = false;
   for (const auto& m : spec.mounts) dev_mounted = dev_mounted || m.destination == "/dev";
   std::set<std::string> explicit_paths;
@@ -217,7 +228,7 @@ void setup_dev(const Spec& spec, int rootfd) {
     for (const auto& dd : kDefaultDevices) {
       std::string path = std::string("/dev/") + dd.name;
       if (explicit_paths.count(path)) continue;
-      make_device(rootfd, DeviceNode{path, 'c', dd.major, dd.minor, 0666, 0, 0});
+      make_device(rootfd, DeviceNode{path, 'c', dd.major, dd.minor, 0666, 0, 0}, userns);
     }
     UniqueFd dev = ensure_in_root(rootfd, "/dev", false);
     const std::pair<const char*, const char*> links[] = {
@@ -228,15 +239,20 @@ void setup_dev(const Spec& spec, int rootfd) {
         throw_errno(std::string("symlink /dev/") + name);
     }
   }
-  for (const auto& d : spec.devices) make_device(rootfd, d);
+  for (const auto& d : spec.devices) make_device(rootfd, d, userns);
 }
 
-void pivot_into(const std::string& rootfs) {
+// `rootfd` is the rootfs bind mount (O_PATH will do for fchdir): no path walk, so it works
+// where the bundle's directories are closed to the container's root (a user namespace).
+void become_userns_root() {
+  if (::setresgid(0, 0, 0) < 0) throw_errno("setgid 0 in the user namespace (is gid 0 mapped?)");
+  if (::setresuid(0, 0, 0) < 0) throw_errno("setuid 0 in the user namespace (is uid 0 mapped?)");
+}
+
+void pivot_into(int rootfd, const std::string& rootfs) {
   UniqueFd oldroot(::open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
   if (!oldroot) throw_errno("open /");
-  UniqueFd newroot(::open(rootfs.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
-  if (!newroot) throw_errno("open `" + rootfs + "`");
-  if (::fchdir(newroot.get()) < 0) throw_errno("chdir `" + rootfs + "`");
+  if (::fchdir(rootfd) < 0) throw_errno("chdir `" + rootfs + "`");
   // pivot_root(".", "."): the old root is stacked under the new one and detached right away,
   // so no directory for it is needed inside the rootfs.
   if (::syscall(SYS_pivot_root, ".", ".") < 0) throw_errno("pivot_root `" + rootfs + "`");
@@ -249,13 +265,25 @@ void pivot_into(const std::string& rootfs) {
 
 }  // namespace
 
-void setup_rootfs(const Spec& spec, const CgroupLayout& layout) {
-  unsigned long prop = spec.rootfs_propagation ? spec.rootfs_propagation : (MS_SLAVE | MS_REC);
+void setup_rootfs(const Spec& spec, const CgroupLayout& layout,
+                  const std::function<void()>& before_pivot) {
+  // While the container's mounts are made, nothing they do may reach the runtime's namespace:
+  // / is a slave (or private, when the spec asks), whatever rootfsPropagation says. Shared or
+  // unbindable is applied to the container's / after pivot_root, as runc does: set here, a
+  // shared parent makes pivot_root fail with EINVAL and an unbindable one the rootfs bind.
+  unsigned long asked = spec.rootfs_propagation & ~static_cast<unsigned long>(MS_REC);
+  unsigned long prop =
+      asked == MS_PRIVATE || asked == MS_SLAVE ? spec.rootfs_propagation : (MS_SLAVE | MS_REC);
   if (::mount(nullptr, "/", nullptr, prop, nullptr) < 0) throw_errno("set propagation of /");
   // pivot_root needs the new root to be a mount point.
   do_mount(spec.root_path, spec.root_path, nullptr, MS_BIND | MS_REC, "", spec.root_path);
   UniqueFd rootfd(::open(spec.root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) throw_errno("open rootfs `" + spec.root_path + "`");
+  // In a new user namespace the init is still the host's root (unmapped there): it could
+  // reach the rootfs through the bundle's directories, but what it creates would have no owner
+  // (EOVERFLOW). From here it is the namespace's root, as runc makes it, and works through
+  // rootfd.
+  if (spec.has_new_ns(CLONE_NEWUSER)) become_userns_root();
   for (size_t i = 0; i < spec.mounts.size(); ++i) {
     const Mount& m = spec.mounts[i];
     try {
@@ -284,7 +312,11 @@ void setup_rootfs(const Spec& spec, const CgroupLayout& layout) {
     throw;
   }
   ::umask(old);
-  pivot_into(spec.root_path);
+  before_pivot();
+  pivot_into(rootfd.get(), spec.root_path);
+  if (spec.rootfs_propagation &&
+      ::mount(nullptr, "/", nullptr, spec.rootfs_propagation, nullptr) < 0)
+    throw_errno("linux.rootfsPropagation: set the propagation of the container's /");
 }
 
 void finish_rootfs(const Spec& spec) {

@@ -4,12 +4,16 @@
 // openat2(RESOLVE_IN_ROOT), so a symlink in an image cannot aim a mount at the host.
 #pragma once
 
+#include <functional>
+
 #include "runtime/spec.h"
 
 namespace conductor {
 
 // Everything up to and including pivot_root; the caller's cwd is "/" of the container after.
-void setup_rootfs(const Spec& spec, const CgroupLayout& layout);
+// `before_pivot` runs once the mounts are made (the hooks of that moment).
+void setup_rootfs(const Spec& spec, const CgroupLayout& layout,
+                  const std::function<void()>& before_pivot);
 // After pivot_root: sysctls, masked and read-only paths, a read-only root.
 void finish_rootfs(const Spec& spec);
 

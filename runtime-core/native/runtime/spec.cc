@@ -6,7 +6,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -156,6 +158,8 @@ const std::map<std::string, unsigned long> kPropagation = {
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 
+bool selinux_enabled() { return path_exists("/sys/fs/selinux/enforce"); }
+
 std::string abs_path(const std::string& p, const std::string& base) {
   if (!p.empty() && p[0] == '/') return p;
   return base + "/" + p;
@@ -292,7 +296,8 @@ Mount parse_mount(const json& m, const std::string& where) {
   return out;
 }
 
-void parse_resources(const json& r, const std::string& where, CgroupResources& out) {
+void parse_resources(const json& r, const std::string& where, CgroupResources& out,
+                     std::vector<std::string>& warnings) {
   if (r.is_null()) return;
   for (const char* unsupported :
        {"blockIO", "hugepageLimits", "network", "rdma", "unified", "intelRdt"}) {
@@ -303,6 +308,12 @@ void parse_resources(const json& r, const std::string& where, CgroupResources& o
   if (!mem.is_null()) {
     std::string w = where + ".memory";
     for (const auto& [k, v] : mem.items()) {
+      // Deprecated by the runtime-spec (1.1) and gone from the kernel (5.16): warned about and
+      // ignored, as runc and crun do, not a reason to refuse the rest of the config.
+      if (k == "kernel" || k == "kernelTCP") {
+        warnings.push_back(w + "." + k + " ignored: deprecated by the runtime-spec");
+        continue;
+      }
       if (k != "limit" && k != "swap" && k != "reservation" && k != "disableOOMKiller" &&
           k != "swappiness")
         throw Error(w + "." + k + ": not supported by conductor-runtime");
@@ -312,9 +323,16 @@ void parse_resources(const json& r, const std::string& where, CgroupResources& o
       out.memory_limit = as_int(field(mem, "limit", w), w + ".limit");
     if (!field(mem, "swap", w).is_null())
       out.memory_swap = as_int(field(mem, "swap", w), w + ".swap");
-    if (field(mem, "disableOOMKiller", w).is_boolean() &&
-        field(mem, "disableOOMKiller", w).get<bool>())
-      throw Error(w + ".disableOOMKiller: not supported");
+    if (!field(mem, "reservation", w).is_null())
+      out.memory_reservation = as_int(field(mem, "reservation", w), w + ".reservation");
+    if (!field(mem, "swappiness", w).is_null()) {
+      uint64_t v = as_uint(field(mem, "swappiness", w), w + ".swappiness");
+      if (v > 100) throw Error(w + ".swappiness: must be within 0..100");
+      out.memory_swappiness = v;
+    }
+    if (!field(mem, "disableOOMKiller", w).is_null())
+      out.memory_disable_oom_killer =
+          as_bool(field(mem, "disableOOMKiller", w), w + ".disableOOMKiller");
     if (out.memory_limit && *out.memory_limit == 0) out.memory_limit.reset();
   }
   const json& cpu = field(r, "cpu", where);
@@ -407,6 +425,69 @@ SeccompSpec parse_seccomp(const json& s, const std::string& where) {
   return out;
 }
 
+Hook parse_hook(const json& h, const std::string& where) {
+  Hook out;
+  out.path = as_string(field(h, "path", where), where + ".path");
+  check_container_path(out.path, where + ".path");
+  out.args = as_strings(field(h, "args", where), where + ".args");
+  out.env = as_strings(field(h, "env", where), where + ".env");
+  const json& t = field(h, "timeout", where);
+  if (!t.is_null()) {
+    int64_t v = as_int(t, where + ".timeout");
+    if (v <= 0) throw Error(where + ".timeout: must be a positive number of seconds");
+    out.timeout = static_cast<int>(std::min<int64_t>(v, INT_MAX));
+  }
+  return out;
+}
+
+Hooks parse_hooks(const json& hooks) {
+  Hooks out;
+  if (hooks.is_null()) return out;
+  if (!hooks.is_object()) throw Error("hooks: must be an object");
+  const std::pair<const char*, std::vector<Hook>*> stages[] = {
+      {"prestart", &out.prestart},
+      {"createRuntime", &out.create_runtime},
+      {"createContainer", &out.create_container},
+      {"startContainer", &out.start_container},
+      {"poststart", &out.poststart},
+      {"poststop", &out.poststop}};
+  for (const auto& [key, value] : hooks.items()) {
+    bool known = false;
+    for (const auto& [name, list] : stages) known = known || key == name;
+    if (!known) throw Error("hooks." + key + ": unknown hook stage");
+    (void)value;
+  }
+  for (const auto& [name, list] : stages) {
+    const json& v = field(hooks, name, "hooks");
+    if (v.is_null()) continue;
+    std::string w = std::string("hooks.") + name;
+    if (!v.is_array()) throw Error(w + ": must be an array");
+    for (size_t i = 0; i < v.size(); ++i)
+      list->push_back(parse_hook(v[i], w + "[" + std::to_string(i) + "]"));
+  }
+  return out;
+}
+
+std::vector<IdMapping> parse_id_mappings(const json& v, const std::string& where) {
+  std::vector<IdMapping> out;
+  if (v.is_null()) return out;
+  if (!v.is_array()) throw Error(where + ": must be an array");
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::string w = where + "[" + std::to_string(i) + "]";
+    auto id = [&](const char* key) {
+      uint64_t n = as_uint(field(v[i], key, w), w + "." + key);
+      if (n > UINT32_MAX) throw Error(w + "." + key + ": must fit in 32 bits");
+      return static_cast<uint32_t>(n);
+    };
+    IdMapping m{id("containerID"), id("hostID"), id("size")};
+    if (m.size == 0) throw Error(w + ".size: must be at least 1");
+    out.push_back(m);
+  }
+  // The kernel takes at most 340 lines (5 before Linux 4.15) per map.
+  if (out.size() > 340) throw Error(where + ": more than 340 ranges");
+  return out;
+}
+
 }  // namespace
 
 bool Spec::has_new_ns(int flag) const {
@@ -472,11 +553,12 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
     std::string version = as_string(field(j, "ociVersion", ""), "ociVersion");
     if (version.rfind("1.", 0) != 0)
       throw Error("ociVersion: `" + version + "` is not a 1.x runtime-spec version");
-    for (const char* unsupported : {"hooks", "solaris", "windows", "vm", "zos"}) {
+    for (const char* unsupported : {"solaris", "windows", "vm", "zos"}) {
       const json& v = field(j, unsupported, "");
       if (!v.is_null() && !(v.is_object() && v.empty()))
         throw Error(std::string(unsupported) + ": not supported by conductor-runtime");
     }
+    spec.hooks = parse_hooks(field(j, "hooks", ""));
     const json& root = field(j, "root", "");
     if (root.is_null()) throw Error("root: required (root.path names the container's rootfs)");
     spec.root_path = abs_path(as_string(field(root, "path", "root"), "root.path"), spec.bundle);
@@ -505,8 +587,7 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
 
     const json& linux = field(j, "linux", "");
     if (linux.is_null()) throw Error("linux: required on Linux");
-    for (const char* unsupported :
-         {"uidMappings", "gidMappings", "intelRdt", "personality", "mountLabel", "timeOffsets"}) {
+    for (const char* unsupported : {"intelRdt", "personality", "timeOffsets"}) {
       if (!field(linux, unsupported, "linux").is_null())
         throw Error(std::string("linux.") + unsupported + ": not supported by conductor-runtime");
     }
@@ -520,7 +601,7 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
         n.type = as_string(field(nss[i], "type", w), w + ".type");
         auto it = kNamespaces.find(n.type);
         if (it == kNamespaces.end()) throw Error(w + ".type: unknown namespace `" + n.type + "`");
-        if (n.type == "user" || n.type == "time")
+        if (n.type == "time")
           throw Error(w + ".type: `" + n.type +
                       "` namespaces are not supported by conductor-runtime");
         n.flag = it->second;
@@ -533,12 +614,37 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
         spec.namespaces.push_back(n);
       }
     }
-    if (spec.hostname && !spec.has_new_ns(CLONE_NEWUTS))
-      throw Error("hostname: setting a hostname needs a new uts namespace in linux.namespaces");
-    if (!spec.ns(CLONE_NEWNS)) throw Error("linux.namespaces: a mount namespace is required");
+    // A hostname is set in the container's uts namespace, its own or one it joins by path (as
+    // runc does); never in the runtime's.
+    if (spec.hostname && !spec.ns(CLONE_NEWUTS))
+      throw Error("hostname: setting a hostname needs a uts namespace in linux.namespaces");
+    spec.uid_mappings =
+        parse_id_mappings(field(linux, "uidMappings", "linux"), "linux.uidMappings");
+    spec.gid_mappings =
+        parse_id_mappings(field(linux, "gidMappings", "linux"), "linux.gidMappings");
+    if (spec.has_new_ns(CLONE_NEWUSER)) {
+      if (spec.uid_mappings.empty() || spec.gid_mappings.empty())
+        throw Error(
+            "linux.namespaces: a new user namespace needs linux.uidMappings and linux.gidMappings");
+    } else if (!spec.uid_mappings.empty() || !spec.gid_mappings.empty()) {
+      throw Error("linux.uidMappings: id mappings need a new user namespace in linux.namespaces");
+    }
+    const json& label = field(linux, "mountLabel", "linux");
+    if (!label.is_null()) {
+      std::string l = as_string(label, "linux.mountLabel");
+      if (selinux_enabled())
+        throw Error("linux.mountLabel: SELinux labels are not supported by conductor-runtime");
+      if (!l.empty())
+        spec.warnings.push_back("linux.mountLabel `" + l +
+                                "` ignored: SELinux is not enabled on this host");
+    }
 
     const json& cg = field(linux, "cgroupsPath", "linux");
     spec.cgroups_path = cg.is_null() ? "/conductor/" + id : as_string(cg, "linux.cgroupsPath");
+    // A relative path is taken from the root of each hierarchy, as crun's cgroupfs manager does
+    // (runc starts from its own cgroup, which on a v1/hybrid host differs per hierarchy).
+    if (!spec.cgroups_path.empty() && spec.cgroups_path[0] != '/')
+      spec.cgroups_path = "/" + spec.cgroups_path;
     if (spec.cgroups_path.find(':') != std::string::npos)
       throw Error(
           "linux.cgroupsPath: systemd slice:prefix:name paths are not supported (no systemd)");
@@ -547,7 +653,8 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
     } catch (const Error& e) {
       throw Error(e.what());
     }
-    parse_resources(field(linux, "resources", "linux"), "linux.resources", spec.resources);
+    parse_resources(field(linux, "resources", "linux"), "linux.resources", spec.resources,
+                    spec.warnings);
     if (auto f = spec.annotations.find("conductor.dev/device-filter");
         f != spec.annotations.end()) {
       if (f->second != "ebpf")
@@ -615,6 +722,22 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
     }
     const json& sec = field(linux, "seccomp", "linux");
     if (!sec.is_null()) spec.seccomp = parse_seccomp(sec, "linux.seccomp");
+    // Without a mount namespace of its own the container shares the runtime's: anything that
+    // mounts would mount on the host and stay there. Refused (runc mounts them there); the
+    // rootfs is only chroot'ed into.
+    if (!spec.ns(CLONE_NEWNS)) {
+      const char* needs = !spec.mounts.empty()           ? "mounts"
+                          : !spec.devices.empty()        ? "linux.devices"
+                          : !spec.masked_paths.empty()   ? "linux.maskedPaths"
+                          : !spec.readonly_paths.empty() ? "linux.readonlyPaths"
+                          : spec.root_readonly           ? "root.readonly"
+                          : spec.rootfs_propagation != 0 ? "linux.rootfsPropagation"
+                                                         : nullptr;
+      if (needs)
+        throw Error(std::string(needs) +
+                    ": needs a mount namespace of the container's own (add {\"type\": "
+                    "\"mount\"} to linux.namespaces); without one it would mount on the host");
+    }
   } catch (const Error& e) {
     throw e.wrap(file);
   }

@@ -82,6 +82,28 @@ struct SeccompSpec {
   std::vector<Rule> syscalls;
 };
 
+// One entry of config.json's `hooks`: a program the runtime runs at a lifecycle stage, with the
+// container's state on its stdin.
+struct Hook {
+  std::string path;
+  std::vector<std::string> args, env;
+  std::optional<int> timeout;  // seconds
+};
+
+struct Hooks {
+  std::vector<Hook> prestart, create_runtime, create_container, start_container, poststart,
+      poststop;
+  bool empty() const {
+    return prestart.empty() && create_runtime.empty() && create_container.empty() &&
+           start_container.empty() && poststart.empty() && poststop.empty();
+  }
+};
+
+// linux.uidMappings / gidMappings: `size` ids from `container_id` map to `host_id` on.
+struct IdMapping {
+  uint32_t container_id, host_id, size;
+};
+
 struct Spec {
   std::string bundle;     // absolute
   std::string root_path;  // absolute (resolved against the bundle)
@@ -98,6 +120,11 @@ struct Spec {
   std::map<std::string, std::string> sysctl;
   std::optional<SeccompSpec> seccomp;
   std::map<std::string, std::string> annotations;
+  Hooks hooks;
+  std::vector<IdMapping> uid_mappings, gid_mappings;
+  // What the config asks for that this host or runtime ignores, each naming its field (the
+  // runtime logs them as warnings): deprecated fields, a mountLabel without SELinux.
+  std::vector<std::string> warnings;
 
   bool has_new_ns(int flag) const;
   const NamespaceSpec* ns(int flag) const;

@@ -10,6 +10,7 @@
 #include "common/container_id.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "runtime/hooks.h"
 
 namespace conductor {
 
@@ -60,7 +61,9 @@ void StateStore::save(const ContainerState& s) const {
             {"pid", s.pid},
             {"pidStartTime", s.pid_start_time},
             {"namespaces", s.namespaces},
-            {"annotations", s.annotations}};
+            {"annotations", s.annotations},
+            {"poststart", hooks_to_json(s.poststart)},
+            {"poststop", hooks_to_json(s.poststop)}};
   write_file_atomic(dir(s.id) + "/state.json", j.dump(), 0600);
 }
 
@@ -79,6 +82,9 @@ ContainerState StateStore::load(const std::string& id) const {
     s.pid_start_time = j.at("pidStartTime").get<uint64_t>();
     s.namespaces = j.at("namespaces").get<std::vector<std::string>>();
     s.annotations = j.at("annotations").get<std::map<std::string, std::string>>();
+    // Absent in the state of a container created before hooks were supported.
+    if (j.contains("poststart")) s.poststart = hooks_from_json(j.at("poststart"));
+    if (j.contains("poststop")) s.poststop = hooks_from_json(j.at("poststop"));
   } catch (const json::exception& e) {
     throw Error("state of container `" + id + "` is corrupt: " + e.what());
   }

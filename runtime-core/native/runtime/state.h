@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/spec.h"
+
 namespace conductor {
 
 struct ContainerState {
@@ -18,6 +20,8 @@ struct ContainerState {
   uint64_t pid_start_time = 0;
   std::vector<std::string> namespaces;  // types the container has of its own (for exec)
   std::map<std::string, std::string> annotations;
+  // Hooks of the stages that run after create (start, delete): kept from config.json.
+  std::vector<Hook> poststart, poststop;
 };
 
 class StateStore {
