@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in bench/ (as root): runtime start-to-exit against crun and runc, the
 # shim's memory against conmon, manifest to Running against podman kube play, and image
-# rebuilds and pulls against podman build / pull. Leading names choose benchmarks (default: all):
-#   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [--flags...]
+# rebuilds and pulls against podman build / pull, and the OCI validation suite against crun and
+# runc. Leading names choose benchmarks (default: all):
+#   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [oci-validation]
+#                 [--flags...]
 # Flags go to every chosen benchmark, each reads its own: --iterations N (default 200),
 # --warmup N (5), --containers N (monitors per kind, 3); see each bench/*.ts for the rest.
 #
@@ -16,7 +18,7 @@ set -euo pipefail
 require_root "$0" "$@" # containers, cgroups, mount namespaces
 cd "$CONDUCTOR_REPO"
 
-ALL=(runtime-start shim-memory controller-start images)
+ALL=(runtime-start shim-memory controller-start images oci-validation)
 CHOSEN=()
 while [ $# -gt 0 ] && [[ "$1" != --* ]]; do
   case " ${ALL[*]} " in
@@ -41,7 +43,7 @@ node --input-type=module -e '
   // All of bench/, and the fixture files it imports (other fixtures may need more than swc).
   const files = [
     ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
-    ...["oci", "rootfs", "leaks", "controller", "images", "registry"].map(
+    ...["oci", "rootfs", "leaks", "controller", "images", "registry", "oci-validation"].map(
       (f) => `test/fixtures/${f}.ts`),
     // The controller and images benchmarks run controller and runtime-core code in-process.
     ...["controller", "runtime-core/src"].flatMap((d) =>
