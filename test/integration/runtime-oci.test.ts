@@ -4,7 +4,7 @@
  * namespaces, a relative cgroupsPath, rootfsPropagation, deprecated fields, failures reported
  * by create rather than after start, and a container without a mount namespace.
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from '@jest/globals';
@@ -227,6 +227,49 @@ describe('user namespaces', () => {
   it('makes the default devices by binding the host nodes (mknod is not allowed there)', async () => {
     const r = await suite.sh('echo hi > /dev/null && head -c 4 /dev/zero | wc -c', userns);
     expect(r).toMatchObject({ code: 0, stdout: '4\n' });
+  });
+
+  it("shows a bind mount through the container's maps with `idmap`, as nobody's without", async () => {
+    const b = await suite.bundleFor('stat -c "%u %g" /idmapped/file /plain/file', {
+      ...userns,
+      root: { readonly: false },
+    });
+    const data = join(b.dir, 'data');
+    mkdirSync(data);
+    writeFileSync(join(data, 'file'), 'x'); // owned by the host's root
+    // The namespace's root cannot create them in a rootfs the host's root owns.
+    for (const d of ['idmapped', 'plain']) mkdirSync(join(b.rootfs, d));
+    b.config.mounts = [
+      ...(b.config.mounts ?? []),
+      { destination: '/idmapped', type: 'bind', source: data, options: ['bind', 'idmap'] },
+      { destination: '/plain', type: 'bind', source: data, options: ['bind'] },
+    ];
+    await b.writeConfig();
+    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
+    expect(r).toMatchObject({ code: 0, stdout: '0 0\n65534 65534\n' });
+  });
+
+  it("applies a mount's own uidMappings and gidMappings, without a user namespace too", async () => {
+    const b = await suite.bundleFor('stat -c "%u %g" /idmapped/file', {
+      root: { readonly: false },
+    });
+    const data = join(b.dir, 'data');
+    mkdirSync(data);
+    writeFileSync(join(data, 'file'), 'x');
+    b.config.mounts = [
+      ...(b.config.mounts ?? []),
+      {
+        destination: '/idmapped',
+        type: 'bind',
+        source: data,
+        options: ['bind'],
+        uidMappings: [{ containerID: 0, hostID: 4242, size: 1 }],
+        gidMappings: [{ containerID: 0, hostID: 4343, size: 1 }],
+      },
+    ];
+    await b.writeConfig();
+    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
+    expect(r).toMatchObject({ code: 0, stdout: '4242 4343\n' });
   });
 
   it('needs both mappings, and mappings need a user namespace', async () => {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/fd.h"
 
@@ -17,6 +18,7 @@ enum class Msg : int {
   kError = 4,      // child → parent: a step failed (errno + message)
   kHooks = 5,      // child → parent: mounts made, run prestart/createRuntime hooks
   kHooksDone = 6,  // parent → child: they ran; go on to createContainer and pivot_root
+  kIdmapped = 7,   // parent → child, before GO: the idmapped mounts' trees, as fds
 };
 
 class Channel {
@@ -27,6 +29,10 @@ class Channel {
 
   void send(Msg m, int err = 0, const std::string& text = "");
   void send_error(const std::exception& e);
+  // A message carrying open fds (SCM_RIGHTS), at most kMaxFds.
+  static constexpr size_t kMaxFds = 64;
+  void send_fds(Msg m, const std::vector<int>& fds);
+  std::vector<UniqueFd> expect_fds(Msg want);
   // Waits for `want`; an ERROR from the peer is rethrown as conductor::Error with its errno; EOF
   // (the peer died) is an error naming what was expected.
   void expect(Msg want);

@@ -199,8 +199,28 @@ bool needs_cgroup_first(const Spec& spec) {
   return false;
 }
 
-void enter_cgroup(const InitArgs& a, bool go_received) {
-  if (!go_received) a.channel->expect(Msg::kGo);
+bool has_idmapped_mounts(const Spec& spec) {
+  for (const auto& m : spec.mounts)
+    if (m.idmap) return true;
+  return false;
+}
+
+// GO, and before it the idmapped trees when the spec has idmapped mounts (by mount index).
+void receive_go(const InitArgs& a, std::map<size_t, UniqueFd>& idmapped) {
+  if (has_idmapped_mounts(*a.spec)) {
+    auto fds = a.channel->expect_fds(Msg::kIdmapped);
+    size_t k = 0;
+    for (size_t i = 0; i < a.spec->mounts.size(); ++i) {
+      if (!a.spec->mounts[i].idmap) continue;
+      if (k >= fds.size()) throw Error("IDMAPPED carried fewer trees than idmapped mounts");
+      idmapped.emplace(i, std::move(fds[k++]));
+    }
+  }
+  a.channel->expect(Msg::kGo);
+}
+
+void enter_cgroup(const InitArgs& a, bool go_received, std::map<size_t, UniqueFd>& idmapped) {
+  if (!go_received) receive_go(a, idmapped);
   if (a.spec->has_new_ns(CLONE_NEWCGROUP) && ::unshare(CLONE_NEWCGROUP) < 0)
     throw_errno("unshare the cgroup namespace");
 }
@@ -224,8 +244,9 @@ bool has_mount_ns(const Spec& spec) { return spec.ns(CLONE_NEWNS) != nullptr; }
     // In a new user namespace the init can do nothing until the parent has written its id
     // maps (and, as it cannot write the host's cgroup files, joined it to its cgroup): GO.
     bool go_received = false;
+    std::map<size_t, UniqueFd> idmapped;
     if (spec.has_new_ns(CLONE_NEWUSER)) {
-      a.channel->expect(Msg::kGo);
+      receive_go(a, idmapped);
       go_received = true;
     }
     // Before anything else, while the host's /sys/fs/cgroup is what the paths name.
@@ -244,8 +265,8 @@ bool has_mount_ns(const Spec& spec) { return spec.ns(CLONE_NEWNS) != nullptr; }
     }
     // The parent's GO is read first when HOOKS follows: the messages must come in order.
     bool parent_hooks = !spec.hooks.prestart.empty() || !spec.hooks.create_runtime.empty();
-    bool cgroup_first = needs_cgroup_first(spec) || parent_hooks;
-    if (cgroup_first) enter_cgroup(a, go_received);
+    bool cgroup_first = needs_cgroup_first(spec) || parent_hooks || has_idmapped_mounts(spec);
+    if (cgroup_first) enter_cgroup(a, go_received, idmapped);
     // prestart and createRuntime run in the parent (the runtime's namespaces) while the init
     // waits, createContainer here (the container's): after the mounts, before pivot_root.
     auto before_pivot = [&] {
@@ -257,7 +278,7 @@ bool has_mount_ns(const Spec& spec) { return spec.ns(CLONE_NEWNS) != nullptr; }
                 hook_state(a.id, "creating", host_pid, spec.bundle, spec.annotations));
     };
     if (has_mount_ns(spec)) {
-      setup_rootfs(spec, *a.layout, before_pivot);
+      setup_rootfs(spec, *a.layout, before_pivot, idmapped);
       finish_rootfs(spec);
     } else {
       before_pivot();
@@ -265,7 +286,7 @@ bool has_mount_ns(const Spec& spec) { return spec.ns(CLONE_NEWNS) != nullptr; }
         throw_errno("chroot `" + spec.root_path + "`");
       finish_rootfs(spec);  // sysctls only: the rest needs a mount namespace
     }
-    if (!cgroup_first) enter_cgroup(a, go_received);
+    if (!cgroup_first) enter_cgroup(a, go_received, idmapped);
     const Process& p = spec.process;
     mkdir_p(p.cwd, 0755);
     if (::chdir(p.cwd.c_str()) < 0) throw_errno("process.cwd: chdir `" + p.cwd + "`");
@@ -395,6 +416,7 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
     cgroup2.reset();
     if (userns) write_id_maps(child, spec);
     if (parent_joins) cgroup.add_process(child);
+    send_idmapped_trees(spec, child, parent);
     if (spec.process.oom_score_adj)
       write_file("/proc/" + std::to_string(child) + "/oom_score_adj",
                  std::to_string(*spec.process.oom_score_adj));

@@ -4,11 +4,13 @@
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <set>
@@ -101,13 +103,67 @@ unsigned long existing_flags(const std::string& path) {
   return f;
 }
 
-void bind_mount(const Mount& m, const std::string& bundle, int rootfd) {
-  std::string src = m.source[0] == '/' ? m.source : bundle + "/" + m.source;
+std::string bind_source(const Mount& m, const std::string& bundle) {
+  return m.source[0] == '/' ? m.source : bundle + "/" + m.source;
+}
+
+// A user namespace with `m`'s maps, held by a child that waits on a pipe: its ns fd outlives
+// the child, which is killed and reaped before this returns.
+UniqueFd idmap_userns(const Mount& m) {
+  int sync[2];
+  if (::pipe2(sync, O_CLOEXEC) < 0) throw_errno("pipe");
+  UniqueFd rd(sync[0]), wr(sync[1]);
+  pid_t child = static_cast<pid_t>(
+      ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+  if (child < 0) throw_errno("clone a user namespace for the idmap");
+  if (child == 0) {
+    wr.reset();
+    char b;
+    ssize_t ignored = ::read(rd.get(), &b, 1);  // until the parent is done with us
+    (void)ignored;
+    ::_exit(0);
+  }
+  rd.reset();
+  auto reap = [&] {
+    wr.reset();
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  };
+  try {
+    auto lines = [](const std::vector<IdMapping>& maps) {
+      std::string out;
+      for (const auto& x : maps)
+        out += std::to_string(x.container_id) + " " + std::to_string(x.host_id) + " " +
+               std::to_string(x.size) + "\n";
+      return out;
+    };
+    std::string proc = "/proc/" + std::to_string(child);
+    write_file(proc + "/uid_map", lines(m.uid_mappings));
+    write_file(proc + "/gid_map", lines(m.gid_mappings));
+    UniqueFd ns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) throw_errno("open " + proc + "/ns/user");
+    reap();
+    return ns;
+  } catch (...) {
+    reap();
+    throw;
+  }
+}
+
+void bind_mount(const Mount& m, const std::string& bundle, int rootfd, int idmapped) {
+  std::string src = bind_source(m, bundle);
   struct stat st;
   if (::stat(src.c_str(), &st) < 0) throw_errno("bind mount source `" + src + "`");
   UniqueFd target = ensure_in_root(rootfd, m.destination, !S_ISDIR(st.st_mode));
   std::string t = fd_path(target.get());
-  do_mount(src, t, nullptr, MS_BIND | (m.recursive ? MS_REC : 0), "", m.destination);
+  if (idmapped >= 0) {
+    // Onto the target fd itself: through its /proc/self/fd path move_mount says EINVAL.
+    if (::syscall(SYS_move_mount, idmapped, "", target.get(), "",
+                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+      throw_errno("move the idmapped mount `" + src + "` to `" + m.destination + "`");
+  } else {
+    do_mount(src, t, nullptr, MS_BIND | (m.recursive ? MS_REC : 0), "", m.destination);
+  }
   unsigned long want = m.flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME |
                                   MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME);
   // A bind mount takes its flags only on a remount; keep the flags the source mount already
@@ -265,8 +321,78 @@ void pivot_into(int rootfd, const std::string& rootfs) {
 
 }  // namespace
 
+void send_idmapped_trees(const Spec& spec, pid_t init, Channel& channel) {
+  // The user namespaces that carry the maps are made here, where /proc names the helper.
+  std::vector<size_t> which;
+  std::vector<UniqueFd> usernses;
+  for (size_t i = 0; i < spec.mounts.size(); ++i) {
+    if (!spec.mounts[i].idmap) continue;
+    try {
+      usernses.push_back(idmap_userns(spec.mounts[i]));
+    } catch (const Error& e) {
+      throw e.wrap("mounts[" + std::to_string(i) + "] (" + spec.mounts[i].destination + ")");
+    }
+    which.push_back(i);
+  }
+  if (which.empty()) return;
+  UniqueFd mntns(
+      ::open(("/proc/" + std::to_string(init) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!mntns) throw_errno("open the container's mount namespace");
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) < 0) throw_errno("pipe");
+  UniqueFd rd(report[0]), wr(report[1]);
+  pid_t helper = ::fork();
+  if (helper < 0) throw_errno("fork the idmap helper");
+  if (helper == 0) {
+    rd.reset();
+    try {
+      if (::setns(mntns.get(), CLONE_NEWNS) < 0)
+        throw_errno("join the container's mount namespace");
+      std::vector<UniqueFd> trees;
+      std::vector<int> fds;
+      for (size_t k = 0; k < which.size(); ++k) {
+        const Mount& m = spec.mounts[which[k]];
+        std::string where = "mounts[" + std::to_string(which[k]) + "] (" + m.destination + ")";
+        std::string src = bind_source(m, spec.bundle);
+        UniqueFd tree(static_cast<int>(
+            ::syscall(SYS_open_tree, AT_FDCWD, src.c_str(),
+                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (m.recursive ? AT_RECURSIVE : 0))));
+        if (!tree) throw_errno(where + ": open_tree `" + src + "`");
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_IDMAP;
+        attr.userns_fd = static_cast<uint64_t>(usernses[k].get());
+        if (::syscall(SYS_mount_setattr, tree.get(), "",
+                      AT_EMPTY_PATH | (m.idmap_recursive ? AT_RECURSIVE : 0), &attr,
+                      sizeof attr) < 0)
+          throw_errno(where + ": idmap `" + src +
+                      "` (does its filesystem support idmapped mounts?)");
+        fds.push_back(tree.get());
+        trees.push_back(std::move(tree));
+      }
+      channel.send_fds(Msg::kIdmapped, fds);
+      ::_exit(0);
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      ssize_t ignored = ::write(wr.get(), msg.data(), msg.size());
+      (void)ignored;
+      ::_exit(1);
+    }
+  }
+  wr.reset();
+  std::string why;
+  char buf[1024];
+  for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;)
+    why.append(buf, static_cast<size_t>(n));
+  int status = 0;
+  while (::waitpid(helper, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw Error(why.empty() ? "the idmap helper failed" : why);
+}
+
 void setup_rootfs(const Spec& spec, const CgroupLayout& layout,
-                  const std::function<void()>& before_pivot) {
+                  const std::function<void()>& before_pivot,
+                  const std::map<size_t, UniqueFd>& idmapped) {
   // While the container's mounts are made, nothing they do may reach the runtime's namespace:
   // / is a slave (or private, when the spec asks), whatever rootfsPropagation says. Shared or
   // unbindable is applied to the container's / after pivot_root, as runc does: set here, a
@@ -288,7 +414,8 @@ void setup_rootfs(const Spec& spec, const CgroupLayout& layout,
     const Mount& m = spec.mounts[i];
     try {
       if (m.bind) {
-        bind_mount(m, spec.bundle, rootfd.get());
+        auto idm = idmapped.find(i);
+        bind_mount(m, spec.bundle, rootfd.get(), idm == idmapped.end() ? -1 : idm->second.get());
       } else if (m.type == "cgroup" || m.type == "cgroup2") {
         cgroup_mount(m, spec, layout, rootfd.get());
       } else {

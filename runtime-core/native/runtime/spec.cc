@@ -256,6 +256,8 @@ Process parse_process_json(const json& p, const std::string& where) {
   return out;
 }
 
+std::vector<IdMapping> parse_id_mappings(const json& v, const std::string& where);
+
 Mount parse_mount(const json& m, const std::string& where) {
   Mount out;
   out.destination = as_string(field(m, "destination", where), where + ".destination");
@@ -264,10 +266,11 @@ Mount parse_mount(const json& m, const std::string& where) {
   if (!type.is_null()) out.type = as_string(type, where + ".type");
   const json& src = field(m, "source", where);
   if (!src.is_null()) out.source = as_string(src, where + ".source");
-  for (const char* unsupported : {"uidMappings", "gidMappings"}) {
-    if (!field(m, unsupported, where).is_null())
-      throw Error(where + "." + unsupported + ": idmapped mounts are not supported");
-  }
+  out.uid_mappings = parse_id_mappings(field(m, "uidMappings", where), where + ".uidMappings");
+  out.gid_mappings = parse_id_mappings(field(m, "gidMappings", where), where + ".gidMappings");
+  if (out.uid_mappings.empty() != out.gid_mappings.empty())
+    throw Error(where + ": an idmapped mount needs both uidMappings and gidMappings");
+  out.idmap = !out.uid_mappings.empty();
   std::string data;
   for (const auto& opt : as_strings(field(m, "options", where), where + ".options")) {
     if (opt == "bind" || opt == "rbind") {
@@ -283,7 +286,10 @@ Mount parse_mount(const json& m, const std::string& where) {
       }
     } else if (auto p = kPropagation.find(opt); p != kPropagation.end()) {
       out.propagation = p->second;
-    } else if (opt == "tmpcopyup" || opt.rfind("idmap", 0) == 0 || opt == "ridmap") {
+    } else if (opt == "idmap" || opt == "ridmap") {
+      out.idmap = true;
+      out.idmap_recursive = opt == "ridmap";
+    } else if (opt == "tmpcopyup" || opt.rfind("idmap", 0) == 0) {
       throw Error(where + ".options: `" + opt + "` is not supported");
     } else {
       data += (data.empty() ? "" : ",") + opt;
@@ -293,6 +299,7 @@ Mount parse_mount(const json& m, const std::string& where) {
   if (out.type == "bind") out.bind = true;
   if (out.bind && out.source.empty()) throw Error(where + ".source: a bind mount needs a source");
   if (!out.bind && out.type.empty()) throw Error(where + ".type: required for a non-bind mount");
+  if (out.idmap && !out.bind) throw Error(where + ": idmapped mounts are bind mounts only");
   return out;
 }
 
@@ -628,6 +635,16 @@ Spec load_spec(const std::string& bundle_in, const std::string& id) {
             "linux.namespaces: a new user namespace needs linux.uidMappings and linux.gidMappings");
     } else if (!spec.uid_mappings.empty() || !spec.gid_mappings.empty()) {
       throw Error("linux.uidMappings: id mappings need a new user namespace in linux.namespaces");
+    }
+    for (size_t i = 0; i < spec.mounts.size(); ++i) {
+      Mount& m = spec.mounts[i];
+      if (!m.idmap || !m.uid_mappings.empty()) continue;
+      if (!spec.has_new_ns(CLONE_NEWUSER))
+        throw Error("mounts[" + std::to_string(i) +
+                    "]: `idmap` without uidMappings takes the container's user namespace "
+                    "mappings, and it has none");
+      m.uid_mappings = spec.uid_mappings;
+      m.gid_mappings = spec.gid_mappings;
     }
     const json& label = field(linux, "mountLabel", "linux");
     if (!label.is_null()) {

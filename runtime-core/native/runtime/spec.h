@@ -39,6 +39,11 @@ struct Process {
   std::optional<mode_t> umask;
 };
 
+// linux.uidMappings / gidMappings: `size` ids from `container_id` map to `host_id` on.
+struct IdMapping {
+  uint32_t container_id, host_id, size;
+};
+
 struct Mount {
   std::string destination, type, source;
   unsigned long flags = 0;        // MS_* set
@@ -46,6 +51,10 @@ struct Mount {
   unsigned long propagation = 0;  // MS_PRIVATE / MS_SLAVE / MS_SHARED [| MS_REC]
   bool bind = false, recursive = false;
   std::string data;  // filesystem options ("mode=755,size=65536k")
+  // An idmapped bind mount (`idmap`/`ridmap`, or uidMappings/gidMappings given): ids on disk are
+  // shown through these maps, the container's own when the mount names none.
+  bool idmap = false, idmap_recursive = false;
+  std::vector<IdMapping> uid_mappings, gid_mappings;
 };
 
 struct NamespaceSpec {
@@ -97,11 +106,6 @@ struct Hooks {
     return prestart.empty() && create_runtime.empty() && create_container.empty() &&
            start_container.empty() && poststart.empty() && poststop.empty();
   }
-};
-
-// linux.uidMappings / gidMappings: `size` ids from `container_id` map to `host_id` on.
-struct IdMapping {
-  uint32_t container_id, host_id, size;
 };
 
 struct Spec {
