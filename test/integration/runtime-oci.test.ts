@@ -408,3 +408,72 @@ describe('a container without a mount namespace', () => {
     expectNothingLeft(b);
   });
 });
+
+describe('features', () => {
+  interface Features {
+    ociVersionMax: string;
+    hooks: string[];
+    mountOptions: string[];
+    linux: {
+      namespaces: string[];
+      capabilities: string[];
+      seccomp: { actions: string[]; operators: string[]; supportedFlags: string[] };
+      mountExtensions: { idmap: { enabled: boolean } };
+    };
+  }
+  const features = async (): Promise<Features> =>
+    JSON.parse(await suite.rt.ok(['features'])) as Features;
+
+  it('lists what the runtime supports, in the shape of runtime-spec features.md', async () => {
+    const f = await features();
+    expect(f.ociVersionMax).toBe('1.3.0');
+    expect(f.hooks).toEqual([
+      'prestart',
+      'createRuntime',
+      'createContainer',
+      'startContainer',
+      'poststart',
+      'poststop',
+    ]);
+    expect([...f.linux.namespaces].sort()).toEqual(
+      ['cgroup', 'ipc', 'mount', 'network', 'pid', 'user', 'uts'].sort(),
+    );
+    expect(f.linux.capabilities).toContain('CAP_CHECKPOINT_RESTORE');
+    expect(f.linux.mountExtensions.idmap.enabled).toBe(true);
+    expect(f.mountOptions).toEqual(expect.arrayContaining(['idmap', 'rbind', 'ro', 'rshared']));
+  });
+
+  it('accepts every seccomp action, operator and flag it lists', async () => {
+    const { seccomp } = (await features()).linux;
+    // Syscalls a `true` never makes, one per action, so none of the actions fires.
+    const unused = [
+      'acct',
+      'kexec_load',
+      'swapon',
+      'swapoff',
+      'reboot',
+      'init_module',
+      'delete_module',
+      'syslog',
+      'pivot_root',
+      'quotactl',
+    ];
+    const r = await suite.sh('true', {
+      linux: {
+        seccomp: {
+          defaultAction: 'SCMP_ACT_ALLOW',
+          flags: seccomp.supportedFlags,
+          syscalls: [
+            ...seccomp.actions.map((action, i) => ({ names: [unused[i] ?? 'acct'], action })),
+            ...seccomp.operators.map((op) => ({
+              names: ['personality'],
+              action: 'SCMP_ACT_ERRNO',
+              args: [{ index: 0, value: 0xdead, valueTwo: 0xdead, op }],
+            })),
+          ],
+        },
+      },
+    });
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+  });
+});

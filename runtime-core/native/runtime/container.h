@@ -47,6 +47,8 @@ struct ExecOptions {
 };
 int container_exec(const GlobalOptions& g, const ExecOptions& o);
 void container_list(const GlobalOptions& g, const std::string& format);
+// The runtime-spec's features document (features.md): what this runtime and host support.
+void container_features();
 
 // Shared by run and exec: waits for `pid`, forwarding the usual termination signals to it,
 // and returns its exit status the way a shell reports it (128+N for signal N).

@@ -209,11 +209,7 @@ int dispatch(GlobalOptions& g, Args& a, char** argv) {
     return 0;
   }
   if (cmd == "features") {
-    std::printf("%s\n", nlohmann::json{{"ociVersionMin", "1.0.0"},
-                                       {"ociVersionMax", "1.1.0"},
-                                       {"sealedBinary", running_from_sealed_memfd()}}
-                            .dump()
-                            .c_str());
+    container_features();
     return 0;
   }
   throw Error("unknown command `" + cmd + "`\n" + kUsage);

@@ -37,17 +37,23 @@ uint32_t action_of(const std::string& name, std::optional<int> errno_ret,
   throw Error(where + ": action `" + name + "` is not supported");
 }
 
+const std::map<std::string, scmp_compare> kSeccompOps = {
+    {"SCMP_CMP_NE", SCMP_CMP_NE},
+    {"SCMP_CMP_LT", SCMP_CMP_LT},
+    {"SCMP_CMP_LE", SCMP_CMP_LE},
+    {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+    {"SCMP_CMP_GE", SCMP_CMP_GE},
+    {"SCMP_CMP_GT", SCMP_CMP_GT},
+    {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
+
+const std::map<std::string, unsigned> kSeccompFlags = {
+    {"SECCOMP_FILTER_FLAG_LOG", SECCOMP_FILTER_FLAG_LOG},
+    {"SECCOMP_FILTER_FLAG_SPEC_ALLOW", SECCOMP_FILTER_FLAG_SPEC_ALLOW},
+    {"SECCOMP_FILTER_FLAG_TSYNC", SECCOMP_FILTER_FLAG_TSYNC}};
+
 scmp_compare op_of(const std::string& op, const std::string& where) {
-  static const std::map<std::string, scmp_compare> ops = {
-      {"SCMP_CMP_NE", SCMP_CMP_NE},
-      {"SCMP_CMP_LT", SCMP_CMP_LT},
-      {"SCMP_CMP_LE", SCMP_CMP_LE},
-      {"SCMP_CMP_EQ", SCMP_CMP_EQ},
-      {"SCMP_CMP_GE", SCMP_CMP_GE},
-      {"SCMP_CMP_GT", SCMP_CMP_GT},
-      {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
-  auto it = ops.find(op);
-  if (it == ops.end()) throw Error(where + ": unknown op `" + op + "`");
+  auto it = kSeccompOps.find(op);
+  if (it == kSeccompOps.end()) throw Error(where + ": unknown op `" + op + "`");
   return it->second;
 }
 
@@ -63,14 +69,9 @@ uint32_t arch_of(const std::string& name) {
 unsigned flags_of(const std::vector<std::string>& flags) {
   unsigned out = 0;
   for (const auto& f : flags) {
-    if (f == "SECCOMP_FILTER_FLAG_LOG")
-      out |= SECCOMP_FILTER_FLAG_LOG;
-    else if (f == "SECCOMP_FILTER_FLAG_SPEC_ALLOW")
-      out |= SECCOMP_FILTER_FLAG_SPEC_ALLOW;
-    else if (f == "SECCOMP_FILTER_FLAG_TSYNC")
-      out |= SECCOMP_FILTER_FLAG_TSYNC;
-    else
-      throw Error("linux.seccomp.flags: `" + f + "` is not supported");
+    auto it = kSeccompFlags.find(f);
+    if (it == kSeccompFlags.end()) throw Error("linux.seccomp.flags: `" + f + "` is not supported");
+    out |= it->second;
   }
   return out;
 }
@@ -175,6 +176,16 @@ void load_seccomp(const SeccompProgram& prog) {
                    const_cast<sock_filter*>(prog.filter.data())};
   if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, prog.flags, &fprog) < 0)
     throw_errno("load the seccomp filter");
+}
+
+SeccompFeatures seccomp_features() {
+  SeccompFeatures f;
+  f.actions = {"SCMP_ACT_ALLOW",        "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",  "SCMP_ACT_KILL_THREAD",
+               "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",  "SCMP_ACT_TRACE", "SCMP_ACT_LOG"};
+  for (const auto& a : f.actions) action_of(a, std::nullopt, "seccomp_features");  // in step
+  for (const auto& [name, op] : kSeccompOps) f.operators.push_back(name);
+  for (const auto& [name, flag] : kSeccompFlags) f.flags.push_back(name);
+  return f;
 }
 
 void apply_rlimits(const Process& p) {

@@ -21,6 +21,12 @@ struct SeccompProgram {
 SeccompProgram compile_seccomp(const SeccompSpec& spec, const std::string& cache_dir);
 void load_seccomp(const SeccompProgram& prog);
 
+// The seccomp actions, operators and flags compile_seccomp takes (for `features`).
+struct SeccompFeatures {
+  std::vector<std::string> actions, operators, flags;
+};
+SeccompFeatures seccomp_features();
+
 void apply_rlimits(const Process& p);
 // Drops what the bounding set does not list (needs CAP_SETPCAP: call before set_user).
 void drop_bounding(const Capabilities& caps);

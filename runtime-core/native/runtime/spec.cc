@@ -508,6 +508,29 @@ const NamespaceSpec* Spec::ns(int flag) const {
   return nullptr;
 }
 
+std::vector<std::string> known_capabilities() {
+  std::vector<std::pair<int, std::string>> byNumber;
+  for (const auto& [name, n] : kCaps) byNumber.emplace_back(n, name);
+  std::sort(byNumber.begin(), byNumber.end());
+  std::vector<std::string> out;
+  for (const auto& [n, name] : byNumber) out.push_back(name);
+  return out;
+}
+
+std::vector<std::string> known_mount_options() {
+  std::vector<std::string> out = {"bind", "rbind", "idmap", "ridmap"};
+  for (const auto& [name, f] : kMountFlags) out.push_back(name);
+  for (const auto& [name, f] : kPropagation) out.push_back(name);
+  return out;
+}
+
+std::vector<std::string> known_namespaces() {
+  std::vector<std::string> out;
+  for (const auto& [name, flag] : kNamespaces)
+    if (name != "time") out.push_back(name);
+  return out;
+}
+
 int capability_from_name(const std::string& name) {
   auto it = kCaps.find(name);
   if (it == kCaps.end()) throw Error("unknown capability `" + name + "`");

@@ -139,6 +139,11 @@ Spec load_spec(const std::string& bundle, const std::string& id);
 // Parses a runtime-spec "process" object (also used by `exec --process FILE`).
 Process parse_process(const std::string& json_text, const std::string& where);
 
+// What `features` reports: the names load_spec accepts.
+std::vector<std::string> known_capabilities();
+std::vector<std::string> known_mount_options();
+std::vector<std::string> known_namespaces();
+
 int capability_from_name(const std::string& name);  // "CAP_SYS_ADMIN" → 21; throws if unknown
 int signal_from_name(const std::string& name);      // "TERM", "SIGTERM", "15" → 15; throws
 std::string signal_name(int sig);                   // 9 → "SIGKILL"
