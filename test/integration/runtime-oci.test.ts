@@ -9,10 +9,26 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from '@jest/globals';
 
-import { listCgroups, type Bundle, type DeepPartial, type OciSpec } from '../fixtures/index.js';
+import {
+  listCgroups,
+  ociConfig,
+  type Bundle,
+  type DeepPartial,
+  type OciSpec,
+} from '../fixtures/index.js';
 import { runtimeSuite } from '../fixtures/runtime.js';
 
 const suite = runtimeSuite('ro');
+
+/** The runtime-spec's hook stages, in the order they run. */
+const HOOK_STAGES = [
+  'prestart',
+  'createRuntime',
+  'createContainer',
+  'startContainer',
+  'poststart',
+  'poststop',
+];
 
 interface HookLine {
   stage: string;
@@ -90,14 +106,7 @@ describe('hooks', () => {
       .map((l) => l.split(' ')[0]);
     // The process's own line lands between startContainer and poststart or after poststart:
     // poststart waits for its execve, not for its output.
-    expect(stages.filter((s) => s !== 'process')).toEqual([
-      'prestart',
-      'createRuntime',
-      'createContainer',
-      'startContainer',
-      'poststart',
-      'poststop',
-    ]);
+    expect(stages.filter((s) => s !== 'process')).toEqual(HOOK_STAGES);
     expect(stages.indexOf('process')).toBeGreaterThan(stages.indexOf('startContainer'));
     const byStage = new Map(lines.map((l) => [l.stage, l]));
     const status = (s: string): string | undefined => byStage.get(s)?.state.status;
@@ -195,14 +204,7 @@ describe('hooks', () => {
 describe('user namespaces', () => {
   const userns: DeepPartial<OciSpec> & { linux: NonNullable<DeepPartial<OciSpec>['linux']> } = {
     linux: {
-      namespaces: [
-        { type: 'pid' },
-        { type: 'ipc' },
-        { type: 'uts' },
-        { type: 'mount' },
-        { type: 'network' },
-        { type: 'user' },
-      ],
+      namespaces: [...(ociConfig().linux.namespaces ?? []), { type: 'user' }],
       uidMappings: [{ containerID: 0, hostID: 200000, size: 65536 }],
       gidMappings: [{ containerID: 0, hostID: 200000, size: 65536 }],
     },
@@ -427,14 +429,7 @@ describe('features', () => {
   it('lists what the runtime supports, in the shape of runtime-spec features.md', async () => {
     const f = await features();
     expect(f.ociVersionMax).toBe('1.3.0');
-    expect(f.hooks).toEqual([
-      'prestart',
-      'createRuntime',
-      'createContainer',
-      'startContainer',
-      'poststart',
-      'poststop',
-    ]);
+    expect(f.hooks).toEqual(HOOK_STAGES);
     expect([...f.linux.namespaces].sort()).toEqual(
       ['cgroup', 'ipc', 'mount', 'network', 'pid', 'user', 'uts'].sort(),
     );

@@ -83,29 +83,6 @@ void join_namespaces(const Spec& spec, bool include_pid) {
   }
 }
 
-// linux.uidMappings / gidMappings of the init's new user namespace, written by the parent
-// (root in the runtime's namespace) before the init does anything that needs them.
-void write_id_maps(pid_t child, const Spec& spec) {
-  auto lines = [](const std::vector<IdMapping>& maps) {
-    std::string out;
-    for (const auto& m : maps)
-      out += std::to_string(m.container_id) + " " + std::to_string(m.host_id) + " " +
-             std::to_string(m.size) + "\n";
-    return out;
-  };
-  std::string proc = "/proc/" + std::to_string(child);
-  try {
-    write_file(proc + "/uid_map", lines(spec.uid_mappings));
-  } catch (const Error& e) {
-    throw e.wrap("linux.uidMappings");
-  }
-  try {
-    write_file(proc + "/gid_map", lines(spec.gid_mappings));
-  } catch (const Error& e) {
-    throw e.wrap("linux.gidMappings");
-  }
-}
-
 struct InitArgs {
   const Spec* spec;
   const CgroupLayout* layout;
@@ -414,7 +391,8 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
     }
     child_side.close();
     cgroup2.reset();
-    if (userns) write_id_maps(child, spec);
+    // The maps of the init's new user namespace, before it does anything that needs them.
+    if (userns) write_id_maps(child, spec.uid_mappings, spec.gid_mappings, "linux.");
     if (parent_joins) cgroup.add_process(child);
     send_idmapped_trees(spec, child, parent);
     if (spec.process.oom_score_adj)

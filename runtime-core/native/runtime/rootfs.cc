@@ -103,6 +103,32 @@ unsigned long existing_flags(const std::string& path) {
   return f;
 }
 
+}  // namespace
+
+void write_id_maps(pid_t pid, const std::vector<IdMapping>& uids,
+                   const std::vector<IdMapping>& gids, const std::string& field_prefix) {
+  auto lines = [](const std::vector<IdMapping>& maps) {
+    std::string out;
+    for (const auto& x : maps)
+      out += std::to_string(x.container_id) + " " + std::to_string(x.host_id) + " " +
+             std::to_string(x.size) + "\n";
+    return out;
+  };
+  std::string proc = "/proc/" + std::to_string(pid);
+  try {
+    write_file(proc + "/uid_map", lines(uids));
+  } catch (const Error& e) {
+    throw e.wrap(field_prefix + "uidMappings");
+  }
+  try {
+    write_file(proc + "/gid_map", lines(gids));
+  } catch (const Error& e) {
+    throw e.wrap(field_prefix + "gidMappings");
+  }
+}
+
+namespace {
+
 std::string bind_source(const Mount& m, const std::string& bundle) {
   return m.source[0] == '/' ? m.source : bundle + "/" + m.source;
 }
@@ -124,22 +150,17 @@ UniqueFd idmap_userns(const Mount& m) {
     ::_exit(0);
   }
   rd.reset();
+  bool reaped = false;
   auto reap = [&] {
+    if (reaped) return;
+    reaped = true;
     wr.reset();
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
   };
   try {
-    auto lines = [](const std::vector<IdMapping>& maps) {
-      std::string out;
-      for (const auto& x : maps)
-        out += std::to_string(x.container_id) + " " + std::to_string(x.host_id) + " " +
-               std::to_string(x.size) + "\n";
-      return out;
-    };
+    write_id_maps(child, m.uid_mappings, m.gid_mappings, "");
     std::string proc = "/proc/" + std::to_string(child);
-    write_file(proc + "/uid_map", lines(m.uid_mappings));
-    write_file(proc + "/gid_map", lines(m.gid_mappings));
     UniqueFd ns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
     if (!ns) throw_errno("open " + proc + "/ns/user");
     reap();

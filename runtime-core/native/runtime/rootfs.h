@@ -28,6 +28,10 @@ void setup_rootfs(const Spec& spec, const CgroupLayout& layout,
 // throwaway user namespace, and sends the trees to the init (IDMAPPED, before GO), which moves
 // them into place. Nothing is sent when the spec has no idmapped mount.
 void send_idmapped_trees(const Spec& spec, pid_t init, Channel& channel);
+// Writes /proc/PID/uid_map and gid_map (errors name `<field_prefix>uidMappings`/gidMappings).
+void write_id_maps(pid_t pid, const std::vector<IdMapping>& uids,
+                   const std::vector<IdMapping>& gids, const std::string& field_prefix);
+
 // After pivot_root: sysctls, masked and read-only paths, a read-only root.
 void finish_rootfs(const Spec& spec);
 
