@@ -130,10 +130,12 @@ describe('hooks', () => {
     expect(byStage.get('startContainer')?.mnt).toBe(containerMnt);
   });
 
-  it('fails create when a prestart hook fails, with its output, and leaves nothing', async () => {
+  it('fails create when a prestart hook fails, with its output, runs poststop, leaves nothing', async () => {
     const b = await suite.bundleFor('touch /ran', { root: { readonly: false } });
+    const log = join(b.rootfs, 'after.log');
     b.config.hooks = {
       prestart: [{ path: '/bin/sh', args: ['sh', '-c', 'echo no network for you >&2; exit 3'] }],
+      poststop: [logHook('poststop', log)],
     };
     await b.writeConfig();
     const r = await suite.rt.run(['create', '-b', b.dir, b.id]);
@@ -143,6 +145,10 @@ describe('hooks', () => {
     );
     expectNothingLeft(b);
     expect(() => readFileSync(join(b.rootfs, 'ran'))).toThrow();
+    // The lifecycle goes on at destroy and poststop, as the spec says for a failing prestart.
+    expect(readHookLog(log).map((l) => [l.stage, l.state.status])).toEqual([
+      ['poststop', 'stopped'],
+    ]);
   });
 
   it('kills a hook that outlives its timeout and fails the create', async () => {

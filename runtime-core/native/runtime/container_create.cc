@@ -451,6 +451,15 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
     } catch (const Error& ce) {
       also += std::string("; cleanup: ") + ce.what();
     }
+    // The spec's lifecycle after a failing create-time hook: destroy, then poststop — which can
+    // undo what the hooks before the failure set up (networking, say). Warnings only.
+    const Hooks& h = spec.hooks;
+    if (!h.prestart.empty() || !h.create_runtime.empty() || !h.create_container.empty()) {
+      for (const auto& w : run_hooks_warning(
+               h.poststop, "poststop",
+               hook_state(o.id, "stopped", child > 0 ? child : 0, spec.bundle, spec.annotations)))
+        log_message(g, "warning", w);
+    }
     const auto* ce = dynamic_cast<const Error*>(&e);
     throw Error::preformatted(std::string(e.what()) + also, ce ? ce->code() : 0);
   }
