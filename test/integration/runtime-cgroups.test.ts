@@ -4,12 +4,20 @@
  * (CONDUCTOR_CGROUP_ROOT/MODE) so the v2 path is exercised without a v2 host.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from '@jest/globals';
 
-import { FIXTURE_ROOT } from '../fixtures/index.js';
+import { FIXTURE_ROOT, listCgroups } from '../fixtures/index.js';
 import { RUNTIME, runtimeSuite } from '../fixtures/runtime.js';
 
 const suite = runtimeSuite('rc');
@@ -110,8 +118,83 @@ describe('devices', () => {
   });
 });
 
+describe('blockIO', () => {
+  // A whole disk of this machine (throttles take disks, not partitions), as major:minor.
+  const disk = readdirSync('/sys/block')
+    .filter((d) => !/^(loop|ram|zram|dm-|sr)/.test(d))
+    .map((d) => readFileSync(`/sys/block/${d}/dev`, 'utf8').trim())[0];
+  const pureV2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
+
+  it('throttles reads and writes of a disk (blkio.throttle.* on v1, io.max on v2)', async () => {
+    if (!disk) return; // no block device at all: nothing to throttle
+    const [major = 0, minor = 0] = disk.split(':').map(Number);
+    const b = await suite.bundleFor('sleep 1000', {
+      linux: {
+        resources: {
+          blockIO: {
+            throttleReadBpsDevice: [{ major, minor, rate: 1048576 }],
+            throttleWriteIOPSDevice: [{ major, minor, rate: 100 }],
+          },
+        },
+      },
+    });
+    await suite.rt.ok(['run', '-d', '-b', b.dir, b.id]);
+    try {
+      if (pureV2) {
+        const io = readFileSync(`/sys/fs/cgroup/conductor/${b.id}/io.max`, 'utf8');
+        expect(io).toContain(`${disk} rbps=1048576 wbps=max riops=max wiops=100`);
+      } else {
+        expect(readFileSync(v1('blkio', b.id, 'blkio.throttle.read_bps_device'), 'utf8')).toBe(
+          `${disk} 1048576\n`,
+        );
+        expect(readFileSync(v1('blkio', b.id, 'blkio.throttle.write_iops_device'), 'utf8')).toBe(
+          `${disk} 100\n`,
+        );
+      }
+    } finally {
+      await suite.rt.ok(['delete', '--force', b.id]);
+    }
+  });
+
+  it('applies a weight where the I/O scheduler has weights, and otherwise says so at create', async () => {
+    const b = await suite.bundleFor('sleep 1000', {
+      linux: { resources: { blockIO: { weight: 300 } } },
+    });
+    const r = await suite.rt.run(['run', '-d', '-b', b.dir, b.id]);
+    if (r.code !== 0) {
+      // No weight file in the container's cgroup: the field is named, nothing is left.
+      expect(r.stderr).toContain('cannot apply linux.resources.blockIO.weight');
+      expect(listCgroups().filter((c) => c.endsWith(`/${b.id}`))).toEqual([]);
+      return;
+    }
+    try {
+      const dir = pureV2
+        ? `/sys/fs/cgroup/conductor/${b.id}`
+        : `/sys/fs/cgroup/blkio/conductor/${b.id}`;
+      // io.weight takes 1..10000 (300 → 2930, runc's conversion); the others blkio's 10..1000.
+      const [file, want] = pureV2
+        ? existsSync(join(dir, 'io.weight'))
+          ? ['io.weight', 'default 2930']
+          : ['io.bfq.weight', 'default 300']
+        : existsSync(join(dir, 'blkio.weight'))
+          ? ['blkio.weight', '300']
+          : ['blkio.bfq.weight', '300'];
+      expect(readFileSync(join(dir, file), 'utf8')).toContain(want);
+    } finally {
+      await suite.rt.ok(['delete', '--force', b.id]);
+    }
+  });
+
+  it('refuses a weight out of range, naming the field', async () => {
+    const b = await suite.bundleFor('true', { linux: { resources: { blockIO: { weight: 5 } } } });
+    const r = await suite.rt.run(['create', '-b', b.dir, b.id]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('linux.resources.blockIO.weight: must be within 10..1000');
+  });
+});
+
 describe('cgroup v2 backend (stand-in tree)', () => {
-  it('writes memory.max, cpu.max, cpu.weight and pids.max, and removes the cgroup', async () => {
+  it('writes memory.max, cpu.max, cpu.weight, pids.max, io.weight and io.max, and removes the cgroup', async () => {
     const tree = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-v2-`));
     const b = await suite.bundleFor('true', {
       linux: {
@@ -119,6 +202,10 @@ describe('cgroup v2 backend (stand-in tree)', () => {
           memory: { limit: 64 * 1024 * 1024 },
           cpu: { quota: 25000, period: 100000, shares: 1024 },
           pids: { limit: 10 },
+          blockIO: {
+            weight: 500,
+            throttleReadBpsDevice: [{ major: 254, minor: 0, rate: 1048576 }],
+          },
         },
       },
     });
@@ -127,9 +214,16 @@ describe('cgroup v2 backend (stand-in tree)', () => {
     await b.writeConfig();
     const dir = join(tree, 'conductor', b.id);
     mkdirSync(dir, { recursive: true });
-    for (const f of ['cgroup.procs', 'memory.max', 'cpu.max', 'cpu.weight', 'pids.max']) {
-      writeFileSync(join(dir, f), '');
-    }
+    const files = [
+      'cgroup.procs',
+      'memory.max',
+      'cpu.max',
+      'cpu.weight',
+      'pids.max',
+      'io.weight',
+      'io.max',
+    ];
+    for (const f of files) writeFileSync(join(dir, f), '');
     writeFileSync(join(tree, 'cgroup.controllers'), 'cpuset cpu io memory pids\n');
     writeFileSync(join(tree, 'cgroup.subtree_control'), '');
     const env = { ...process.env, CONDUCTOR_CGROUP_ROOT: tree, CONDUCTOR_CGROUP_MODE: 'v2' };
@@ -145,11 +239,11 @@ describe('cgroup v2 backend (stand-in tree)', () => {
       expect(read('cpu.max')).toBe('25000 100000');
       expect(read('cpu.weight')).toBe('39'); // runc's conversion of 1024 shares
       expect(read('pids.max')).toBe('10');
+      expect(read('io.weight')).toBe('default 4950'); // runc's conversion of blkio weight 500
+      expect(read('io.max')).toBe('254:0 rbps=1048576');
       expect(readFileSync(join(tree, 'cgroup.subtree_control'), 'utf8')).toMatch(/\+/);
       // A stand-in tree cannot hold processes: empty its files so delete can rmdir like on v2.
-      for (const f of ['cgroup.procs', 'memory.max', 'cpu.max', 'cpu.weight', 'pids.max']) {
-        rmSync(join(dir, f));
-      }
+      for (const f of files) rmSync(join(dir, f));
       expect(await runtime(['delete', '--force', b.id])).toBe(0);
       expect(() => readFileSync(join(tree, 'conductor'))).toThrow(/ENOENT/);
     } finally {

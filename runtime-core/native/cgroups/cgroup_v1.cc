@@ -22,6 +22,60 @@ std::string device_rule(const CgroupResources::Device& d) {
   return std::string(1, d.type) + " " + num(d.major) + ":" + num(d.minor) + " " + d.access;
 }
 
+std::string dev(int64_t major, int64_t minor) {
+  return std::to_string(major) + ":" + std::to_string(minor);
+}
+
+// blkio: weights through blkio.weight (CFQ) or blkio.bfq.weight (BFQ, newer kernels), whichever
+// the host has; throttles through blkio.throttle.*.
+void apply_v1_blkio(const Cgroup& cg, const CgroupResources& res) {
+  const std::string f = "linux.resources.blockIO";
+  bool weights = res.blkio_weight || res.blkio_leaf_weight || !res.blkio_weight_devices.empty();
+  bool throttles = !res.blkio_read_bps.empty() || !res.blkio_write_bps.empty() ||
+                   !res.blkio_read_iops.empty() || !res.blkio_write_iops.empty();
+  if (!weights && !throttles) return;
+  std::string d = need(cg, "blkio", f);
+  auto weight_file = [&](const std::string& field, const char* base) {
+    for (const std::string prefix : {"/blkio.", "/blkio.bfq."}) {
+      std::string path = d + prefix + base;
+      if (path_exists(path)) return path;
+    }
+    std::string why = std::string(base).find("leaf") != std::string::npos
+                          ? "leaf weights were CFQ's, gone since Linux 5.0"
+                          : "it needs an I/O scheduler with weights, BFQ";
+    throw Error("cannot apply " + f + "." + field + ": this host's blkio controller has no `" +
+                    base + "` (" + why + ")",
+                ENOTSUP);
+  };
+  if (res.blkio_weight)
+    write_file(weight_file("weight", "weight"), std::to_string(*res.blkio_weight));
+  if (res.blkio_leaf_weight)
+    write_file(weight_file("leafWeight", "leaf_weight"), std::to_string(*res.blkio_leaf_weight));
+  for (const auto& w : res.blkio_weight_devices) {
+    if (w.weight)
+      write_file(weight_file("weightDevice", "weight_device"),
+                 dev(w.major, w.minor) + " " + std::to_string(*w.weight));
+    if (w.leaf_weight)
+      write_file(weight_file("weightDevice", "leaf_weight_device"),
+                 dev(w.major, w.minor) + " " + std::to_string(*w.leaf_weight));
+  }
+  const std::pair<const std::vector<CgroupResources::BlkioThrottle>*, const char*> throttle[] = {
+      {&res.blkio_read_bps, "read_bps_device"},
+      {&res.blkio_write_bps, "write_bps_device"},
+      {&res.blkio_read_iops, "read_iops_device"},
+      {&res.blkio_write_iops, "write_iops_device"}};
+  for (const auto& [list, file] : throttle) {
+    for (const auto& t : *list) {
+      try {
+        write_file(d + "/blkio.throttle." + file,
+                   dev(t.major, t.minor) + " " + std::to_string(t.rate));
+      } catch (const Error& e) {
+        throw e.wrap(f + " " + dev(t.major, t.minor) + " (" + file + ")");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void apply_v1(const Cgroup& cg, const CgroupResources& res) {
@@ -51,6 +105,7 @@ void apply_v1(const Cgroup& cg, const CgroupResources& res) {
     std::string d = need(cg, "memory", "linux.resources.memory.disableOOMKiller");
     write_file(d + "/memory.oom_control", "1");
   }
+  apply_v1_blkio(cg, res);
   if (res.cpu_shares) {
     write_file(need(cg, "cpu", "linux.resources.cpu.shares") + "/cpu.shares",
                std::to_string(*res.cpu_shares));

@@ -32,6 +32,43 @@ void write_limit(const std::string& dir, const std::string& file, const std::str
   write_file(path, value);
 }
 
+std::string dev(int64_t major, int64_t minor) {
+  return std::to_string(major) + ":" + std::to_string(minor);
+}
+
+// blkio weight (10..1000) to io.weight (1..10000), the conversion runc and crun use.
+uint64_t blkio_to_io_weight(uint16_t w) { return 1 + (static_cast<uint64_t>(w) - 10) * 9999 / 990; }
+
+// blockIO on the io controller: weights in io.weight (or io.bfq.weight, in blkio's range, when
+// only BFQ has weights), throttles in io.max.
+void apply_v2_io(const std::string& dir, const CgroupResources& res) {
+  const std::string f = "linux.resources.blockIO";
+  bool weights = res.blkio_weight || !res.blkio_weight_devices.empty();
+  if (weights) {
+    bool io_weight = path_exists(dir + "/io.weight");
+    bool bfq = !io_weight && path_exists(dir + "/io.bfq.weight");
+    std::string file = bfq ? "io.bfq.weight" : "io.weight";
+    auto value = [&](uint16_t w) {
+      return std::to_string(bfq ? uint64_t{w} : blkio_to_io_weight(w));
+    };
+    if (res.blkio_weight)
+      write_limit(dir, file, "default " + value(*res.blkio_weight), f + ".weight", "io");
+    for (const auto& w : res.blkio_weight_devices)
+      if (w.weight)
+        write_limit(dir, file, dev(w.major, w.minor) + " " + value(*w.weight), f + ".weightDevice",
+                    "io");
+  }
+  const std::pair<const std::vector<CgroupResources::BlkioThrottle>*, const char*> throttle[] = {
+      {&res.blkio_read_bps, "rbps"},
+      {&res.blkio_write_bps, "wbps"},
+      {&res.blkio_read_iops, "riops"},
+      {&res.blkio_write_iops, "wiops"}};
+  for (const auto& [list, key] : throttle)
+    for (const auto& t : *list)
+      write_limit(dir, "io.max", dev(t.major, t.minor) + " " + key + "=" + std::to_string(t.rate),
+                  f + " " + dev(t.major, t.minor) + " (" + key + ")", "io");
+}
+
 }  // namespace
 
 // cpu.shares (2..262144) to cpu.weight (1..10000), the conversion runc and crun use.
@@ -93,8 +130,9 @@ void apply_v2(const std::string& dir, const CgroupResources& res) {
     write_limit(dir, "memory.low", v < 0 ? "max" : std::to_string(v),
                 "linux.resources.memory.reservation", "memory");
   }
-  // swappiness and disableOOMKiller have no cgroup v2 file: container_create warns and drops
-  // them before they get here.
+  // swappiness, disableOOMKiller and blockIO leaf weights have no cgroup v2 file:
+  // container_create warns and drops them before they get here.
+  apply_v2_io(dir, res);
   if (res.cpu_shares) {
     write_limit(dir, "cpu.weight", std::to_string(shares_to_weight(*res.cpu_shares)),
                 "linux.resources.cpu.shares", "cpu");

@@ -41,6 +41,19 @@ struct CgroupResources {
   std::optional<uint64_t> cpu_period;         // µs
   std::optional<std::string> cpuset_cpus, cpuset_mems;
   std::optional<int64_t> pids_limit;  // -1 or 0 = unlimited (as runc)
+  // linux.resources.blockIO. Weights 10..1000 (v2: converted to io.weight's 1..10000).
+  struct BlkioWeightDevice {
+    int64_t major = 0, minor = 0;
+    std::optional<uint16_t> weight, leaf_weight;
+  };
+  struct BlkioThrottle {
+    int64_t major = 0, minor = 0;
+    uint64_t rate = 0;  // bytes or operations per second
+  };
+  std::optional<uint16_t> blkio_weight, blkio_leaf_weight;
+  std::vector<BlkioWeightDevice> blkio_weight_devices;
+  std::vector<BlkioThrottle> blkio_read_bps, blkio_write_bps, blkio_read_iops, blkio_write_iops;
+
   struct Device {
     bool allow = false;
     char type = 'a';                 // a, c, b

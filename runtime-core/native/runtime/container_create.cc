@@ -325,6 +325,15 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
       log_message(g, "warning", "linux.resources.memory.swappiness ignored: not on cgroup v2");
       spec.resources.memory_swappiness.reset();
     }
+    bool leaf = spec.resources.blkio_leaf_weight.has_value();
+    for (auto& d : spec.resources.blkio_weight_devices) {
+      leaf = leaf || d.leaf_weight;
+      d.leaf_weight.reset();
+    }
+    if (leaf) {
+      log_message(g, "warning", "linux.resources.blockIO leaf weights ignored: not on cgroup v2");
+      spec.resources.blkio_leaf_weight.reset();
+    }
     if (spec.resources.memory_disable_oom_killer) {
       log_message(g, "warning",
                   "linux.resources.memory.disableOOMKiller ignored: not on cgroup v2");

@@ -303,11 +303,67 @@ Mount parse_mount(const json& m, const std::string& where) {
   return out;
 }
 
+uint16_t blkio_weight(const json& v, const std::string& where) {
+  uint64_t w = as_uint(v, where);
+  if (w < 10 || w > 1000) throw Error(where + ": must be within 10..1000");
+  return static_cast<uint16_t>(w);
+}
+
+void parse_block_io(const json& b, const std::string& where, CgroupResources& out) {
+  if (!b.is_object()) throw Error(where + ": must be an object");
+  for (const auto& [k, v] : b.items()) {
+    if (k != "weight" && k != "leafWeight" && k != "weightDevice" && k != "throttleReadBpsDevice" &&
+        k != "throttleWriteBpsDevice" && k != "throttleReadIOPSDevice" &&
+        k != "throttleWriteIOPSDevice")
+      throw Error(where + "." + k + ": not supported by conductor-runtime");
+    (void)v;
+  }
+  if (!field(b, "weight", where).is_null())
+    out.blkio_weight = blkio_weight(field(b, "weight", where), where + ".weight");
+  if (!field(b, "leafWeight", where).is_null())
+    out.blkio_leaf_weight = blkio_weight(field(b, "leafWeight", where), where + ".leafWeight");
+  auto device = [&](const json& d, const std::string& w, int64_t& major, int64_t& minor) {
+    major = as_int(field(d, "major", w), w + ".major");
+    minor = as_int(field(d, "minor", w), w + ".minor");
+    if (major < 0 || minor < 0) throw Error(w + ": major and minor must not be negative");
+  };
+  const json& wd = field(b, "weightDevice", where);
+  if (!wd.is_null()) {
+    if (!wd.is_array()) throw Error(where + ".weightDevice: must be an array");
+    for (size_t i = 0; i < wd.size(); ++i) {
+      std::string w = where + ".weightDevice[" + std::to_string(i) + "]";
+      CgroupResources::BlkioWeightDevice d;
+      device(wd[i], w, d.major, d.minor);
+      if (!field(wd[i], "weight", w).is_null())
+        d.weight = blkio_weight(field(wd[i], "weight", w), w + ".weight");
+      if (!field(wd[i], "leafWeight", w).is_null())
+        d.leaf_weight = blkio_weight(field(wd[i], "leafWeight", w), w + ".leafWeight");
+      out.blkio_weight_devices.push_back(d);
+    }
+  }
+  const std::pair<const char*, std::vector<CgroupResources::BlkioThrottle>*> throttles[] = {
+      {"throttleReadBpsDevice", &out.blkio_read_bps},
+      {"throttleWriteBpsDevice", &out.blkio_write_bps},
+      {"throttleReadIOPSDevice", &out.blkio_read_iops},
+      {"throttleWriteIOPSDevice", &out.blkio_write_iops}};
+  for (const auto& [key, list] : throttles) {
+    const json& t = field(b, key, where);
+    if (t.is_null()) continue;
+    if (!t.is_array()) throw Error(where + "." + key + ": must be an array");
+    for (size_t i = 0; i < t.size(); ++i) {
+      std::string w = where + "." + key + "[" + std::to_string(i) + "]";
+      CgroupResources::BlkioThrottle x;
+      device(t[i], w, x.major, x.minor);
+      x.rate = as_uint(field(t[i], "rate", w), w + ".rate");
+      list->push_back(x);
+    }
+  }
+}
+
 void parse_resources(const json& r, const std::string& where, CgroupResources& out,
                      std::vector<std::string>& warnings) {
   if (r.is_null()) return;
-  for (const char* unsupported :
-       {"blockIO", "hugepageLimits", "network", "rdma", "unified", "intelRdt"}) {
+  for (const char* unsupported : {"hugepageLimits", "network", "rdma", "unified", "intelRdt"}) {
     if (!field(r, unsupported, where).is_null())
       throw Error(where + "." + unsupported + ": not supported by conductor-runtime");
   }
@@ -342,6 +398,8 @@ void parse_resources(const json& r, const std::string& where, CgroupResources& o
           as_bool(field(mem, "disableOOMKiller", w), w + ".disableOOMKiller");
     if (out.memory_limit && *out.memory_limit == 0) out.memory_limit.reset();
   }
+  const json& bio = field(r, "blockIO", where);
+  if (!bio.is_null()) parse_block_io(bio, where + ".blockIO", out);
   const json& cpu = field(r, "cpu", where);
   if (!cpu.is_null()) {
     std::string w = where + ".cpu";
