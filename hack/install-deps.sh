@@ -21,6 +21,7 @@ required=(
   'golang-github-containers-common|containers-common' # /usr/share/containers/seccomp.json
   prometheus                                   # promtool lints /metrics in tests
   bpftool                                      # tests check the eBPF device filter
+  containernetworking-plugins                  # CNI: bridge, host-local, portmap, loopback
   clang-format hyperfine iproute2 util-linux jq
   zlib1g-dev libzstd-dev zstd                  # layer unpacking (gzip, zstd); zstd for tests
   skopeo debootstrap                           # image pulls, archive imports, distribution bases
