@@ -4,7 +4,7 @@
  * namespaces, a relative cgroupsPath, rootfsPropagation, deprecated fields, failures reported
  * by create rather than after start, and a container without a mount namespace.
  */
-import { mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from '@jest/globals';
@@ -332,13 +332,23 @@ describe('rootfsPropagation', () => {
 
 describe('fields the runtime ignores with a warning', () => {
   it('ignores linux.resources.memory.kernel and kernelTCP (deprecated) and applies the rest', async () => {
-    const b = await suite.bundleFor('true', {
+    const b = await suite.bundleFor('sleep 1000', {
       linux: { resources: { memory: { limit: 64 << 20, kernel: 32 << 20, kernelTCP: 16 << 20 } } },
     });
-    const r = await suite.rt.run(['run', '-b', b.dir, b.id]);
+    const r = await suite.rt.run(['run', '-d', '-b', b.dir, b.id]);
     expect(r.stderr).toContain('warning: linux.resources.memory.kernel ignored: deprecated');
     expect(r.stderr).toContain('warning: linux.resources.memory.kernelTCP ignored: deprecated');
     expect(r.code).toBe(0);
+    try {
+      // The limit beside them is applied (memory.max on v2, memory.limit_in_bytes on v1).
+      const v2 = `/sys/fs/cgroup/conductor/${b.id}/memory.max`;
+      const limit = existsSync('/sys/fs/cgroup/cgroup.controllers')
+        ? readFileSync(v2, 'utf8')
+        : readFileSync(`/sys/fs/cgroup/memory/conductor/${b.id}/memory.limit_in_bytes`, 'utf8');
+      expect(limit.trim()).toBe(String(64 << 20));
+    } finally {
+      await suite.rt.ok(['delete', '--force', b.id]);
+    }
   });
 
   it('ignores linux.mountLabel on a host without SELinux', async () => {

@@ -21,6 +21,11 @@ void apply_v2_devices(const std::string& dir, const std::vector<CgroupResources:
 
 uint64_t shares_to_weight(uint64_t shares);
 
+// "major:minor", as blkio and io files name a device.
+inline std::string device_number(int64_t major, int64_t minor) {
+  return std::to_string(major) + ":" + std::to_string(minor);
+}
+
 // Reads "key value" lines (memory.stat, cpu.stat, memory.events, memory.oom_control).
 uint64_t read_keyed(const std::string& path, const std::string& key, uint64_t dflt = 0);
 

@@ -22,10 +22,6 @@ std::string device_rule(const CgroupResources::Device& d) {
   return std::string(1, d.type) + " " + num(d.major) + ":" + num(d.minor) + " " + d.access;
 }
 
-std::string dev(int64_t major, int64_t minor) {
-  return std::to_string(major) + ":" + std::to_string(minor);
-}
-
 // blkio: weights through blkio.weight (CFQ) or blkio.bfq.weight (BFQ, newer kernels), whichever
 // the host has; throttles through blkio.throttle.*.
 void apply_v1_blkio(const Cgroup& cg, const CgroupResources& res) {
@@ -54,10 +50,10 @@ void apply_v1_blkio(const Cgroup& cg, const CgroupResources& res) {
   for (const auto& w : res.blkio_weight_devices) {
     if (w.weight)
       write_file(weight_file("weightDevice", "weight_device"),
-                 dev(w.major, w.minor) + " " + std::to_string(*w.weight));
+                 device_number(w.major, w.minor) + " " + std::to_string(*w.weight));
     if (w.leaf_weight)
       write_file(weight_file("weightDevice", "leaf_weight_device"),
-                 dev(w.major, w.minor) + " " + std::to_string(*w.leaf_weight));
+                 device_number(w.major, w.minor) + " " + std::to_string(*w.leaf_weight));
   }
   const std::pair<const std::vector<CgroupResources::BlkioThrottle>*, const char*> throttle[] = {
       {&res.blkio_read_bps, "read_bps_device"},
@@ -68,9 +64,9 @@ void apply_v1_blkio(const Cgroup& cg, const CgroupResources& res) {
     for (const auto& t : *list) {
       try {
         write_file(d + "/blkio.throttle." + file,
-                   dev(t.major, t.minor) + " " + std::to_string(t.rate));
+                   device_number(t.major, t.minor) + " " + std::to_string(t.rate));
       } catch (const Error& e) {
-        throw e.wrap(f + " " + dev(t.major, t.minor) + " (" + file + ")");
+        throw e.wrap(f + " " + device_number(t.major, t.minor) + " (" + file + ")");
       }
     }
   }

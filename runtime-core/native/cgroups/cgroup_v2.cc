@@ -32,10 +32,6 @@ void write_limit(const std::string& dir, const std::string& file, const std::str
   write_file(path, value);
 }
 
-std::string dev(int64_t major, int64_t minor) {
-  return std::to_string(major) + ":" + std::to_string(minor);
-}
-
 // blkio weight (10..1000) to io.weight (1..10000), the conversion runc and crun use.
 uint64_t blkio_to_io_weight(uint16_t w) { return 1 + (static_cast<uint64_t>(w) - 10) * 9999 / 990; }
 
@@ -55,8 +51,8 @@ void apply_v2_io(const std::string& dir, const CgroupResources& res) {
       write_limit(dir, file, "default " + value(*res.blkio_weight), f + ".weight", "io");
     for (const auto& w : res.blkio_weight_devices)
       if (w.weight)
-        write_limit(dir, file, dev(w.major, w.minor) + " " + value(*w.weight), f + ".weightDevice",
-                    "io");
+        write_limit(dir, file, device_number(w.major, w.minor) + " " + value(*w.weight),
+                    f + ".weightDevice", "io");
   }
   const std::pair<const std::vector<CgroupResources::BlkioThrottle>*, const char*> throttle[] = {
       {&res.blkio_read_bps, "rbps"},
@@ -65,8 +61,9 @@ void apply_v2_io(const std::string& dir, const CgroupResources& res) {
       {&res.blkio_write_iops, "wiops"}};
   for (const auto& [list, key] : throttle)
     for (const auto& t : *list)
-      write_limit(dir, "io.max", dev(t.major, t.minor) + " " + key + "=" + std::to_string(t.rate),
-                  f + " " + dev(t.major, t.minor) + " (" + key + ")", "io");
+      write_limit(dir, "io.max",
+                  device_number(t.major, t.minor) + " " + key + "=" + std::to_string(t.rate),
+                  f + " " + device_number(t.major, t.minor) + " (" + key + ")", "io");
 }
 
 }  // namespace

@@ -241,7 +241,7 @@ bool has_mount_ns(const Spec& spec) { return spec.ns(CLONE_NEWNS) != nullptr; }
       if (!fifo) throw_errno("open `" + a.fifo + "`");
     }
     // The parent's GO is read first when HOOKS follows: the messages must come in order.
-    bool parent_hooks = !spec.hooks.prestart.empty() || !spec.hooks.create_runtime.empty();
+    bool parent_hooks = spec.hooks.run_by_runtime_at_create();
     bool cgroup_first = needs_cgroup_first(spec) || parent_hooks || has_idmapped_mounts(spec);
     if (cgroup_first) enter_cgroup(a, go_received, idmapped);
     // prestart and createRuntime run in the parent (the runtime's namespaces) while the init
@@ -414,7 +414,7 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
       parent.expect(Msg::kReady);
       throw;
     }
-    if (!spec.hooks.prestart.empty() || !spec.hooks.create_runtime.empty()) {
+    if (spec.hooks.run_by_runtime_at_create()) {
       // The init has made its mounts and waits before pivot_root. prestart is given status
       // `created`, as crun gives it (and the validation suite checks), createRuntime
       // `creating`, as the spec says.
@@ -462,10 +462,9 @@ Created container_create(const GlobalOptions& g, const CreateOptions& o) {
     }
     // The spec's lifecycle after a failing create-time hook: destroy, then poststop — which can
     // undo what the hooks before the failure set up (networking, say). Warnings only.
-    const Hooks& h = spec.hooks;
-    if (!h.prestart.empty() || !h.create_runtime.empty() || !h.create_container.empty()) {
+    if (spec.hooks.run_at_create()) {
       for (const auto& w : run_hooks_warning(
-               h.poststop, "poststop",
+               spec.hooks.poststop, "poststop",
                hook_state(o.id, "stopped", child > 0 ? child : 0, spec.bundle, spec.annotations)))
         log_message(g, "warning", w);
     }

@@ -16,8 +16,7 @@ void container_features() {
   json doc = {
       {"ociVersionMin", "1.0.0"},
       {"ociVersionMax", "1.3.0"},
-      {"hooks",
-       {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}},
+      {"hooks", known_hook_stages()},
       {"mountOptions", known_mount_options()},
       {"linux",
        {{"namespaces", known_namespaces()},

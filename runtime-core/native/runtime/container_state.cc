@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/container.h"
+#include "runtime/hooks.h"
 
 namespace conductor {
 
@@ -11,10 +12,10 @@ using json = nlohmann::json;
 namespace {
 json state_json(const StateStore& store, const ContainerState& s) {
   std::string status = store.status(s);
-  return {{"ociVersion", "1.0.2"}, {"id", s.id},
-          {"status", status},      {"pid", status == "stopped" ? 0 : s.pid},
-          {"bundle", s.bundle},    {"rootfs", s.bundle + "/rootfs"},
-          {"created", s.created},  {"annotations", s.annotations}};
+  json j = oci_state(s.id, status, status == "stopped" ? 0 : s.pid, s.bundle, s.annotations);
+  j["rootfs"] = s.bundle + "/rootfs";
+  j["created"] = s.created;
+  return j;
 }
 }  // namespace
 

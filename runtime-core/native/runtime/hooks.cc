@@ -151,13 +151,17 @@ void run_one(const Hook& h, const std::string& state) {
 
 }  // namespace
 
+json oci_state(const std::string& id, const std::string& status, pid_t pid,
+               const std::string& bundle, const std::map<std::string, std::string>& annotations) {
+  return {{"ociVersion", "1.0.2"}, {"id", id},
+          {"status", status},      {"pid", pid},
+          {"bundle", bundle},      {"annotations", annotations}};
+}
+
 std::string hook_state(const std::string& id, const std::string& status, pid_t pid,
                        const std::string& bundle,
                        const std::map<std::string, std::string>& annotations) {
-  return json{{"ociVersion", "1.0.2"}, {"id", id},
-              {"status", status},      {"pid", pid},
-              {"bundle", bundle},      {"annotations", annotations}}
-      .dump();
+  return oci_state(id, status, pid, bundle, annotations).dump();
 }
 
 void run_hooks(const std::vector<Hook>& hooks, const std::string& stage, const std::string& state) {

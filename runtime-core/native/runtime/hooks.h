@@ -21,8 +21,11 @@
 
 namespace conductor {
 
-// The state a hook receives (and `state` prints): ociVersion, id, status, pid, bundle,
-// annotations.
+// The runtime-spec's state document (state.md): ociVersion, id, status, pid, bundle,
+// annotations. `state` prints it (with extras); hooks receive it on stdin (hook_state).
+nlohmann::json oci_state(const std::string& id, const std::string& status, pid_t pid,
+                         const std::string& bundle,
+                         const std::map<std::string, std::string>& annotations);
 std::string hook_state(const std::string& id, const std::string& status, pid_t pid,
                        const std::string& bundle,
                        const std::map<std::string, std::string>& annotations);

@@ -319,13 +319,13 @@ void setup_dev(const Spec& spec, int rootfd) {
   for (const auto& d : spec.devices) make_device(rootfd, d, userns);
 }
 
-// `rootfd` is the rootfs bind mount (O_PATH will do for fchdir): no path walk, so it works
-// where the bundle's directories are closed to the container's root (a user namespace).
 void become_userns_root() {
   if (::setresgid(0, 0, 0) < 0) throw_errno("setgid 0 in the user namespace (is gid 0 mapped?)");
   if (::setresuid(0, 0, 0) < 0) throw_errno("setuid 0 in the user namespace (is uid 0 mapped?)");
 }
 
+// `rootfd` is the rootfs bind mount (O_PATH will do for fchdir): no path walk, so it works
+// where the bundle's directories are closed to the container's root (a user namespace).
 void pivot_into(int rootfd, const std::string& rootfs) {
   UniqueFd oldroot(::open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
   if (!oldroot) throw_errno("open /");

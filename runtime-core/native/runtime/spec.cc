@@ -158,6 +158,15 @@ const std::map<std::string, unsigned long> kPropagation = {
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 
+// The runtime-spec's hook stages, in the order they run, and where Hooks keeps each.
+const std::pair<const char*, std::vector<Hook> Hooks::*> kHookStages[] = {
+    {"prestart", &Hooks::prestart},
+    {"createRuntime", &Hooks::create_runtime},
+    {"createContainer", &Hooks::create_container},
+    {"startContainer", &Hooks::start_container},
+    {"poststart", &Hooks::poststart},
+    {"poststop", &Hooks::poststop}};
+
 bool selinux_enabled() { return path_exists("/sys/fs/selinux/enforce"); }
 
 std::string abs_path(const std::string& p, const std::string& base) {
@@ -509,26 +518,19 @@ Hooks parse_hooks(const json& hooks) {
   Hooks out;
   if (hooks.is_null()) return out;
   if (!hooks.is_object()) throw Error("hooks: must be an object");
-  const std::pair<const char*, std::vector<Hook>*> stages[] = {
-      {"prestart", &out.prestart},
-      {"createRuntime", &out.create_runtime},
-      {"createContainer", &out.create_container},
-      {"startContainer", &out.start_container},
-      {"poststart", &out.poststart},
-      {"poststop", &out.poststop}};
   for (const auto& [key, value] : hooks.items()) {
     bool known = false;
-    for (const auto& [name, list] : stages) known = known || key == name;
+    for (const auto& [name, member] : kHookStages) known = known || key == name;
     if (!known) throw Error("hooks." + key + ": unknown hook stage");
     (void)value;
   }
-  for (const auto& [name, list] : stages) {
+  for (const auto& [name, member] : kHookStages) {
     const json& v = field(hooks, name, "hooks");
     if (v.is_null()) continue;
     std::string w = std::string("hooks.") + name;
     if (!v.is_array()) throw Error(w + ": must be an array");
     for (size_t i = 0; i < v.size(); ++i)
-      list->push_back(parse_hook(v[i], w + "[" + std::to_string(i) + "]"));
+      (out.*member).push_back(parse_hook(v[i], w + "[" + std::to_string(i) + "]"));
   }
   return out;
 }
@@ -579,6 +581,12 @@ std::vector<std::string> known_mount_options() {
   std::vector<std::string> out = {"bind", "rbind", "idmap", "ridmap"};
   for (const auto& [name, f] : kMountFlags) out.push_back(name);
   for (const auto& [name, f] : kPropagation) out.push_back(name);
+  return out;
+}
+
+std::vector<std::string> known_hook_stages() {
+  std::vector<std::string> out;
+  for (const auto& [name, member] : kHookStages) out.push_back(name);
   return out;
 }
 

@@ -102,10 +102,10 @@ struct Hook {
 struct Hooks {
   std::vector<Hook> prestart, create_runtime, create_container, start_container, poststart,
       poststop;
-  bool empty() const {
-    return prestart.empty() && create_runtime.empty() && create_container.empty() &&
-           start_container.empty() && poststart.empty() && poststop.empty();
-  }
+  // prestart and createRuntime: run by the runtime while the init waits before pivot_root.
+  bool run_by_runtime_at_create() const { return !prestart.empty() || !create_runtime.empty(); }
+  // Any stage of create (the three above): after a failed create, poststop undoes them.
+  bool run_at_create() const { return run_by_runtime_at_create() || !create_container.empty(); }
 };
 
 struct Spec {
@@ -143,6 +143,7 @@ Process parse_process(const std::string& json_text, const std::string& where);
 std::vector<std::string> known_capabilities();
 std::vector<std::string> known_mount_options();
 std::vector<std::string> known_namespaces();
+std::vector<std::string> known_hook_stages();
 
 int capability_from_name(const std::string& name);  // "CAP_SYS_ADMIN" → 21; throws if unknown
 int signal_from_name(const std::string& name);      // "TERM", "SIGTERM", "15" → 15; throws
