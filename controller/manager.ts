@@ -18,7 +18,8 @@ import { ContainerReconciler, OWNER_ANNOTATION } from './controllers/container.j
 import type { ReconcileContext } from './controllers/context.js';
 import { ImageReconciler } from './controllers/image.js';
 import type { RestartBackoff } from './controllers/restart-policy.js';
-import { ServiceReconciler } from './controllers/service.js';
+import { allDnsGroups } from './controllers/dns-names.js';
+import { serviceRule, ServiceReconciler } from './controllers/service.js';
 import { ConductorMetrics } from './metrics/registry.js';
 import { DEFAULT_METRICS_ADDR, MetricsServer, type HostPort } from './metrics/server.js';
 import { Controller } from './reconcile/controller.js';
@@ -34,6 +35,7 @@ import {
   silentLogger,
   type Logger,
   type RuntimeCoreOptions,
+  type ServiceRule,
 } from '../runtime-core/src/index.js';
 
 export const DEFAULT_WATCH_DIR = '/etc/conductor/manifests';
@@ -61,6 +63,8 @@ export interface RunControllerOptions {
    * `cnd-<hash>` for another (runtime-core/src/installation.ts).
    */
   installation?: string;
+  /** The container network: ranges, an operator's CNI conflist directory, DNS. */
+  network?: RuntimeCoreOptions['network'];
 }
 
 export interface RunningController {
@@ -115,6 +119,7 @@ async function startController(
     logger: log,
     ...(opts.runtime ? { containers: opts.runtime } : {}),
     ...(opts.images ? { images: opts.images } : {}),
+    ...(opts.network ? { network: opts.network } : {}),
   });
   owned.defer(() => runtime.close());
   // Off the first container's path: compiled while the rest starts up (never fails).
@@ -203,6 +208,9 @@ async function startController(
   }
   await client.start();
   await client.synced();
+  // The service table and DNS brought to what the cache says (a previous process's stale rules
+  // and records removed, missing ones added) before any reconcile changes them one by one.
+  await resyncNetwork(client, runtime);
   // Objects deleted while we were down: reconciling their keys removes what they owned.
   for (const { kind, key } of client.leftoverKeys()) controllers[kind].queue.add(key);
   for (const ctl of Object.values(controllers)) ctl.start();
@@ -232,4 +240,16 @@ async function startController(
       return stopping;
     },
   };
+}
+
+/** The whole service table and DNS from the cache: Services with a ClusterIP, named Containers. */
+async function resyncNetwork(client: SourceClient, runtime: RuntimeCore): Promise<void> {
+  const net = await runtime.networkInfo();
+  const rules: ServiceRule[] = [];
+  for (const svc of client.list('Service')) {
+    const ip = svc.status?.clusterIP;
+    if (ip) rules.push(serviceRule(client, svc, ip).rule);
+  }
+  await runtime.syncServices(rules);
+  await runtime.syncDns(allDnsGroups(client, net.domain));
 }

@@ -22,6 +22,8 @@ required=(
   prometheus                                   # promtool lints /metrics in tests
   bpftool                                      # tests check the eBPF device filter
   containernetworking-plugins                  # CNI: bridge, host-local, portmap, loopback
+  nftables dnsmasq-base                        # service virtual IPs, DNS
+  wrk                                          # bench: data path through services
   clang-format hyperfine iproute2 util-linux jq
   zlib1g-dev libzstd-dev zstd                  # layer unpacking (gzip, zstd); zstd for tests
   skopeo debootstrap                           # image pulls, archive imports, distribution bases

@@ -82,6 +82,13 @@ const COMMANDS: Record<string, { load: () => Promise<Loaded>; summary: string }>
     },
     summary: 'Build Images without the controller',
   },
+  down: {
+    load: async () => {
+      const m = await import('./down.js');
+      return { run: m.down, usage: m.DOWN_USAGE };
+    },
+    summary: "Remove a stopped controller's containers and network from the host",
+  },
   version: {
     load: async () => {
       const m = await import('./version.js');

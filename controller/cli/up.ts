@@ -6,7 +6,14 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { INSTALLATION_PATTERN, type Logger } from '../../runtime-core/src/index.js';
+import {
+  DEFAULT_CONTAINER_CIDR,
+  DEFAULT_SERVICE_CIDR,
+  INSTALLATION_PATTERN,
+  parseCidr,
+  type Logger,
+  type NetworkOptions,
+} from '../../runtime-core/src/index.js';
 import { COMMON_OPTIONS, DEFAULT_METRICS_ADDR, DEFAULT_WATCH_DIR, parseCommand } from './flags.js';
 import { CliError, UsageError, errorMessage, type CliIO } from './io.js';
 import { streamLogger } from './logger.js';
@@ -15,7 +22,8 @@ export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
   conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [--concurrency N]
-               [--installation NAME] [-v]
+               [--installation NAME] [--container-cidr CIDR] [--service-cidr CIDR]
+               [--cni-conf-dir DIR] [--cluster-domain DOMAIN] [-v]
 
 Options:
       --watch DIR               manifest directory to watch (default ${DEFAULT_WATCH_DIR})
@@ -26,6 +34,12 @@ Options:
                                 /NAME), so state dirs side by side never share any: default
                                 the name the state dir was first started with, else
                                 "conductor" for /var/lib/conductor and cnd-<hash> for another
+      --container-cidr CIDR     the containers' addresses, on the bridge <installation>0
+                                (default ${DEFAULT_CONTAINER_CIDR})
+      --service-cidr CIDR       Services' virtual IPs (default ${DEFAULT_SERVICE_CIDR})
+      --cni-conf-dir DIR        use the first .conflist in DIR (as containerd's conf_dir)
+                                instead of Conductor's own (STATE/network/net.d/)
+      --cluster-domain DOMAIN   DNS names are NAME.NAMESPACE.svc.DOMAIN (default cluster.local)
   -v, --verbose                 debug logging
 `;
 
@@ -37,6 +51,7 @@ export interface RunControllerOptions {
   /** Workers of the Container controller (MaxConcurrentReconciles). */
   concurrency?: { Container?: number };
   installation?: string;
+  network?: NetworkOptions;
   /** Where the controller logs: stderr, debug lines only with -v. */
   logger?: Logger;
 }
@@ -61,6 +76,10 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
         installation: { type: 'string' },
+        'container-cidr': { type: 'string' },
+        'service-cidr': { type: 'string' },
+        'cni-conf-dir': { type: 'string' },
+        'cluster-domain': { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -89,9 +108,35 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
       'up',
     );
   }
+  const network: NetworkOptions = {};
+  for (const [flag, field] of [
+    ['container-cidr', 'containerCidr'],
+    ['service-cidr', 'serviceCidr'],
+  ] as const) {
+    const v = values[flag];
+    if (v === undefined) continue;
+    try {
+      parseCidr(v, `--${flag}`);
+    } catch (err) {
+      throw new UsageError(errorMessage(err), 'up');
+    }
+    network[field] = v;
+  }
+  if (values['cni-conf-dir'] !== undefined)
+    network.cniConfDir = resolve(cwd, values['cni-conf-dir']);
+  const domain = values['cluster-domain'];
+  if (domain !== undefined) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(domain))
+      throw new UsageError(
+        `--cluster-domain must be a DNS name, got ${JSON.stringify(domain)}`,
+        'up',
+      );
+    network.clusterDomain = domain;
+  }
   return {
     help: values.help,
     ...(installation !== undefined ? { installation } : {}),
+    ...(Object.keys(network).length ? { network } : {}),
     concurrency: { Container: concurrency },
     watchDir: resolve(cwd, values.watch),
     stateDir: resolve(cwd, values['state-dir']),
@@ -112,11 +157,12 @@ export async function up(
     io.stdout(UP_USAGE);
     return 0;
   }
-  const { watchDir, stateDir, metricsAddr, logLevel, concurrency, installation } = args;
+  const { watchDir, stateDir, metricsAddr, logLevel, concurrency, installation, network } = args;
   const logger = streamLogger(io.stderr, { debug: logLevel === 'debug', now: io.now });
   const opts: RunControllerOptions = { watchDir, stateDir, metricsAddr, logLevel, logger };
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
+  if (network) opts.network = network;
   const manager = await load();
 
   // Listening from before the start, so a signal during startup stops the controller as soon

@@ -21,8 +21,11 @@ import { parseQuantity } from '../validation/quantity.js';
 import {
   containerIdFor,
   DEFAULT_PATH,
+  HostPortConflictError,
+  isIPv4,
   OWNER_ANNOTATION,
   type ContainerInfo,
+  type PortMapping,
   type ContainerMount,
   type Disposable,
   type RunSpec,
@@ -34,7 +37,9 @@ import {
   StatusWriter,
   type ReconcileContext,
 } from './context.js';
+import { containerGroup, containerRecords } from './dns-names.js';
 import { Prober } from './probes.js';
+import { PORT_CONFLICT_RETRY_MS } from './service.js';
 import {
   CrashLoopBackOff,
   KUBELET_BACKOFF,
@@ -81,6 +86,7 @@ export function runtimeSpecFor(c: Container, image: Image, id: string): RunSpec 
     hostname: c.spec.hostname ?? c.metadata.name,
     network: {
       mode: c.spec.network === 'host' ? 'host' : c.spec.network === 'none' ? 'none' : 'bridge',
+      ...(hostPorts(c).length ? { ports: hostPorts(c) } : {}),
     },
     annotations: { [OWNER_ANNOTATION]: `Container/${c.metadata.namespace}/${c.metadata.name}` },
   };
@@ -140,6 +146,46 @@ export function runtimeSpecFor(c: Container, image: Image, id: string): RunSpec 
   }
   if (mounts.length) spec.mounts = mounts;
   return spec;
+}
+
+/** The ports a Container publishes on the node (its ports with a hostPort), checked. */
+export function hostPorts(c: Container): PortMapping[] {
+  const out: PortMapping[] = [];
+  const seen = new Map<string, number>();
+  for (const [i, p] of (c.spec.ports ?? []).entries()) {
+    const protocol = p.protocol === 'UDP' ? 'udp' : 'tcp';
+    const key = `${p.containerPort}/${protocol}`;
+    const first = seen.get(key);
+    if (first !== undefined)
+      throw invalidSpec(
+        `spec.ports[${i}]: containerPort ${key.toUpperCase()} is listed twice (spec.ports[${first}])`,
+      );
+    seen.set(key, i);
+    if (p.hostPort === undefined) continue;
+    if (p.hostIP !== undefined && !isIPv4(p.hostIP))
+      throw invalidSpec(`spec.ports[${i}].hostIP: "${p.hostIP}" is not an IPv4 address`);
+    if (c.spec.network === 'host' || c.spec.network === 'none')
+      throw invalidSpec(
+        `spec.ports[${i}].hostPort: needs network "bridge" (with network "${c.spec.network}" nothing is published)`,
+      );
+    const dup = out.find(
+      (o) =>
+        o.hostPort === p.hostPort &&
+        o.protocol === protocol &&
+        (o.hostIP ?? '0.0.0.0') === (p.hostIP ?? '0.0.0.0'),
+    );
+    if (dup)
+      throw invalidSpec(
+        `spec.ports[${i}].hostPort: ${p.hostPort}/${protocol.toUpperCase()} is published twice`,
+      );
+    out.push({
+      hostPort: p.hostPort,
+      containerPort: p.containerPort,
+      protocol,
+      ...(p.hostIP && p.hostIP !== '0.0.0.0' ? { hostIP: p.hostIP } : {}),
+    });
+  }
+  return out;
 }
 
 function specHash(spec: RunSpec, image: Image): string {
@@ -213,6 +259,7 @@ export class ContainerReconciler implements Reconciler {
         await this.removeContainer(id, grace);
       }
       await ctx.runtime.removeVolumes(id);
+      await ctx.runtime.setDnsRecords(containerGroup(namespace, name), []);
       this.restarts.forget(key);
       await ctx.client.finalize('Container', namespace, name);
       return done();
@@ -279,7 +326,7 @@ export class ContainerReconciler implements Reconciler {
 
     if (info.status === 'running' || info.status === 'creating') {
       this.watch(key, id);
-      if (info.pid !== undefined) this.prober.ensure(key, container, id, info.pid);
+      if (info.pid !== undefined) this.prober.ensure(key, container, id, info.pid, info.ip);
       const startedAt = info.startedAt ? Date.parse(info.startedAt) : ctx.now().getTime();
       await this.setStatus(status, {
         phase: 'Running',
@@ -288,9 +335,11 @@ export class ContainerReconciler implements Reconciler {
         containerID: id,
         ...(info.pid !== undefined ? { pid: info.pid } : {}),
         ...(info.startedAt ? { startedAt: info.startedAt } : {}),
+        ip: info.ip,
         ready: this.prober.ready(key),
         imageID: image.status.digest,
       });
+      await this.publishName(status.current);
       // Look again when the crash streak would end, so it ends on time.
       const resetIn = this.restarts.running(key, startedAt);
       return resetIn !== undefined ? requeueAfter(resetIn) : done();
@@ -306,6 +355,7 @@ export class ContainerReconciler implements Reconciler {
     // Exited (or its shim is gone without a record: treat as failed).
     this.prober.stop(key);
     this.unwatch(id);
+    await ctx.runtime.setDnsRecords(containerGroup(namespace, name), []);
     const exitCode = info.exitCode ?? (info.status === 'unknown' ? 137 : 0);
     const reason = info.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
     const finished = {
@@ -358,7 +408,7 @@ export class ContainerReconciler implements Reconciler {
     const container = status.current;
     try {
       const created = await ctx.runtime.run(desired, { layers: image.status?.layers ?? [] });
-      this.prober.ensure(key, container, desired.id, created.pid);
+      this.prober.ensure(key, container, desired.id, created.pid, created.ip);
       // Status first: the exit watch and the event read and write files too, and Running is
       // what users and Services wait for. An exit before the watch is still reported (the
       // watch starts by looking at the container).
@@ -372,9 +422,11 @@ export class ContainerReconciler implements Reconciler {
         startedAt: created.startedAt,
         finishedAt: undefined,
         exitCode: undefined,
+        ip: created.ip,
         ready: this.prober.ready(key),
         imageID: image.status?.digest,
       });
+      await this.publishName(status.current);
       this.watch(key, desired.id);
       ctx.client.recordEvent(
         'Container',
@@ -386,6 +438,19 @@ export class ContainerReconciler implements Reconciler {
       return done();
     } catch (err) {
       if (isStaleWrite(err)) throw err; // a status write lost to a change: not a failed start
+      if (err instanceof HostPortConflictError) {
+        // Not started, the holder untouched; looked at again until the port is free.
+        ctx.client.recordEvent('Container', container, 'Warning', 'HostPortConflict', err.message);
+        await this.setStatus(status, {
+          ...carried,
+          phase: 'Pending',
+          reason: 'HostPortConflict',
+          message: err.message,
+          ip: undefined,
+          ready: false,
+        });
+        return requeueAfter(PORT_CONFLICT_RETRY_MS);
+      }
       const message = (err as Error).message;
       ctx.client.recordEvent('Container', container, 'Warning', 'Failed', message);
       await this.setStatus(status, {
@@ -397,6 +462,17 @@ export class ContainerReconciler implements Reconciler {
       });
       return retry(err as Error);
     }
+  }
+
+  /** The Container's DNS name, once it runs with an address (dns-names.ts). */
+  private async publishName(c: Container): Promise<void> {
+    const ns = c.metadata.namespace ?? 'default';
+    if (c.spec.network !== undefined && c.spec.network !== 'bridge') return;
+    const { domain } = await this.ctx.runtime.networkInfo();
+    await this.ctx.runtime.setDnsRecords(
+      containerGroup(ns, c.metadata.name),
+      containerRecords(this.ctx.client, c, domain),
+    );
   }
 
   private async removeContainer(id: string, gracePeriodSeconds: number): Promise<void> {

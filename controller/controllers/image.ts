@@ -143,7 +143,14 @@ export class ImageReconciler implements Reconciler {
         ),
       });
     };
-    const pending: Promise<void>[] = [];
+    // Phase writes one after another (each with the object the last one returned: two at once
+    // would conflict with each other), handled at once so a failure waits for the await below
+    // instead of being an unhandled rejection.
+    let writes: Promise<void> = Promise.resolve();
+    const queuePhase = (p: 'Pulling' | 'Building'): void => {
+      writes = writes.then(() => setPhase(p));
+      writes.catch(() => undefined);
+    };
     // A Ready image built again for its inputs (a start's check, a file event) stays Ready in
     // status while the build finds everything cached: its phase is written only once a step
     // runs, a layer is unpacked or skopeo speaks.
@@ -152,14 +159,14 @@ export class ImageReconciler implements Reconciler {
     const onProgress = (e: BuildProgress): void => {
       if (e.type === 'phase') {
         if (recheck) deferred = e.phase;
-        else pending.push(setPhase(e.phase));
+        else queuePhase(e.phase);
       } else if (
         deferred &&
         ((e.type === 'step' && !e.cached) ||
           (e.type === 'layer' && e.state === 'unpacking') ||
           e.type === 'output')
       ) {
-        pending.push(setPhase(deferred));
+        queuePhase(deferred);
       }
       if (e.type === 'step')
         ctx.logger.debug('image step', {
@@ -184,7 +191,7 @@ export class ImageReconciler implements Reconciler {
           builtFromStatus(ctx.client.get('Image', `${image.metadata.namespace}/${name}`)?.status),
         onProgress,
       });
-      await Promise.all(pending);
+      await writes;
       // The files changed while the build read them: what it made may be from half-written
       // inputs. Not published; the watcher reconciles the Image again once they are quiet.
       await settled();
@@ -239,7 +246,7 @@ export class ImageReconciler implements Reconciler {
         );
       return done();
     } catch (err) {
-      await Promise.allSettled(pending);
+      await writes.catch(() => undefined);
       // A status write that lost to a change of the object (or its deletion) says nothing about
       // the build: reconciled again from fresh state.
       if (isStaleWrite(err)) throw err;

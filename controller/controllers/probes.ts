@@ -3,8 +3,9 @@
  * periodSeconds, each attempt bounded by timeoutSeconds; successThreshold successes in a row
  * make a container ready, failureThreshold failures in a row make it unready (readiness) or get
  * it killed so its restartPolicy applies (liveness). Each attempt is the runtime core's
- * (RuntimeCore.probe): exec in the container, tcpSocket and httpGet from inside its network
- * namespace, against 127.0.0.1 unless the probe names a host. Stopping a container's probes
+ * (RuntimeCore.probe): exec in the container; tcpSocket and httpGet, as the kubelet's, from the
+ * node to the container's IP (bridge network), or from inside its network namespace against
+ * 127.0.0.1 when it has no address of its own (network none), unless the probe names a host. Stopping a container's probes
  * cancels an attempt in flight.
  */
 import type { Container, Probe } from '../api/types.generated.js';
@@ -16,6 +17,8 @@ type Kind = 'readiness' | 'liveness';
 interface Worker {
   id: string;
   pid: number;
+  /** The container's address (bridge network): tcp and http probes target it from the node. */
+  ip: string | undefined;
   timers: NodeJS.Timeout[];
   /** Aborted when the probes stop: cancels an attempt in flight. */
   cancel: AbortController;
@@ -45,16 +48,17 @@ export class Prober {
     return this.workers.get(key)?.ready ?? true;
   }
 
-  /** Starts probing the container `id` (pid `pid`) for `key`, replacing older probes. */
-  ensure(key: string, container: Container, id: string, pid: number): void {
+  /** Starts probing the container `id` (pid `pid`, address `ip`) for `key`, replacing older probes. */
+  ensure(key: string, container: Container, id: string, pid: number, ip?: string): void {
     const existing = this.workers.get(key);
-    if (existing && existing.id === id && existing.pid === pid) return;
+    if (existing && existing.id === id && existing.pid === pid && existing.ip === ip) return;
     this.stop(key);
     const { readinessProbe, livenessProbe } = container.spec;
     if (!readinessProbe && !livenessProbe) return;
     const w: Worker = {
       id,
       pid,
+      ip,
       timers: [],
       cancel: new AbortController(),
       inflight: new Set(),
@@ -167,10 +171,13 @@ export class Prober {
     } catch (err) {
       return Promise.resolve({ ok: false, message: (err as Error).message });
     }
+    if (w.ip && action.type !== 'exec' && action.host === undefined)
+      action = { ...action, host: w.ip };
     return this.ctx.runtime.probe({
       id: w.id,
       pid: w.pid,
-      hostNetwork: c.spec.network === 'host',
+      // From the node to the container's IP, as the kubelet's prober; else in its namespace.
+      hostNetwork: c.spec.network === 'host' || (w.ip !== undefined && action.type !== 'exec'),
       action,
       timeoutMs: probe.timeoutSeconds * 1000,
       signal: w.cancel.signal,

@@ -97,6 +97,8 @@ export interface ContainerInfo {
   oomKilled?: boolean;
   startedAt?: string;
   finishedAt?: string;
+  /** Its address on the container network (bridge mode, through the RuntimeCore facade). */
+  ip?: string;
 }
 
 export interface CreatedContainer {
@@ -104,6 +106,8 @@ export interface CreatedContainer {
   pid: number;
   shimPid: number;
   startedAt: string;
+  /** Its address on the container network (bridge mode, through the RuntimeCore facade). */
+  ip?: string;
 }
 
 export interface ExecResult {

@@ -2,7 +2,8 @@
  * The runtime core's one entry point for the controller and the CLI (eslint enforces it): the
  * `RuntimeCore` facade and the types it speaks. Containers, images, volumes, probes and stats go
  * through it; host paths are its own layout (StateLayout), never its callers'. Networking plugs
- * in here next (a network attached in run(), released in remove()).
+ * is NodeNetwork's: a bridge-mode container is attached in run() and released in remove(), and
+ * Services and DNS records go through the same core.
  *
  * The facade composes the parts that do the work — ContainerRuntime (shim, OCI runtime,
  * overlayfs), ImageBuilder (layers, skopeo, debootstrap), ProbeRunner (conductor-probe) — and
@@ -33,7 +34,15 @@ import type { ResolvedUser } from './images/users.js';
 import { claimInstallation, installationOf, recordInstallation } from './installation.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { CgroupStats } from './native.js';
-import type { RunSpec } from './oci-config.js';
+import {
+  NodeNetwork,
+  type Attachment,
+  type NetworkOptions,
+  type NodeNetworkInfo,
+} from './network/network.js';
+import type { PortMapping } from './network/host-ports.js';
+import type { ServiceRule } from './network/service-proxy.js';
+import type { ContainerMount, RunSpec } from './oci-config.js';
 import { ProbeRunner, type ProbeOutcome, type ProbeRequest } from './probes.js';
 
 export {
@@ -67,6 +76,25 @@ export { silentLogger, type LogFields, type Logger } from './logger.js';
 export type { CgroupStats } from './native.js';
 export { InvalidSpecError, type ContainerMount, type RunSpec } from './oci-config.js';
 export type { ProbeAction, ProbeOutcome, ProbeRequest } from './probes.js';
+export { HostPortConflictError, type PortMapping, type Protocol } from './network/host-ports.js';
+export {
+  DEFAULT_CLUSTER_DOMAIN,
+  DEFAULT_CONTAINER_CIDR,
+  DEFAULT_SERVICE_CIDR,
+  NetworkError,
+  type Attachment,
+  type NetworkOptions,
+  type NodeNetworkInfo,
+} from './network/network.js';
+export type { ServiceEndpointRule, ServicePortRule, ServiceRule } from './network/service-proxy.js';
+export {
+  cidrContains,
+  formatIPv4,
+  isIPv4,
+  parseCidr,
+  parseIPv4,
+  type Cidr,
+} from './network/ipv4.js';
 export { StateLayout } from './paths.js';
 export { containerIdFor, CONTAINER_ID_PATTERN, isValidContainerId } from './container-id.js';
 export { errCode, procStartTime, readJson, writeFileAtomic } from './files.js';
@@ -88,6 +116,8 @@ export interface RuntimeCoreOptions {
   containers?: Omit<ContainerRuntimeOptions, 'stateDir' | 'installation' | 'logger'>;
   /** Image builds: a shared base cache, mirrors, build container names. */
   images?: Pick<BuilderOptions, 'baseCacheDir' | 'mirrors' | 'buildIdPrefix'>;
+  /** The container network: ranges, an operator's conflist directory, DNS (network/network.ts). */
+  network?: NetworkOptions;
 }
 
 /** An image as run() needs it: its layers' digests, base first (ImageStatus.layers). */
@@ -97,12 +127,45 @@ export interface RunImage {
 
 const layerKey = (digest: string): string => digest.replace(/^sha256:/, '');
 
+/**
+ * The spec as the runtime gets it: bridge mode joins the attachment's netns by path, and the
+ * attachment's /etc files are bind-mounted, where the spec does not mount something there.
+ */
+function withAttachment(spec: RunSpec, att: Attachment): RunSpec {
+  const own = new Set((spec.mounts ?? []).map((m) => m.containerPath));
+  const etc: ContainerMount[] = (
+    [
+      ['/etc/hosts', att.files.hosts],
+      ['/etc/hostname', att.files.hostname],
+      ['/etc/resolv.conf', att.files.resolvConf],
+    ] as const
+  )
+    .filter(([path]) => !own.has(path))
+    .map(([containerPath, hostPath]) => ({
+      containerPath,
+      type: 'bind',
+      hostPath,
+      readOnly: false,
+    }));
+  const mode = spec.network?.mode ?? 'none';
+  const given = spec.network?.netnsPath;
+  return {
+    ...spec,
+    network: att.netns
+      ? { mode, netnsPath: att.netns }
+      : { mode, ...(given !== undefined ? { netnsPath: given } : {}) },
+    mounts: [...(spec.mounts ?? []), ...etc],
+  };
+}
+
 export class RuntimeCore {
   readonly stateDir: string;
   readonly installation: string;
   private readonly containers: ContainerRuntime;
   private readonly images: ImageBuilder;
   private readonly probes: ProbeRunner;
+  readonly network: NodeNetwork;
+  private readonly log: Logger;
   private readonly exitWatches = new Set<AbortController>();
   private claim: (() => Promise<void>) | undefined;
 
@@ -120,6 +183,13 @@ export class RuntimeCore {
       stateDir: this.stateDir,
       runtime: this.containers,
     });
+    this.log = opts.logger ?? silentLogger;
+    this.network = new NodeNetwork(
+      this.stateDir,
+      this.installation,
+      opts.network,
+      opts.logger ?? silentLogger,
+    );
     this.probes = new ProbeRunner((id, argv) =>
       this.containers.exec(id, argv, { stdio: ['ignore', 'pipe', 'pipe'] }),
     );
@@ -154,7 +224,10 @@ export class RuntimeCore {
   /**
    * Creates and starts a container from `spec` on `image`'s layers (an image with none runs on
    * an empty layer). `volume` mounts are made under the core's layout and kept until
-   * removeVolumes().
+   * removeVolumes(). Its network is attached first — bridge: its own netns on the bridge with
+   * an address and `network.ports` published (HostPortConflictError when one is held); every
+   * mode: Conductor's /etc/hosts, /etc/hostname and /etc/resolv.conf — and released if the
+   * create fails.
    */
   async run(spec: RunSpec, image: RunImage): Promise<CreatedContainer> {
     // Top layer first, as overlayfs lists lowerdirs.
@@ -164,38 +237,130 @@ export class RuntimeCore {
       await mkdir(empty, { recursive: true, mode: 0o755 });
       layers.push(empty);
     }
-    return this.containers.create(spec, { layers });
+    const mode = spec.network?.mode ?? 'none';
+    const [namespace, name] = (spec.name ?? '').includes('/')
+      ? (spec.name ?? '').split('/', 2)
+      : ['default', spec.name ?? spec.id];
+    const att = await this.network.attach({
+      id: spec.id,
+      mode,
+      namespace: namespace ?? 'default',
+      name: name ?? spec.id,
+      hostname: spec.hostname ?? spec.id,
+      portMappings: spec.network?.ports ?? [],
+    });
+    try {
+      const created = await this.containers.create(withAttachment(spec, att), { layers });
+      return att.ip ? { ...created, ip: att.ip } : created;
+    } catch (err) {
+      await this.network.detach(spec.id).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** The container's state; undefined when there is no such container. */
   async find(id: string): Promise<ContainerInfo | undefined> {
     try {
-      return await this.containers.inspect(id);
+      return await this.inspect(id);
     } catch (err) {
       if (err instanceof ContainerNotFoundError) return undefined;
       throw err;
     }
   }
 
-  inspect(id: string): Promise<ContainerInfo> {
-    return this.containers.inspect(id);
+  async inspect(id: string): Promise<ContainerInfo> {
+    return this.withIp(await this.containers.inspect(id));
   }
 
-  list(): Promise<ContainerInfo[]> {
-    return this.containers.list();
+  async list(): Promise<ContainerInfo[]> {
+    return Promise.all((await this.containers.list()).map((i) => this.withIp(i)));
   }
 
-  /** The containers a previous process started, with their exits reported from now on. */
-  adopt(): Promise<ContainerInfo[]> {
-    return this.containers.adopt();
+  private async withIp(info: ContainerInfo): Promise<ContainerInfo> {
+    const ip = (await this.network.attachment(info.id))?.ip;
+    return ip ? { ...info, ip } : info;
+  }
+
+  /**
+   * The containers a previous process started, with their exits reported from now on; the
+   * network attachments of containers that are gone (a process killed mid-ADD or mid-DEL) are
+   * released.
+   */
+  async adopt(): Promise<ContainerInfo[]> {
+    const adopted = await this.containers.adopt();
+    const all = await this.containers.list();
+    for (const what of await this.network.gc(new Set(all.map((i) => i.id))))
+      this.log.info('released a network attachment left behind', { what });
+    return Promise.all(adopted.map((i) => this.withIp(i)));
   }
 
   stop(id: string, opts: { gracePeriodSeconds?: number } = {}): Promise<ContainerInfo> {
     return this.containers.stop(id, opts);
   }
 
-  remove(id: string, opts: { force?: boolean } = {}): Promise<void> {
-    return this.containers.remove(id, opts);
+  /** Removes the container, then releases its network (address, netns, ports, files). */
+  async remove(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    await this.containers.remove(id, opts);
+    await this.network.detach(id);
+  }
+
+  /**
+   * Everything this state dir runs goes: every container (stopped at once, removed, its
+   * network and volumes released), then the node network (bridge, routes, service table,
+   * DNS). What `conductor down` does; the controller must not be running.
+   */
+  async removeAll(): Promise<void> {
+    for (const info of await this.containers.list()) {
+      await this.remove(info.id, { force: true });
+      await this.removeVolumes(info.id);
+    }
+    // Attachments whose container is already gone (a removal that stopped half-way).
+    await this.network.gc(new Set());
+    await this.network.teardown();
+  }
+
+  // --- services, host ports, DNS ---
+
+  /** The node network, made if it is not yet (bridge, routes, service table, DNS). */
+  networkInfo(): Promise<NodeNetworkInfo> {
+    return this.network.nodeInfo();
+  }
+
+  attachment(id: string): Promise<Attachment | undefined> {
+    return this.network.attachment(id);
+  }
+
+  /** The service table brought to exactly `rules` (start, resync). */
+  syncServices(rules: readonly ServiceRule[]): Promise<void> {
+    return this.network.syncServices(rules);
+  }
+
+  /** One Service's rules, in one transaction touching only its own. */
+  upsertService(rule: ServiceRule): Promise<void> {
+    return this.network.upsertService(rule);
+  }
+
+  removeService(key: string): Promise<void> {
+    return this.network.removeService(key);
+  }
+
+  /** Holds host ports for a holder (`Service ns/name`), or HostPortConflictError. */
+  reservePorts(holder: string, ports: readonly PortMapping[]): void {
+    this.network.reservePorts(holder, ports);
+  }
+
+  releasePorts(holder: string): void {
+    this.network.releasePorts(holder);
+  }
+
+  /** One group of DNS records (a Service's, a Container's); none removes the group. */
+  setDnsRecords(group: string, records: { name: string; ip: string }[]): Promise<void> {
+    return this.network.setDnsRecords(group, records);
+  }
+
+  /** DNS brought to exactly these groups (start, resync). */
+  syncDns(groups: ReadonlyMap<string, { name: string; ip: string }[]>): Promise<void> {
+    return this.network.syncDns(groups);
   }
 
   /** Removes a container's volumes, once their owner is gone (after remove()). */
@@ -305,6 +470,15 @@ export class RuntimeCore {
     for (const watch of this.exitWatches) watch.abort();
     this.exitWatches.clear();
     this.containers.close();
+    // The node network goes with the last container: a controller that set it up and leaves
+    // nothing running leaves the host as it found it (a new one makes it again).
+    if (this.network.active && (await this.containers.list()).length === 0) {
+      await this.network
+        .teardown()
+        .catch((err: unknown) =>
+          this.log.warn('cannot remove the node network', { error: String(err) }),
+        );
+    }
     const claim = this.claim;
     this.claim = undefined;
     await claim?.();
@@ -314,6 +488,12 @@ export class RuntimeCore {
 /** What reconcilers use of the core: the seam a fake implements in unit tests. */
 export type RuntimeCoreApi = Pick<
   RuntimeCore,
+  | 'networkInfo'
+  | 'upsertService'
+  | 'removeService'
+  | 'reservePorts'
+  | 'releasePorts'
+  | 'setDnsRecords'
   | 'run'
   | 'find'
   | 'inspect'

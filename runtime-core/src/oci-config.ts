@@ -9,6 +9,7 @@ import { posix } from 'node:path';
 import type { OciConfig, OciMount, OciNamespace, OciResources, OciRlimit } from './oci-spec.js';
 import { CONTAINER_ID_PATTERN, isValidContainerId } from './container-id.js';
 import { DEFAULT_PATH } from './images/config.js';
+import type { PortMapping } from './network/host-ports.js';
 import { OCI_VERSION } from './oci-spec.js';
 import { DEFAULT_SECCOMP_PROFILE, seccompForCapabilities, type SeccompHost } from './seccomp.js';
 
@@ -53,8 +54,12 @@ export interface RunSpec {
     pids?: number;
   };
   mounts?: ContainerMount[];
-  /** `none` and `bridge` get a new network namespace (or join `netnsPath`); `host` shares the host's. */
-  network?: { mode: NetworkMode; netnsPath?: string };
+  /**
+   * `none` and `bridge` get a new network namespace (or join `netnsPath`); `host` shares the
+   * host's. Through the RuntimeCore facade, `bridge` is a CNI attachment with an address and
+   * `ports` published on the node (network/network.ts); the runtime alone gives it loopback.
+   */
+  network?: { mode: NetworkMode; netnsPath?: string; ports?: PortMapping[] };
   readonlyRootfs?: boolean;
   /** Names with or without the CAP_ prefix; `ALL` as in Docker's --cap-add/--cap-drop. */
   capabilities?: { add?: string[]; drop?: string[] };

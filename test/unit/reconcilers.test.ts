@@ -261,21 +261,44 @@ describe('ServiceReconciler (fakes)', () => {
     const sr = new ServiceReconciler(f.ctx);
     await sr.reconcile(`${NS}/web`);
     let st = f.client.get('Service', `${NS}/web`)?.status;
+    const webIp = f.client.get('Container', `${NS}/web`)?.status?.ip;
+    expect(webIp).toMatch(/^10\.77\.0\.\d+$/);
     expect(st?.endpoints).toEqual([
-      { name: 'web', ready: true },
+      { name: 'web', ready: true, ip: webIp },
       { name: 'web2', ready: false },
     ]);
     expect(st?.conditions?.[0]).toMatchObject({
       status: 'True',
       message: '1 of 2 endpoints ready',
     });
+    // A ClusterIP from the service range; the table gets the ready endpoint on the target
+    // port; DNS has the Service's name (and not the same-named Container's).
+    const clusterIP = st?.clusterIP ?? '';
+    expect(clusterIP).toMatch(/^10\.78\.\d+\.\d+$/);
+    expect(f.runtime.services.get(`${NS}/web`)).toEqual({
+      key: `${NS}/web`,
+      clusterIP,
+      ports: [{ protocol: 'TCP', port: 80, endpoints: [{ ip: webIp, port: 80 }] }],
+    });
+    expect(f.runtime.dns.get(`svc.${NS}.web`)).toEqual([
+      { name: `web.${NS}.svc.cluster.local`, ip: clusterIP },
+    ]);
+    expect(f.runtime.dns.has(`ctr.${NS}.web`)).toBe(false);
     await cr.reconcile(`${NS}/web2`);
     await sr.reconcile(`${NS}/web`);
     st = f.client.get('Service', `${NS}/web`)?.status;
     expect(st?.endpoints?.every((e) => e.ready)).toBe(true);
+    expect(st?.clusterIP).toBe(clusterIP); // kept
+    expect(f.runtime.services.get(`${NS}/web`)?.ports[0]?.endpoints).toHaveLength(2);
     f.client.delete('Service', `${NS}/web`);
     await sr.reconcile(`${NS}/web`);
     expect(f.client.finalized).toContain(`Service/${NS}/web`);
+    expect(f.runtime.services.has(`${NS}/web`)).toBe(false);
+    expect(f.runtime.dns.has(`svc.${NS}.web`)).toBe(false);
+    // The Container has its name back.
+    expect(f.runtime.dns.get(`ctr.${NS}.web`)).toEqual([
+      { name: `web.${NS}.svc.cluster.local`, ip: webIp },
+    ]);
     expect(svc.metadata.name).toBe('web');
   });
 });
@@ -340,6 +363,31 @@ describe('ImageReconciler (fakes)', () => {
     await expect(r.reconcile(`${NS}/app`)).rejects.toBeInstanceOf(ConflictError);
     expect(f.client.get('Image', `${NS}/app`)?.status?.phase).not.toBe('Failed');
     expect(f.client.events.map((e) => e.reason)).toEqual([]);
+    await r.close();
+  });
+
+  it('phases reported back to back are written one after the other, not racing', async () => {
+    const f = fakeContext();
+    const r = new ImageReconciler(f.ctx, () => undefined);
+    f.client.apply(image('app'));
+    const phases: (string | undefined)[] = [];
+    f.runtime.build = async (req) => {
+      // A cached base: Pulling and Building in the same tick, as the builder reports them.
+      req.onProgress?.({ type: 'phase', phase: 'Pulling' });
+      req.onProgress?.({ type: 'phase', phase: 'Building' });
+      await new Promise((res) => setTimeout(res, 5));
+      phases.push(f.client.get('Image', `${NS}/app`)?.status?.phase);
+      return {
+        digest: DIGEST,
+        layers: [{ key: 'b'.repeat(64), size: 10, createdBy: 'copy' }],
+        config: {},
+        stepsRun: 1,
+        stepsCached: 0,
+      };
+    };
+    expect(await r.reconcile(`${NS}/app`)).toEqual({ kind: 'done' });
+    expect(phases).toEqual(['Building']);
+    expect(f.client.get('Image', `${NS}/app`)?.status?.phase).toBe('Ready');
     await r.close();
   });
 

@@ -1,0 +1,833 @@
+/**
+ * Container networking on the node, as the kubelet's runtimes and podman do it with CNI: each
+ * bridge-mode container gets a persistent network namespace (`ip netns add`, joined by the
+ * runtime by path), attached to the installation's bridge by the network configuration list —
+ * Conductor's own (bridge + host-local, portmap, loopback), written where a user can read it,
+ * or the first one in an operator's `--cni-conf-dir` (containerd's `conf_dir`).
+ *
+ * The node side, made once per installation and kept while containers use it:
+ * - the bridge with the gateway address (so DNS can listen before the first container);
+ * - local routes that keep the container and service ranges on the machine: an `unreachable`
+ *   route behind the bridge's own for the container range, the service range on the bridge
+ *   with an `unreachable` fallback — a missing rule fails here, it never leaves by eth0;
+ * - IPv4 forwarding (recorded, put back by teardown);
+ * - the service table (service-proxy.ts: ClusterIPs, Service host ports, outbound masquerade,
+ *   the martian-loopback drop that route_localnet needs);
+ * - DNS (dns.ts: dnsmasq on the gateway address).
+ *
+ * Each attachment is recorded before anything is made (`attachments/<id>.json`), so a process
+ * killed in the middle of an ADD or DEL leaves a record that gc() finishes: CNI DEL with the
+ * cached result (portMappings again, which portmap's DEL needs), the netns, host-local's
+ * allocations of containers that are gone.
+ */
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { errCode, readJson, writeFileAtomic, writeJsonAtomic } from '../files.js';
+import { silentLogger, type Logger } from '../logger.js';
+import { CNI_VERSION, CniNetwork, parseConfList, type CniConfList, type CniResult } from './cni.js';
+import { containerHosts, containerResolvConf, DnsServer } from './dns.js';
+import {
+  checkHostSockets,
+  hostIPsOverlap,
+  HostPortConflictError,
+  type PortMapping,
+} from './host-ports.js';
+import { cidrAddress, cidrsOverlap, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
+import { ServiceProxy, type ServiceRule } from './service-proxy.js';
+
+export const DEFAULT_CONTAINER_CIDR = '10.77.0.0/16';
+export const DEFAULT_SERVICE_CIDR = '10.78.0.0/16';
+export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
+export const CNI_BIN_DIRS = ['/usr/lib/cni', '/opt/cni/bin'];
+/** Metric of the fallback routes: behind the bridge's (kernel, metric 0) and any a user adds. */
+const FALLBACK_METRIC = 4242;
+
+export interface NetworkOptions {
+  /** The container range (bridge subnet of Conductor's own conflist). */
+  containerCidr?: string;
+  /** The ClusterIP range. */
+  serviceCidr?: string;
+  /** An operator's conflist directory: its first .conflist/.conf (by name) is used as is. */
+  cniConfDir?: string;
+  /** Where CNI plugin binaries are (CNI_PATH). */
+  cniBinDirs?: string[];
+  /** Run DNS (dnsmasq) on the gateway (default true). */
+  dns?: boolean;
+  /** Where DNS forwards names it does not hold (default: the host's resolv.conf nameservers). */
+  dnsUpstreams?: string[];
+  clusterDomain?: string;
+}
+
+export class NetworkError extends Error {
+  constructor(message: string, opts?: { cause?: unknown }) {
+    super(message, opts);
+    this.name = 'NetworkError';
+  }
+}
+
+export interface AttachRequest {
+  id: string;
+  mode: 'bridge' | 'none' | 'host';
+  /** `<namespace>/<name>`: CNI_ARGS and the holder named in a port conflict. */
+  namespace: string;
+  name: string;
+  hostname: string;
+  portMappings?: PortMapping[];
+}
+
+/** What a container got: where its namespace is, its address, the files to mount. */
+export interface Attachment {
+  id: string;
+  mode: AttachRequest['mode'];
+  owner: string;
+  /** The persistent netns (bridge mode). */
+  netns?: string;
+  ip?: string;
+  gateway?: string;
+  network?: string;
+  portMappings: PortMapping[];
+  /** Host files to bind-mount over /etc/hosts, /etc/hostname, /etc/resolv.conf. */
+  files: { hosts: string; hostname: string; resolvConf: string };
+  state: 'adding' | 'ready';
+}
+
+/** What the node side is: for status, the DNS server address, the service table. */
+export interface NodeNetworkInfo {
+  bridge: string;
+  gateway: string;
+  containerCidr: string;
+  serviceCidr: string;
+  conflist: string;
+  table: string;
+  /** The DNS server's address (the gateway), when DNS runs. */
+  dns?: string;
+  /** The cluster domain of DNS names (cluster.local). */
+  domain: string;
+}
+
+/**
+ * What the node side is made of on this host (`network/host.json`), written before it is
+ * made: teardown — by this process, a later one, or `conductor down` without the flags — works
+ * from it, not from the options of whoever runs it.
+ */
+interface HostRecord {
+  containerCidr: string;
+  serviceCidr: string;
+  bridge: string;
+  table: string;
+  /** ip_forward before Conductor set it, to put back at teardown. */
+  ipForward?: string;
+  bridgeCreated?: boolean;
+  /**
+   * The iptables-nft nat tables (`ip nat`, `ip6 nat`) that existed before: portmap makes them
+   * and leaves its empty CNI-HOSTPORT-* chains behind; the ones it made go at teardown.
+   */
+  natTablesBefore?: string[];
+}
+
+const sh = (cmd: string, args: string[]): Promise<string> =>
+  new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err)
+        reject(new NetworkError(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      else resolve(stdout);
+    });
+  });
+const ip = (...args: string[]): Promise<string> => sh('ip', args);
+
+const FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+export class NodeNetwork {
+  readonly containerCidr: Cidr;
+  readonly serviceCidr: Cidr;
+  readonly domain: string;
+  readonly dir: string;
+  private readonly log: Logger;
+  private ready: Promise<void> | undefined;
+  private cni: CniNetwork | undefined;
+  private info: NodeNetworkInfo | undefined;
+  private proxy: ServiceProxy | undefined;
+  private dns: DnsServer | undefined;
+  /** Host ports held, by holder: attachments (`Container ns/name`) and Services. */
+  private readonly held = new Map<string, PortMapping[]>();
+
+  constructor(
+    stateDir: string,
+    readonly installation: string,
+    private readonly opts: NetworkOptions = {},
+    logger: Logger = silentLogger,
+  ) {
+    this.dir = join(stateDir, 'network');
+    // Ranges not given are the ones this state dir last ran with (so `conductor down`, and an
+    // `up` without the flags, find its network), else the defaults.
+    const recorded = readRecordSync(join(this.dir, 'host.json'));
+    this.containerCidr = parseCidr(
+      opts.containerCidr ?? recorded?.containerCidr ?? DEFAULT_CONTAINER_CIDR,
+      'containerCidr',
+    );
+    this.serviceCidr = parseCidr(
+      opts.serviceCidr ?? recorded?.serviceCidr ?? DEFAULT_SERVICE_CIDR,
+      'serviceCidr',
+    );
+    if (cidrsOverlap(this.containerCidr, this.serviceCidr)) {
+      throw new NetworkError(
+        `serviceCidr ${this.serviceCidr.text} overlaps containerCidr ${this.containerCidr.text}`,
+      );
+    }
+    if (this.containerCidr.prefix > 30)
+      throw new NetworkError(`containerCidr ${this.containerCidr.text}: needs at least a /30`);
+    this.domain = opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+    this.log = logger;
+  }
+
+  /** Whether this process set the node side up (and so may take it down). */
+  get active(): boolean {
+    return this.info !== undefined;
+  }
+
+  /** The bridge's name: `<installation>0`, `conductor0` for the default installation. */
+  get defaultBridge(): string {
+    return `${this.installation}0`;
+  }
+
+  private attachmentPath(id: string): string {
+    return join(this.dir, 'attachments', `${id}.json`);
+  }
+
+  private filesDir(id: string): string {
+    return join(this.dir, 'etc', id);
+  }
+
+  netnsName(id: string): string {
+    return `${this.installation}-${id}`;
+  }
+
+  /** The node side, made once (again after a failure). */
+  ensure(): Promise<void> {
+    this.ready ??= this.setUp().catch((err: unknown) => {
+      this.ready = undefined;
+      throw err;
+    });
+    return this.ready;
+  }
+
+  async nodeInfo(): Promise<NodeNetworkInfo> {
+    await this.ensure();
+    if (!this.info) throw new NetworkError('the node network is not set up');
+    return this.info;
+  }
+
+  private async loadConflist(): Promise<{ conf: CniConfList; file: string }> {
+    const dir = this.opts.cniConfDir;
+    if (dir !== undefined) {
+      let names: string[];
+      try {
+        names = (await readdir(dir)).filter((n) => /\.(conflist|conf|json)$/.test(n)).sort();
+      } catch (err) {
+        throw new NetworkError(`cniConfDir ${dir}: ${(err as Error).message}`, { cause: err });
+      }
+      const first = names[0];
+      if (first === undefined)
+        throw new NetworkError(`cniConfDir ${dir}: no .conflist, .conf or .json file in it`);
+      const file = join(dir, first);
+      const text = await readFile(file, 'utf8');
+      // A single-plugin .conf is a list of one (libcni's ConfListFromConf).
+      const doc = JSON.parse(text) as Record<string, unknown>;
+      const conf = Array.isArray(doc.plugins)
+        ? parseConfList(text, file)
+        : parseConfList(
+            JSON.stringify({ cniVersion: doc.cniVersion, name: doc.name, plugins: [doc] }),
+            file,
+          );
+      return { conf, file };
+    }
+    const file = join(this.dir, 'net.d', `10-${this.installation}.conflist`);
+    const conf = this.defaultConflist();
+    const text = `${JSON.stringify(conf, null, 2)}\n`;
+    let old: string | undefined;
+    try {
+      old = await readFile(file, 'utf8');
+    } catch {
+      old = undefined;
+    }
+    if (old !== text) await writeFileAtomic(file, text);
+    return { conf, file };
+  }
+
+  /** Conductor's own conflist: the one the issue and README describe. */
+  defaultConflist(): CniConfList {
+    return {
+      cniVersion: CNI_VERSION,
+      name: this.installation,
+      plugins: [
+        {
+          type: 'bridge',
+          bridge: this.defaultBridge,
+          isGateway: true,
+          // Outbound NAT is the service table's (one rule for the range), not iptables rules
+          // per container in the host's nat table.
+          ipMasq: false,
+          hairpinMode: true,
+          ipam: {
+            type: 'host-local',
+            ranges: [
+              [
+                {
+                  subnet: this.containerCidr.text,
+                  gateway: cidrAddress(this.containerCidr, 1),
+                },
+              ],
+            ],
+            routes: [{ dst: '0.0.0.0/0' }],
+            dataDir: join(this.dir, 'ipam'),
+          },
+        },
+        { type: 'portmap', capabilities: { portMappings: true }, snat: true },
+        { type: 'loopback' },
+      ],
+    };
+  }
+
+  private async setUp(): Promise<void> {
+    const { conf, file } = await this.loadConflist();
+    const bridgePlugin = conf.plugins.find((p) => p.type === 'bridge');
+    const bridge =
+      typeof bridgePlugin?.bridge === 'string' ? bridgePlugin.bridge : this.defaultBridge;
+    const gateway = cidrAddress(this.containerCidr, 1);
+    let record = await this.hostRecord();
+    if (
+      record &&
+      (record.containerCidr !== this.containerCidr.text ||
+        record.serviceCidr !== this.serviceCidr.text ||
+        record.bridge !== bridge)
+    ) {
+      // Started with other ranges than last time: fine once nothing uses the old ones.
+      const left = await this.attachments();
+      if (left.length) {
+        throw new NetworkError(
+          `this state dir's network is ${record.containerCidr} (services ${record.serviceCidr}, bridge ${record.bridge}) and ${left.length} container(s) use it: start with those ranges, or run \`conductor down\` first`,
+        );
+      }
+      await this.teardownRecorded(record);
+      record = undefined;
+    }
+    await this.checkRoutes(bridge);
+    record ??= {
+      containerCidr: this.containerCidr.text,
+      serviceCidr: this.serviceCidr.text,
+      bridge,
+      table: this.installation,
+      ipForward: readFileSync(FORWARD, 'utf8').trim(),
+      natTablesBefore: await natTables(),
+    };
+    await writeJsonAtomic(join(this.dir, 'host.json'), record);
+    if (!(await linkExists(bridge))) {
+      await ip('link', 'add', bridge, 'type', 'bridge');
+      record.bridgeCreated = true;
+      await writeJsonAtomic(join(this.dir, 'host.json'), record);
+    }
+    await ip('addr', 'replace', `${gateway}/${this.containerCidr.prefix}`, 'dev', bridge);
+    await ip('link', 'set', bridge, 'up');
+    await writeFile(FORWARD, '1');
+    // The container range: the bridge's own route, and behind it an unreachable one.
+    await ip(
+      'route',
+      'replace',
+      'unreachable',
+      this.containerCidr.text,
+      'metric',
+      String(FALLBACK_METRIC),
+    );
+    // The service range: on the bridge (a local connect() needs a route before DNAT), and an
+    // unreachable fallback should the bridge go.
+    await ip('route', 'replace', this.serviceCidr.text, 'dev', bridge, 'proto', 'static');
+    await ip(
+      'route',
+      'replace',
+      'unreachable',
+      this.serviceCidr.text,
+      'metric',
+      String(FALLBACK_METRIC),
+    );
+    this.cni = new CniNetwork(conf, {
+      binDirs: this.opts.cniBinDirs ?? CNI_BIN_DIRS,
+      cacheDir: join(this.dir, 'cni-cache'),
+    });
+    this.proxy = new ServiceProxy({
+      table: this.installation,
+      containerCidr: this.containerCidr.text,
+      serviceCidr: this.serviceCidr.text,
+      bridge,
+      logger: this.log,
+    });
+    // A table a previous process left is kept as it is until the controller syncs it from its
+    // cache (no gap for running Services); a missing one is made, with its base chains.
+    if (!(await nftTableExists(this.installation))) await this.proxy.sync([]);
+    if (this.opts.dns !== false) {
+      this.dns = new DnsServer({
+        listenAddress: gateway,
+        dir: join(this.dir, 'dns'),
+        domain: this.domain,
+        ...(this.opts.dnsUpstreams ? { upstreams: this.opts.dnsUpstreams } : {}),
+        logger: this.log,
+      });
+      await this.dns.start();
+    }
+    this.info = {
+      bridge,
+      gateway,
+      containerCidr: this.containerCidr.text,
+      serviceCidr: this.serviceCidr.text,
+      conflist: file,
+      table: this.installation,
+      ...(this.dns ? { dns: gateway } : {}),
+      domain: this.domain,
+    };
+    // What earlier processes recorded holds its ports still.
+    for (const a of await this.attachments())
+      if (a.portMappings.length) this.held.set(a.owner, a.portMappings);
+    this.log.info('node network ready', { ...this.info });
+  }
+
+  /** Refuses ranges another interface already routes (another installation, a VPN, a LAN). */
+  private async checkRoutes(bridge: string): Promise<void> {
+    const routes = JSON.parse(await ip('-j', '-4', 'route', 'show')) as {
+      dst: string;
+      dev?: string;
+      type?: string;
+    }[];
+    for (const r of routes) {
+      if (r.dst === 'default' || r.dev === bridge || r.type === 'unreachable') continue;
+      const dst = r.dst.includes('/') ? r.dst : `${r.dst}/32`;
+      let c: Cidr;
+      try {
+        c = parseCidr(dst, 'route');
+      } catch {
+        continue;
+      }
+      for (const [flag, mine] of [
+        ['--container-cidr', this.containerCidr],
+        ['--service-cidr', this.serviceCidr],
+      ] as const) {
+        if (cidrsOverlap(c, mine)) {
+          throw new NetworkError(
+            `${mine.text} (${flag}) overlaps the host's route ${r.dst}${r.dev ? ` dev ${r.dev}` : ''}: another installation or network uses it; give this one another range with ${flag}`,
+          );
+        }
+      }
+    }
+  }
+
+  // --- attachments ---
+
+  /**
+   * Reserves the ports (throws HostPortConflictError naming the holder), then makes what the
+   * mode needs: bridge — a netns attached by CNI, with an address; none and host — only the
+   * /etc files.
+   */
+  async attach(req: AttachRequest): Promise<Attachment> {
+    const owner = `Container ${req.namespace}/${req.name}`;
+    const ports = req.portMappings ?? [];
+    if (ports.length && req.mode !== 'bridge') {
+      throw new NetworkError(`ports[].hostPort: needs network "bridge", not "${req.mode}"`);
+    }
+    await this.ensure();
+    this.reservePorts(owner, ports);
+    const files = {
+      hosts: join(this.filesDir(req.id), 'hosts'),
+      hostname: join(this.filesDir(req.id), 'hostname'),
+      resolvConf: join(this.filesDir(req.id), 'resolv.conf'),
+    };
+    const att: Attachment = {
+      id: req.id,
+      mode: req.mode,
+      owner,
+      portMappings: ports,
+      files,
+      state: 'adding',
+      ...(req.mode === 'bridge'
+        ? { netns: `/run/netns/${this.netnsName(req.id)}`, network: this.cni?.conf.name }
+        : {}),
+    };
+    try {
+      await writeJsonAtomic(this.attachmentPath(req.id), att);
+      if (req.mode === 'bridge') {
+        const name = this.netnsName(req.id);
+        if (await netnsExists(name)) await this.cniDel(att).catch(() => undefined);
+        if (await netnsExists(name)) await ip('netns', 'del', name);
+        await ip('netns', 'add', name);
+        const result = await this.cniAdd(req, att);
+        const addr = pickAddress(result);
+        if (!addr)
+          throw new NetworkError(`CNI ADD ${att.network ?? ''}: the result has no IPv4 address`);
+        att.ip = addr.ip;
+        if (addr.gateway) att.gateway = addr.gateway;
+      }
+      await this.writeFiles(req, att);
+      att.state = 'ready';
+      await writeJsonAtomic(this.attachmentPath(req.id), att);
+      return att;
+    } catch (err) {
+      await this.detach(req.id).catch((e: unknown) =>
+        this.log.warn('cleaning up a failed attachment', { id: req.id, error: String(e) }),
+      );
+      throw err;
+    }
+  }
+
+  private cniAttachment(att: Attachment, namespace?: string, name?: string) {
+    return {
+      containerId: att.id,
+      netns: att.netns ?? '',
+      ifName: 'eth0',
+      args: {
+        IgnoreUnknown: '1',
+        ...(namespace !== undefined ? { K8S_POD_NAMESPACE: namespace } : {}),
+        ...(name !== undefined ? { K8S_POD_NAME: name, K8S_POD_INFRA_CONTAINER_ID: att.id } : {}),
+      },
+      capabilityArgs: { portMappings: att.portMappings },
+    };
+  }
+
+  private async cniAdd(req: AttachRequest, att: Attachment): Promise<CniResult> {
+    if (!this.cni) throw new NetworkError('the node network is not set up');
+    return this.cni.add(this.cniAttachment(att, req.namespace, req.name));
+  }
+
+  private async cniDel(att: Attachment): Promise<void> {
+    if (!this.cni) throw new NetworkError('the node network is not set up');
+    await this.cni.del(this.cniAttachment(att));
+  }
+
+  private async writeFiles(req: AttachRequest, att: Attachment): Promise<void> {
+    await mkdir(this.filesDir(req.id), { recursive: true, mode: 0o755 });
+    const info = this.info;
+    let hosts: string;
+    let resolv: string;
+    if (req.mode === 'host') {
+      hosts = await readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1\tlocalhost\n');
+      resolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    } else {
+      hosts = containerHosts({ hostname: req.hostname, ...(att.ip ? { ip: att.ip } : {}) });
+      resolv =
+        req.mode === 'bridge' && info?.dns
+          ? containerResolvConf({
+              nameserver: info.dns,
+              namespace: req.namespace,
+              domain: this.domain,
+            })
+          : await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    }
+    await writeFile(att.files.hosts, hosts, { mode: 0o644 });
+    await writeFile(att.files.hostname, `${req.hostname}\n`, { mode: 0o644 });
+    await writeFile(att.files.resolvConf, resolv, { mode: 0o644 });
+  }
+
+  /** Releases everything an attachment holds; succeeds on what is half-made or gone. */
+  async detach(id: string): Promise<void> {
+    const att = await readJson<Attachment>(this.attachmentPath(id));
+    if (att?.mode === 'bridge' || (await netnsExists(this.netnsName(id)))) {
+      await this.ensure();
+      const a: Attachment = att ?? {
+        id,
+        mode: 'bridge',
+        owner: '',
+        portMappings: [],
+        netns: `/run/netns/${this.netnsName(id)}`,
+        files: { hosts: '', hostname: '', resolvConf: '' },
+        state: 'adding',
+      };
+      a.netns ??= `/run/netns/${this.netnsName(id)}`;
+      await this.cniDel(a);
+      if (await netnsExists(this.netnsName(id))) await ip('netns', 'del', this.netnsName(id));
+    }
+    if (att) this.held.delete(att.owner);
+    await rm(this.filesDir(id), { recursive: true, force: true });
+    await rm(this.attachmentPath(id), { force: true });
+  }
+
+  async attachment(id: string): Promise<Attachment | undefined> {
+    return readJson<Attachment>(this.attachmentPath(id));
+  }
+
+  async attachments(): Promise<Attachment[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.dir, 'attachments'));
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return [];
+      throw err;
+    }
+    const out: Attachment[] = [];
+    for (const n of names.filter((x) => x.endsWith('.json'))) {
+      const a = await readJson<Attachment>(join(this.dir, 'attachments', n));
+      if (a) out.push(a);
+    }
+    return out;
+  }
+
+  /**
+   * What dead processes left: attachments of containers that are not in `live` (a controller
+   * killed mid-ADD, a container removed behind the core's back), our netns without a record,
+   * host-local allocations of container ids we do not know. Returns what it removed.
+   */
+  async gc(live: ReadonlySet<string>): Promise<string[]> {
+    const removed: string[] = [];
+    const known = new Set<string>();
+    for (const a of await this.attachments()) {
+      if (live.has(a.id)) {
+        known.add(a.id);
+        continue;
+      }
+      await this.detach(a.id);
+      removed.push(`attachment ${a.id}`);
+    }
+    const prefix = `${this.installation}-`;
+    for (const n of netnsNames()) {
+      if (!n.startsWith(prefix)) continue;
+      const id = n.slice(prefix.length);
+      if (known.has(id) || live.has(id)) continue;
+      await this.detach(id);
+      removed.push(`netns ${n}`);
+    }
+    // host-local: one file per address holding "<container id>\n<ifname>".
+    const ipam = join(this.dir, 'ipam', this.cni?.conf.name ?? this.installation);
+    for (const f of await readdir(ipam).catch((): string[] => [])) {
+      if (parseIPv4(f) === undefined) continue;
+      const owner = (await readFile(join(ipam, f), 'utf8').catch(() => ''))
+        .split(/\r?\n/)[0]
+        ?.trim();
+      if (owner && !known.has(owner) && !live.has(owner)) {
+        await rm(join(ipam, f), { force: true });
+        removed.push(`address ${f}`);
+      }
+    }
+    return removed;
+  }
+
+  // --- host ports ---
+
+  /**
+   * Holds `ports` for `holder` (`Container ns/name`, `Service ns/name`), or throws
+   * HostPortConflictError naming who has one already: another holder, or a host process. Done
+   * synchronously, so two concurrent requests cannot both get a port.
+   */
+  reservePorts(holder: string, ports: readonly PortMapping[]): void {
+    const seen: PortMapping[] = [];
+    for (const p of ports) {
+      for (const s of seen) {
+        if (
+          s.hostPort === p.hostPort &&
+          s.protocol === p.protocol &&
+          hostIPsOverlap(s.hostIP, p.hostIP)
+        )
+          throw new NetworkError(
+            `host port ${p.hostPort}/${p.protocol.toUpperCase()} is listed twice`,
+          );
+      }
+      seen.push(p);
+      for (const [other, theirs] of this.held) {
+        if (other === holder) continue;
+        for (const t of theirs) {
+          if (
+            t.hostPort === p.hostPort &&
+            t.protocol === p.protocol &&
+            hostIPsOverlap(t.hostIP, p.hostIP)
+          )
+            throw new HostPortConflictError(p.hostPort, p.protocol, other);
+        }
+      }
+      const mine = this.held.get(holder) ?? [];
+      const had = mine.some((t) => t.hostPort === p.hostPort && t.protocol === p.protocol);
+      if (!had) checkHostSockets(p);
+    }
+    if (ports.length) this.held.set(holder, [...ports]);
+    else this.held.delete(holder);
+  }
+
+  releasePorts(holder: string): void {
+    this.held.delete(holder);
+  }
+
+  // --- services and DNS ---
+
+  async syncServices(rules: readonly ServiceRule[]): Promise<void> {
+    await this.ensure();
+    await this.proxy?.sync(rules);
+  }
+
+  async upsertService(rule: ServiceRule): Promise<void> {
+    await this.ensure();
+    await this.proxy?.upsert(rule);
+  }
+
+  async removeService(key: string): Promise<void> {
+    await this.ensure();
+    await this.proxy?.remove(key);
+  }
+
+  async setDnsRecords(group: string, records: { name: string; ip: string }[]): Promise<void> {
+    await this.ensure();
+    if (!this.dns) return;
+    if (records.length) await this.dns.setRecords(group, records);
+    else await this.dns.removeRecords(group);
+  }
+
+  async syncDns(groups: ReadonlyMap<string, { name: string; ip: string }[]>): Promise<void> {
+    await this.ensure();
+    await this.dns?.sync(groups);
+  }
+
+  /**
+   * Removes the node side (service table, DNS, routes, the bridge if Conductor made it, IPv4
+   * forwarding as it was): when no container uses it any more. Attachments left are an error.
+   */
+  async teardown(): Promise<void> {
+    const left = await this.attachments();
+    if (left.length) {
+      throw new NetworkError(
+        `${left.length} container(s) still attached (${left.map((a) => a.id).join(', ')}): remove them first`,
+      );
+    }
+    const record = await this.hostRecord();
+    if (record) await this.teardownRecorded(record);
+    await rm(this.dir, { recursive: true, force: true });
+    this.ready = undefined;
+    this.info = undefined;
+    this.proxy = undefined;
+    this.dns = undefined;
+    this.held.clear();
+  }
+
+  private hostRecord(): Promise<HostRecord | undefined> {
+    return readJson<HostRecord>(join(this.dir, 'host.json'));
+  }
+
+  /** Removes what `record` says was made; each step succeeds on what is already gone. */
+  private async teardownRecorded(record: HostRecord): Promise<void> {
+    await (
+      this.proxy ??
+      new ServiceProxy({
+        table: record.table,
+        containerCidr: record.containerCidr,
+        serviceCidr: record.serviceCidr,
+        bridge: record.bridge,
+        logger: this.log,
+      })
+    ).destroy();
+    await (
+      this.dns ??
+      new DnsServer({
+        listenAddress: cidrAddress(parseCidr(record.containerCidr, 'containerCidr'), 1),
+        dir: join(this.dir, 'dns'),
+        domain: this.domain,
+        logger: this.log,
+      })
+    ).stop();
+    for (const cidr of [record.containerCidr, record.serviceCidr]) {
+      await ip('route', 'del', 'unreachable', cidr, 'metric', String(FALLBACK_METRIC)).catch(
+        () => undefined,
+      );
+    }
+    await ip('route', 'del', record.serviceCidr, 'dev', record.bridge).catch(() => undefined);
+    if (record.bridgeCreated && (await linkExists(record.bridge)))
+      await ip('link', 'del', record.bridge);
+    if (record.ipForward !== undefined) await writeFile(FORWARD, record.ipForward);
+    await removePortmapTables(record.natTablesBefore ?? []);
+    await rm(join(this.dir, 'host.json'), { force: true });
+  }
+}
+
+function readRecordSync(path: string): Partial<HostRecord> | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Partial<HostRecord>;
+  } catch {
+    return undefined;
+  }
+}
+
+async function linkExists(name: string): Promise<boolean> {
+  return ip('link', 'show', 'dev', name).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The iptables-nft nat tables present (`ip nat`, `ip6 nat`). */
+async function natTables(): Promise<string[]> {
+  const out = await sh('nft', ['list', 'tables']);
+  return out
+    .split('\n')
+    .map((l) => l.trim().replace(/^table /, ''))
+    .filter((t) => t === 'ip nat' || t === 'ip6 nat');
+}
+
+/**
+ * The nat tables portmap made (through iptables-nft) go, when they hold nothing but its own
+ * empty chains and the hooks that jump to them: another user's rules (podman's, docker's, a
+ * container's CNI-DN-* chain) keep a table.
+ */
+async function removePortmapTables(before: readonly string[]): Promise<void> {
+  for (const family of ['ip', 'ip6'] as const) {
+    if (before.includes(`${family} nat`)) continue;
+    let doc: { nftables?: Record<string, { name?: string; chain?: string; expr?: unknown[] }>[] };
+    try {
+      doc = JSON.parse(await sh('nft', ['-j', 'list', 'table', family, 'nat'])) as typeof doc;
+    } catch {
+      continue; // not there
+    }
+    const items = doc.nftables ?? [];
+    const ours = (name: string | undefined): boolean =>
+      name !== undefined && /^CNI-HOSTPORT-(DNAT|SETMARK|MASQ)$/.test(name);
+    const base = new Set(['PREROUTING', 'OUTPUT', 'POSTROUTING', 'INPUT']);
+    let foreign = false;
+    for (const item of items) {
+      const chain = item.chain?.name;
+      if (chain !== undefined && !ours(chain) && !base.has(chain)) foreign = true;
+      const rule = item.rule;
+      if (!rule) continue;
+      const text = JSON.stringify(rule.expr ?? []);
+      const jumpsToOurs = /"(jump|goto)":\{"target":"CNI-HOSTPORT-(DNAT|SETMARK|MASQ)"\}/.test(
+        text,
+      );
+      // Our chains' own rules (the mark, the masquerade of marked packets) are portmap's too.
+      if (!jumpsToOurs && !ours(rule.chain)) foreign = true;
+    }
+    if (!foreign) await sh('nft', ['delete', 'table', family, 'nat']);
+  }
+}
+
+async function nftTableExists(name: string): Promise<boolean> {
+  return sh('nft', ['list', 'table', 'ip', name]).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The named network namespaces (/run/netns). */
+export function netnsNames(): string[] {
+  try {
+    return readdirSync('/run/netns');
+  } catch {
+    return [];
+  }
+}
+
+async function netnsExists(name: string): Promise<boolean> {
+  return Promise.resolve(netnsNames().includes(name));
+}
+
+/** The container's address: the IPv4 on the interface in the sandbox (or the first). */
+function pickAddress(r: CniResult): { ip: string; gateway?: string } | undefined {
+  const inSandbox = new Set((r.interfaces ?? []).flatMap((i, n) => (i.sandbox ? [n] : [])));
+  const v4 = (r.ips ?? []).filter((x) => parseIPv4(x.address.split('/')[0] ?? '') !== undefined);
+  const pick = v4.find((x) => x.interface !== undefined && inSandbox.has(x.interface)) ?? v4[0];
+  if (!pick) return undefined;
+  return {
+    ip: pick.address.split('/')[0] ?? '',
+    ...(pick.gateway ? { gateway: pick.gateway } : {}),
+  };
+}
