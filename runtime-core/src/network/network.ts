@@ -22,7 +22,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { errCode, readJson, writeFileAtomic, writeJsonAtomic } from '../files.js';
@@ -41,6 +41,7 @@ import { ServiceProxy, type ServiceRule } from './service-proxy.js';
 export const DEFAULT_CONTAINER_CIDR = '10.77.0.0/16';
 export const DEFAULT_SERVICE_CIDR = '10.78.0.0/16';
 export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
+export const RUN_DIR = '/run/conductor';
 export const CNI_BIN_DIRS = ['/usr/lib/cni', '/opt/cni/bin'];
 /** Metric of the fallback routes: behind the bridge's (kernel, metric 0) and any a user adds. */
 const FALLBACK_METRIC = 4242;
@@ -191,6 +192,15 @@ export class NodeNetwork {
   /** The bridge's name: `<installation>0`, `conductor0` for the default installation. */
   get defaultBridge(): string {
     return `${this.installation}0`;
+  }
+
+  /**
+   * The DNS server's files: under /run (reachable by dnsmasq, which reads them as nobody,
+   * whatever the state dir's mode), one directory per installation; gone with a reboot, as the
+   * process is.
+   */
+  get dnsDir(): string {
+    return join(RUN_DIR, 'dns', this.installation);
   }
 
   private attachmentPath(id: string): string {
@@ -369,7 +379,7 @@ export class NodeNetwork {
     if (this.opts.dns !== false) {
       this.dns = new DnsServer({
         listenAddress: gateway,
-        dir: join(this.dir, 'dns'),
+        dir: this.dnsDir,
         domain: this.domain,
         ...(this.opts.dnsUpstreams ? { upstreams: this.opts.dnsUpstreams } : {}),
         logger: this.log,
@@ -722,7 +732,7 @@ export class NodeNetwork {
       this.dns ??
       new DnsServer({
         listenAddress: cidrAddress(parseCidr(record.containerCidr, 'containerCidr'), 1),
-        dir: join(this.dir, 'dns'),
+        dir: this.dnsDir,
         domain: this.domain,
         logger: this.log,
       })
@@ -737,6 +747,7 @@ export class NodeNetwork {
       await ip('link', 'del', record.bridge);
     if (record.ipForward !== undefined) await writeFile(FORWARD, record.ipForward);
     await removePortmapTables(record.natTablesBefore ?? []);
+    await rmdir(join(RUN_DIR, 'dns')).catch(() => undefined); // the last installation's
     await rm(join(this.dir, 'host.json'), { force: true });
   }
 }
