@@ -5,11 +5,15 @@
  * picked up.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
 import { ContainerRuntime } from '../../runtime-core/src/containers.js';
+import { defaultInstallationName } from '../../runtime-core/src/installation.js';
+import { netnsNames } from '../../runtime-core/src/network/network.js';
 import {
   ControllerHarness,
   buildDist,
@@ -108,6 +112,28 @@ it('converges after a SIGKILL mid-reconcile, without duplicates or needless rest
     if (id === `${NS}_c-0` || id === `${NS}_short`) continue;
     expect(now.find((i) => i.id === id)?.pid).toBe(pid);
   }
+  // Networking of a controller killed in the middle of a burst of ADDs: after the restart every
+  // container has one attachment, one netns and one address, and nothing else holds any (c-0,
+  // removed while it was down, has none left).
+  const all = (await runtime.list()).map((i) => i.id).sort();
+  const attachments = (await readdir(join(h.stateDir, 'network', 'attachments')))
+    .map((f) => f.replace(/\.json$/, ''))
+    .sort();
+  expect(attachments).toEqual(all);
+  const installation = defaultInstallationName(h.stateDir);
+  expect(
+    netnsNames()
+      .filter((n) => n.startsWith(`${installation}-`))
+      .map((n) => n.slice(installation.length + 1))
+      .sort(),
+  ).toEqual(all);
+  const ipam = join(h.stateDir, 'network', 'ipam', installation);
+  const owners = await Promise.all(
+    (await readdir(ipam))
+      .filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))
+      .map(async (f) => (await readFile(join(ipam, f), 'utf8')).split('\n')[0]?.trim() ?? ''),
+  );
+  expect(owners.sort()).toEqual(all);
 }, 240_000);
 
 it('keeps uid, creationTimestamp and generation across a restart; a change made while down is one more generation', async () => {

@@ -13,7 +13,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -75,7 +75,7 @@ function httpd(name: string, labels: Record<string, string>, extra: Record<strin
       command: [
         '/bin/sh',
         '-c',
-        'mkdir -p /www && hostname > /www/index.html && echo ok > /www/ready.txt && (/bin/udp-echo 5000 &) && exec httpd -f -p 8080 -h /www',
+        'mkdir -p /www && hostname > /www/index.html && echo ok > /www/ready.txt && (/bin/udp-echo 5000 &) && (nc -ll -p 9000 -e cat &) && exec httpd -f -p 8080 -h /www',
       ],
       ports: [
         { name: 'http', containerPort: 8080 },
@@ -309,6 +309,7 @@ describe('Services', () => {
         ports: [
           { name: 'http', port: 80, targetPort: 'http', hostPort: svcPort },
           { name: 'echo', port: 5000, protocol: 'UDP', targetPort: 'echo' },
+          { name: 'stream', port: 9000 },
         ],
       }),
     );
@@ -379,6 +380,63 @@ describe('Services', () => {
     );
     expect(await backends(clusterIP, 80)).toEqual(new Set(['web-1', 'web-2']));
   });
+
+  it('an open connection survives its endpoint leaving the Service; new ones are refused', async () => {
+    const sock = connect({ host: clusterIP, port: 9000 });
+    const lines: string[] = [];
+    sock.setEncoding('utf8').on('data', (d: string) => lines.push(d));
+    await new Promise<void>((r, j) => sock.once('connect', r).once('error', j));
+    const echoed = async (text: string): Promise<void> => {
+      sock.write(text);
+      for (let i = 0; i < 100 && !lines.join('').includes(text); i++)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(lines.join('')).toContain(text);
+    };
+    try {
+      await echoed('before\n');
+      for (const n of ['web-1', 'web-2']) await exec(n, 'rm', '/www/ready.txt');
+      await h.waitFor<Service>(
+        'Service',
+        'web',
+        (o) => o?.status?.endpoints?.every((e) => e.ready === false) === true,
+      );
+      await echoed('after\n'); // the rule change did not cut it
+      expect(await tcpOutcome(clusterIP, 9000)).toBe('refused'); // but no new ones
+    } finally {
+      sock.destroy();
+      for (const n of ['web-1', 'web-2']) await exec(n, 'sh', '-c', 'echo ok > /www/ready.txt');
+    }
+    await h.waitFor<Service>(
+      'Service',
+      'web',
+      (o) => o?.status?.endpoints?.every((e) => e.ready) === true,
+    );
+  });
+
+  it('a controller restart leaves the rules serving and removes what is stale', async () => {
+    const table = ctl().runtime.installation;
+    await h.stop();
+    // While it is down the containers and their Service keep working.
+    expect(await backends(clusterIP, 80, 10)).toEqual(new Set(['web-1', 'web-2']));
+    const range = parseCidr(h.network.serviceCidr ?? '', 'r');
+    const stale = `${range.text.split('.').slice(0, 3).join('.')}.250`;
+    sh('nft', 'add', 'chain', 'ip', table, 'svc-STALE');
+    sh(
+      'nft',
+      'add',
+      'element',
+      'ip',
+      table,
+      'service-ips',
+      `{ ${stale} . tcp . 81 : goto svc-STALE }`,
+    );
+    await h.start({ network: { ...h.network, dnsUpstreams: [UPSTREAM] } });
+    const rules = sh('nft', 'list', 'table', 'ip', table);
+    expect(rules).not.toContain('svc-STALE');
+    expect(rules).toContain(clusterIP);
+    expect(await backends(clusterIP, 80, 10)).toEqual(new Set(['web-1', 'web-2']));
+    expect((await h.object<Service>('Service', 'web'))?.status?.clusterIP).toBe(clusterIP);
+  }, 60_000);
 
   it('a Service without ready endpoints rejects at once', async () => {
     await h.write(
