@@ -83,11 +83,11 @@ cp -r manifests/demo/demo.yaml manifests/demo/counter manifests/demo/web "$watch
 rm -rf "$watch"
 mv "$watch.new" "$watch"
 
+# Built first, in the foreground, so the build's progress is on this terminal; the controller
+# then finds every layer in the store (a second run: every step cached).
+say "conductor build -f $watch/demo.yaml (debootstrap and apt-get the first time: about a minute)"
+conductor build -f "$watch/demo.yaml" --state-dir "$state"
 if ! controller_pid >/dev/null; then
-  # Built first, in the foreground, so the build's progress is on this terminal; the
-  # controller then finds every layer in the store (a second run: all cached).
-  say "conductor build -f $watch/demo.yaml (debootstrap and apt-get the first time: about a minute)"
-  conductor build -f "$watch/demo.yaml" --state-dir "$state"
   say "conductor up --watch $watch --state-dir $state --installation demo (log: $log)"
   setsid conductor up --watch "$watch" --state-dir "$state" --installation demo \
     --metrics-addr 127.0.0.1:0 >"$log" 2>&1 </dev/null &

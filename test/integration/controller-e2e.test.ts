@@ -109,7 +109,10 @@ describe('containers from manifests', () => {
       'web',
       (o) => (o?.status?.endpoints?.length ?? 0) === 1,
     );
-    expect(svc?.status?.endpoints).toEqual([{ name: 'web', ready: true }]);
+    const ip = (await h.object<Container>('Container', 'web'))?.status?.ip;
+    expect(ip).toMatch(/^10\.79\.\d+\.\d+$/);
+    expect(svc?.status?.endpoints).toEqual([{ name: 'web', ready: true, ip }]);
+    expect(svc?.status?.clusterIP).toMatch(/^10\.80\.\d+\.\d+$/);
   });
 
   it('removes everything a deleted file defined', async () => {
@@ -296,7 +299,7 @@ describe('probes', () => {
     await h.waitFor('Container', 'probed', (o) => o === undefined);
   });
 
-  it('probes HTTP inside the container, and restarts on a failing liveness probe', async () => {
+  it('probes HTTP to the container’s IP, and restarts on a failing liveness probe', async () => {
     await h.write(
       'http.yaml',
       containerManifest(NS, 'http', {
@@ -320,7 +323,8 @@ describe('probes', () => {
     await h.waitFor<Container>('Container', 'http', (o) => (o?.status?.restartCount ?? 0) >= 1);
     const { readFile } = await import('node:fs/promises');
     const events = await readFile(`${h.stateDir}/events/containers/${NS}/http.jsonl`, 'utf8');
-    expect(events).toContain('Liveness probe failed: dial tcp 127.0.0.1:9999');
+    // From the node to the container's address (in the suite's range), as the kubelet probes.
+    expect(events).toMatch(/Liveness probe failed: dial tcp 10\.79\.\d+\.\d+:9999/);
     await h.remove('http.yaml');
     await h.waitFor('Container', 'http', (o) => o === undefined);
   });
