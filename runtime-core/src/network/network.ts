@@ -307,6 +307,14 @@ export class NodeNetwork {
     const bridge =
       typeof bridgePlugin?.bridge === 'string' ? bridgePlugin.bridge : this.defaultBridge;
     const gateway = cidrAddress(this.containerCidr, 1);
+    // An operator's conflist decides the addresses; the rules and routes are for the range
+    // Conductor was given: they must be the same one.
+    const subnets = ipamSubnets(bridgePlugin?.ipam);
+    if (subnets.length && !subnets.includes(this.containerCidr.text)) {
+      throw new NetworkError(
+        `${file}: its IPAM subnet ${subnets.join(', ')} is not the container range ${this.containerCidr.text}: start with --container-cidr ${subnets[0] ?? ''}`,
+      );
+    }
     let record = await this.hostRecord();
     if (
       record &&
@@ -750,6 +758,25 @@ export class NodeNetwork {
     await rmdir(join(RUN_DIR, 'dns')).catch(() => undefined); // the last installation's
     await rm(join(this.dir, 'host.json'), { force: true });
   }
+}
+
+/** The subnets of a host-local-style `ipam` ({ranges: [[{subnet}]]} or {subnet}). */
+function ipamSubnets(ipam: unknown): string[] {
+  if (typeof ipam !== 'object' || ipam === null) return [];
+  const o = ipam as { subnet?: unknown; ranges?: unknown };
+  const out: string[] = [];
+  if (typeof o.subnet === 'string') out.push(o.subnet);
+  if (Array.isArray(o.ranges))
+    for (const set of o.ranges)
+      if (Array.isArray(set))
+        for (const r of set)
+          if (
+            typeof r === 'object' &&
+            r !== null &&
+            typeof (r as { subnet?: unknown }).subnet === 'string'
+          )
+            out.push((r as { subnet: string }).subnet);
+  return out;
 }
 
 function readRecordSync(path: string): Partial<HostRecord> | undefined {

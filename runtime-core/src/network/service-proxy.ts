@@ -158,15 +158,21 @@ interface BaseChainSpec {
 }
 
 /**
- * The base chains. The filter chains run before DNAT (-110, as kube-proxy's) so they see the
- * address the client asked for; `filter-output-post-dnat` runs after the output DNAT, to refuse
- * what is still addressed to the service range (a port no Service has).
+ * The base chains. Rejecting happens in prerouting and output, before routing: kube-proxy does
+ * it in input/forward/output, but a packet from a container to a service address is forwarded
+ * out of the bridge it came in on, and ip_forward sends the container an ICMP redirect before
+ * the forward hook runs, which spends the kernel's per-host ICMP allowance: the port-unreachable
+ * that follows is then suppressed and a UDP client waits instead of being refused. The
+ * `*-check` chains run before DNAT (-110, as kube-proxy's) and see the address the client asked
+ * for; the `*-post-dnat` ones after it (-90), to refuse what is still addressed to the service
+ * range (a port no Service has) rather than let it leave by the default route.
  */
 const BASE_CHAINS: readonly BaseChainSpec[] = [
+  { name: 'filter-prerouting', type: 'filter', hook: 'prerouting', prio: -110 },
   { name: 'filter-input', type: 'filter', hook: 'input', prio: -110 },
-  { name: 'filter-forward', type: 'filter', hook: 'forward', prio: -110 },
   { name: 'filter-output', type: 'filter', hook: 'output', prio: -110 },
-  { name: 'filter-output-post-dnat', type: 'filter', hook: 'output', prio: 0 },
+  { name: 'filter-prerouting-post-dnat', type: 'filter', hook: 'prerouting', prio: -90 },
+  { name: 'filter-output-post-dnat', type: 'filter', hook: 'output', prio: -90 },
   { name: 'nat-prerouting', type: 'nat', hook: 'prerouting', prio: -100 },
   { name: 'nat-output', type: 'nat', hook: 'output', prio: -100 },
   { name: 'nat-postrouting', type: 'nat', hook: 'postrouting', prio: 100 },
@@ -486,25 +492,23 @@ export function baseRules(o: ResolvedOptions): Map<string, string[]> {
   const svc = o.serviceCidr.text;
   const ctr = o.containerCidr.text;
   const rules = new Map<string, string[]>([
+    ['filter-prerouting', ['ct state new jump endpoints-check']],
     [
       'filter-input',
       [
         // CVE-2020-8558: route_localnet (set on the bridge for host 127.0.0.1:hostPort) would
         // let containers and neighbours reach services bound to the host's loopback. Drop what
         // is addressed to 127.0.0.0/8 and did not come from the host, unless conntrack already
-        // knows it (the replies of host 127.0.0.1 → container connections arrive here so).
+        // knows it (the replies of host 127.0.0.1 → container connections arrive here so) or it
+        // was DNAT'ed here, as kube-proxy's KUBE-FIREWALL rule does.
         'iifname != "lo" ip daddr 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0 drop comment "CVE-2020-8558: no outside access to host loopback"',
-        'ct state new jump endpoints-check',
-      ],
-    ],
-    [
-      'filter-forward',
-      [
-        'ct state new jump endpoints-check',
-        `ct state new ip daddr ${svc} jump reject-chain comment "no Service on this port"`,
       ],
     ],
     ['filter-output', ['ct state new jump endpoints-check']],
+    [
+      'filter-prerouting-post-dnat',
+      [`ct state new ip daddr ${svc} jump reject-chain comment "no Service on this port"`],
+    ],
     [
       'filter-output-post-dnat',
       [`ct state new ip daddr ${svc} jump reject-chain comment "no Service on this port"`],
