@@ -12,7 +12,15 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 
@@ -92,6 +100,14 @@ function sleeper(name: string, extra: Record<string, unknown> = {}): string {
   return containerManifest(NS, name, { command: ['sleep', '1000'], ...extra });
 }
 
+/** The suite's ranges, DNS forwarding to the upstream namespace, quick restarts. */
+function controllerOptions(): Parameters<ControllerHarness['start']>[0] {
+  return {
+    network: { ...h.network, dnsUpstreams: [UPSTREAM] },
+    restartBackoff: { initialMs: 200, maxMs: 1000, resetMs: 60_000 },
+  };
+}
+
 async function ipOf(name: string): Promise<string> {
   const c = await h.waitFor<Container>('Container', name, (o) => running(o) && !!o?.status?.ip);
   return c?.status?.ip ?? '';
@@ -161,7 +177,7 @@ beforeAll(async () => {
   h = await ControllerHarness.create(NS);
   copyFileSync(buildUdpEcho(work), join(h.watchDir, 'rootfs', 'bin', 'udp-echo'));
   await h.write('image.yaml', busyboxImage(NS));
-  await h.start({ network: { ...h.network, dnsUpstreams: [UPSTREAM] } });
+  await h.start(controllerOptions());
   await h.waitFor<Image>('Image', 'busybox', (o) => o?.status?.phase === 'Ready', 60_000);
 }, 90_000);
 
@@ -430,12 +446,37 @@ describe('Services', () => {
       'service-ips',
       `{ ${stale} . tcp . 81 : goto svc-STALE }`,
     );
-    await h.start({ network: { ...h.network, dnsUpstreams: [UPSTREAM] } });
+    await h.start(controllerOptions());
     const rules = sh('nft', 'list', 'table', 'ip', table);
     expect(rules).not.toContain('svc-STALE');
     expect(rules).toContain(clusterIP);
     expect(await backends(clusterIP, 80, 10)).toEqual(new Set(['web-1', 'web-2']));
     expect((await h.object<Service>('Service', 'web'))?.status?.clusterIP).toBe(clusterIP);
+  }, 60_000);
+
+  it('a backend that crashes and restarts gets a new address, and its Service follows', async () => {
+    const old = await h.object<Container>('Container', 'web-2');
+    const pid = old?.status?.pid ?? 0;
+    expect(pid).toBeGreaterThan(1);
+    process.kill(pid, 'SIGKILL'); // the container's init, which this suite's controller started
+    const back = await h.waitFor<Container>(
+      'Container',
+      'web-2',
+      (o) => running(o) && (o?.status?.restartCount ?? 0) >= 1 && !!o?.status?.ip,
+      30_000,
+    );
+    const ip = back?.status?.ip ?? '';
+    await h.waitFor<Service>(
+      'Service',
+      'web',
+      (o) =>
+        o?.status?.endpoints?.some((e) => e.name === 'web-2' && e.ip === ip && e.ready) === true,
+    );
+    expect(await backends(clusterIP, 80)).toEqual(new Set(['web-1', 'web-2']));
+    // Its old address, if it changed, is free again (host-local holds one file per address).
+    const ipam = join(h.stateDir, 'network', 'ipam', ctl().runtime.installation);
+    if (old?.status?.ip !== ip) expect(existsSync(join(ipam, old?.status?.ip ?? 'x'))).toBe(false);
+    expect(existsSync(join(ipam, ip))).toBe(true);
   }, 60_000);
 
   it('a Service without ready endpoints rejects at once', async () => {
