@@ -380,6 +380,29 @@ describe('Services', () => {
     expect(await backends(info.gateway, svcPort, 10)).not.toEqual(new Set());
   });
 
+  it('a second Service on a held host port is reported, and published once it is free', async () => {
+    await h.write(
+      'clash.yaml',
+      service('clash', {
+        selector: { app: 'web' },
+        ports: [{ port: 8081, targetPort: 8080, hostPort: svcPort }],
+      }),
+    );
+    const s = await h.waitFor<Service>(
+      'Service',
+      'clash',
+      (o) => o?.status?.conditions?.some((c) => c.reason === 'HostPortConflict') === true,
+    );
+    expect(JSON.stringify(s?.status?.conditions)).toContain(
+      `${svcPort}/TCP is already in use by Service ${NS}/web`,
+    );
+    // Its ClusterIP works meanwhile; the holder's host port is untouched.
+    expect(await backends(s?.status?.clusterIP ?? '', 8081, 6)).not.toEqual(new Set());
+    expect(await backends('127.0.0.1', svcPort, 6)).toEqual(new Set(['web-1', 'web-2']));
+    await h.remove('clash.yaml');
+    await h.waitFor('Service', 'clash', (o) => o === undefined);
+  });
+
   it('an unready endpoint leaves the Service and comes back when it passes', async () => {
     await exec('web-2', 'rm', '/www/ready.txt');
     await h.waitFor<Service>(
