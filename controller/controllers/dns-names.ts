@@ -10,11 +10,7 @@
  */
 import type { Container, Service } from '../api/types.generated.js';
 import type { Client } from '../client/client.js';
-
-export interface DnsRecord {
-  name: string;
-  ip: string;
-}
+import type { DnsRecord } from '../../runtime-core/src/index.js';
 
 export const serviceGroup = (namespace: string, name: string): string => `svc.${namespace}.${name}`;
 export const containerGroup = (namespace: string, name: string): string =>

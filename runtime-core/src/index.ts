@@ -40,6 +40,7 @@ import {
   type NetworkOptions,
   type NodeNetworkInfo,
 } from './network/network.js';
+import type { DnsRecord } from './network/dns.js';
 import type { PortMapping } from './network/host-ports.js';
 import type { ServiceRule } from './network/service-proxy.js';
 import type { ContainerMount, RunSpec } from './oci-config.js';
@@ -87,6 +88,7 @@ export {
   type NodeNetworkInfo,
 } from './network/network.js';
 export type { ServiceEndpointRule, ServicePortRule, ServiceRule } from './network/service-proxy.js';
+export type { DnsRecord } from './network/dns.js';
 export {
   cidrContains,
   formatIPv4,
@@ -354,12 +356,12 @@ export class RuntimeCore {
   }
 
   /** One group of DNS records (a Service's, a Container's); none removes the group. */
-  setDnsRecords(group: string, records: { name: string; ip: string }[]): Promise<void> {
+  setDnsRecords(group: string, records: DnsRecord[]): Promise<void> {
     return this.network.setDnsRecords(group, records);
   }
 
   /** DNS brought to exactly these groups (start, resync). */
-  syncDns(groups: ReadonlyMap<string, { name: string; ip: string }[]>): Promise<void> {
+  syncDns(groups: ReadonlyMap<string, DnsRecord[]>): Promise<void> {
     return this.network.syncDns(groups);
   }
 

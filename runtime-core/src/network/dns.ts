@@ -26,11 +26,12 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, open, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { isIP, isIPv4 } from 'node:net';
+import { isIP } from 'node:net';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 
 import { errCode, procStartTime, procStatFields, readJson, writeJsonAtomic } from '../files.js';
 import { silentLogger, type Logger } from '../logger.js';
+import { parseIPv4 } from './ipv4.js';
 
 /** One name → address record; `name` is a full name, e.g. "counter.default.svc.cluster.local". */
 export interface DnsRecord {
@@ -90,9 +91,9 @@ function dnsNameProblem(name: string): string | undefined {
   return undefined;
 }
 
-/** A dotted-quad IPv4 address with no leading zeros ("10.77.0.5"). */
+/** A dotted-quad IPv4 address with no leading zeros ("10.77.0.5"): ipv4.ts's one rule. */
 function isIPv4Address(ip: string): boolean {
-  return typeof ip === 'string' && isIPv4(ip) && ip.split('.').every((o) => o === String(+o));
+  return typeof ip === 'string' && parseIPv4(ip) !== undefined;
 }
 
 function checkDomain(domain: string): void {

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { errCode, readJson, writeFileAtomic, writeJsonAtomic } from '../files.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { CNI_VERSION, CniNetwork, parseConfList, type CniConfList, type CniResult } from './cni.js';
-import { containerHosts, containerResolvConf, DnsServer } from './dns.js';
+import { containerHosts, containerResolvConf, DnsServer, type DnsRecord } from './dns.js';
 import {
   checkHostSockets,
   hostIPsOverlap,
@@ -687,14 +687,14 @@ export class NodeNetwork {
     await this.proxy?.remove(key);
   }
 
-  async setDnsRecords(group: string, records: { name: string; ip: string }[]): Promise<void> {
+  async setDnsRecords(group: string, records: DnsRecord[]): Promise<void> {
     await this.ensure();
     if (!this.dns) return;
     if (records.length) await this.dns.setRecords(group, records);
     else await this.dns.removeRecords(group);
   }
 
-  async syncDns(groups: ReadonlyMap<string, { name: string; ip: string }[]>): Promise<void> {
+  async syncDns(groups: ReadonlyMap<string, DnsRecord[]>): Promise<void> {
     await this.ensure();
     await this.dns?.sync(groups);
   }
