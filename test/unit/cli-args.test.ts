@@ -158,6 +158,39 @@ describe('up', () => {
     expect(() => parseUpArgs(['extra'], '/')).toThrow('unexpected arguments: extra');
   });
 
+  it('parses the network flags, checking the ranges and the domain', () => {
+    expect(
+      parseUpArgs(
+        [
+          '--container-cidr',
+          '10.90.0.0/16',
+          '--service-cidr',
+          '10.91.0.0/24',
+          '--cni-conf-dir',
+          'net.d',
+          '--cluster-domain',
+          'example.test',
+        ],
+        '/etc/cni',
+      ).network,
+    ).toEqual({
+      containerCidr: '10.90.0.0/16',
+      serviceCidr: '10.91.0.0/24',
+      cniConfDir: '/etc/cni/net.d',
+      clusterDomain: 'example.test',
+    });
+    expect(parseUpArgs([], '/').network).toBeUndefined();
+    expect(() => parseUpArgs(['--service-cidr', '10.78.0.0'], '/')).toThrow(
+      '--service-cidr: "10.78.0.0" is not an IPv4 CIDR block',
+    );
+    expect(() => parseUpArgs(['--container-cidr', '10.77.1.0/16'], '/')).toThrow(
+      'has host bits set',
+    );
+    expect(() => parseUpArgs(['--cluster-domain', 'Bad_Domain'], '/')).toThrow(
+      '--cluster-domain must be a DNS name',
+    );
+  });
+
   it('runs the controller until SIGTERM, then stops it', async () => {
     const signals = new EventEmitter();
     const io = captureIO(signals);
