@@ -5,34 +5,59 @@
  * rootfs. Rounds alternate Conductor and podman (and which goes first), so drift on the machine
  * hits both alike; medians are compared.
  *
+ * Networking (--network, default bridge): with `bridge`, every container serves HTTP on 8080
+ * (busybox httpd over /etc, so GET /hostname answers 200) on a bridge network — Conductor's
+ * (CNI bridge, host-local, portmap, loopback, the harness's own test range) and podman's own
+ * (`podman network create` of a subnet of 10.81.0.0/16, made and removed by the bench) — and
+ * the clock stops when every container is serving on its port. With `none`, the containers
+ * sleep in a network namespace with only `lo` (Conductor `network: none`, podman
+ * `--network none`) and the clock stops when they run.
+ *
  * Conductor: each round is a fresh in-process controller (ControllerHarness) with the watch dir's
  * own DirectorySource settle time (30 ms, what `conductor up` uses; --settle-ms to change) and
  * default worker counts. The Image is built and Ready before the clock starts; the clock starts
  * just before the manifest is written (temp file + rename) and stops when the last container's
- * persisted status (<state>/objects/containers/<ns>/<name>.json) says phase Running, Ready. The
- * status files are watched with inotify (fs.watch on the namespace directory) and each one is
- * read back on every event; the time taken is after that read, so it is never earlier than the
- * write. A 100 ms poll backs the watch up in case an event is missed (counted and reported).
+ * persisted status (<state>/objects/containers/<ns>/<name>.json) says phase Running, Ready (with
+ * bridge, Ready is a readiness probe, httpGet /hostname on the container's IP from the node as
+ * the kubelet's, period 1 s: Running+Ready means serving; the first container's port is checked
+ * once more after the round, untimed). The status files are watched with inotify (fs.watch on
+ * the namespace directory) and each one is read back on every event; the time taken is after
+ * that read, so it is never earlier than the write. A 100 ms poll backs the watch up in case an
+ * event is missed (counted and reported).
  *
- * podman: the wall time of `podman kube play` returning (it returns once the pods run), with
- * runc, a private store (--root/--runroot/--tmpdir in a temp dir), the cgroupfs manager and
- * `--network none` (a Conductor container today gets a new network namespace with nothing in
- * it, which is what podman's `none` is). podman also starts an infra (pause) container per pod:
- * that is its model of a Pod, and it is counted; `podman run -d` of one container (no pod) is
- * timed beside it as a reference. Its pause image is built in the untimed warm-up round.
+ * podman: with runc, a private store (--root/--runroot/--tmpdir in a temp dir), the cgroupfs
+ * manager. With `none`: the wall time of `podman kube play --network none` returning (it returns
+ * once the pods run). With `bridge`: `podman kube play --network NET --ip ...` (a static address
+ * per pod, in order, so the bench knows where to look without asking podman), timed until every
+ * pod's port answers GET /hostname with 200, polled from when kube play returns (polling
+ * earlier would race the pods' veths: an ARP for an address not there yet is retried only after
+ * a second). NET is a bridge network of podman's own in a subnet of 10.81.0.0/16 that no route
+ * of the host overlaps, with podman's default backend for a fresh store on this host (netavark:
+ * its configs in the private store's own network_config_dir, so /etc/cni/net.d is untouched —
+ * checked), and no DNS (aardvark-dns: podman is spared the per-container DNS records that
+ * Conductor's dnsmasq gets, which is in podman's favour); an `unreachable` route for the
+ * subnet (metric 4243, behind the bridge's own) keeps polls on the machine should the bridge be
+ * missing. podman also starts an infra (pause) container per pod: that is its model of a Pod,
+ * and it is counted; `podman run -d` of one container (no pod) is timed beside it as a
+ * reference, the same way. Its pause image is built in the untimed warm-up
+ * round.
  *
  * Everything made is removed at the end, also on failure or Ctrl-C (which stops after the
  * current round): harness dirs and containers each round, podman's pods by exact name, its
- * images and private store, and the empty libpod_parent cgroups podman leaves behind.
+ * images and private store, and the empty libpod_parent cgroups podman leaves behind; with
+ * bridge also podman's network and the guard route, the iptables-nft tables netavark made when
+ * they hold only its own (empty) chains, its IPAM database when the bench made it, and
+ * ip_forward as it was when no bridge is left on the host.
  *
  *   node build/bench/bench/controller-start.js [--rounds N] [--rounds-many N] [--many N]
- *     [--settle-ms MS] [--skip-podman]
+ *     [--settle-ms MS] [--network bridge|none] [--skip-podman]
  */
 import { spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
   readdirSync,
+  readFileSync,
   rmSync,
   rmdirSync,
   watch,
@@ -44,8 +69,15 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import type { Container, Image } from '../controller/api/types.generated.js';
+import {
+  cidrAddress,
+  cidrsOverlap,
+  parseCidr,
+  type Cidr,
+} from '../runtime-core/src/network/ipv4.js';
 import { ControllerHarness, busyboxImage, containerManifest } from '../test/fixtures/controller.js';
 import { CGROUP_ROOT, findLeaks, hostSnapshot, listMounts } from '../test/fixtures/leaks.js';
+import { httpGet } from '../test/fixtures/network.js';
 import { busyboxRootfs, uniqueId } from '../test/fixtures/rootfs.js';
 import { firstLine, median, parseFlags, table, which } from './lib.js';
 
@@ -60,9 +92,18 @@ const roundsMany = positive('rounds-many', 2);
 const many = positive('many', 100);
 const settleMs = flags.has('settle-ms') ? Number(flags.get('settle-ms')) : undefined;
 const skipPodman = flags.get('skip-podman') === 'true';
+const network = flags.get('network') ?? 'bridge';
+if (network !== 'bridge' && network !== 'none')
+  throw new Error(`--network must be bridge or none, not ${network}`);
+const bridge = network === 'bridge';
 /** The issue's target: Conductor at least this many times faster than podman. */
 const TARGET = 5;
-const COMMAND = ['/bin/sleep', '3600'];
+/** The port every container serves on with bridge, and what answers 200 there. */
+const PORT = 8080;
+const PATH = '/hostname';
+const COMMAND = bridge
+  ? ['/bin/httpd', '-f', '-p', String(PORT), '-h', '/etc']
+  : ['/bin/sleep', '3600'];
 
 const PREFIX = uniqueId('cbench');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -73,8 +114,10 @@ process.once('SIGINT', () => {
 });
 
 interface Sample {
-  /** Manifest written → the last container Running. */
+  /** Manifest written → the last container Running (and serving, with bridge). */
   total: number;
+  /** podman: when the command returned (with bridge, the ports are polled from then on). */
+  returned?: number;
   /** Manifest written → the last object persisted (read, validated, cached: the source's part). */
   observed?: number;
   /**
@@ -185,9 +228,14 @@ async function conductorRound(namespace: string, n: number): Promise<Sample> {
     await mkdir(dir, { recursive: true });
     const watcher = new RunningWatcher(dir, names);
     try {
-      const text = names
-        .map((name) => containerManifest(namespace, name, { command: COMMAND }))
-        .join('\n---\n');
+      const spec: Record<string, unknown> = bridge
+        ? {
+            command: COMMAND,
+            ports: [{ name: 'http', containerPort: PORT }],
+            readinessProbe: { httpGet: { path: PATH, port: 'http' }, periodSeconds: 1 },
+          }
+        : { command: COMMAND, network: 'none' };
+      const text = names.map((name) => containerManifest(namespace, name, spec)).join('\n---\n');
       watcher.t0Wall = Date.now();
       watcher.t0 = performance.now();
       await h.write('containers.yaml', text);
@@ -198,6 +246,13 @@ async function conductorRound(namespace: string, n: number): Promise<Sample> {
       const pid = first?.status?.pid;
       if (pid === undefined || !existsSync(`/proc/${pid}`)) {
         throw new Error(`c0 is Running but its pid ${String(pid)} does not exist`);
+      }
+      // Ready must mean serving: its port answers (the address is the harness's own range).
+      if (bridge) {
+        const ip = first?.status?.ip;
+        const r = ip ? await httpGet(ip, PORT, PATH) : undefined;
+        if (r?.status !== 200)
+          throw new Error(`c0 is Ready but ${ip ?? 'no address'}:${PORT}${PATH} gave ${r?.status}`);
       }
       return sample;
     } finally {
@@ -227,10 +282,70 @@ function podmanCgroups(): string[] {
   return out;
 }
 
+/** The iptables-nft tables (`family name`) present. */
+function nftTables(): string[] {
+  const r = spawnSync('nft', ['list', 'tables'], { encoding: 'utf8' });
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().replace(/^table /, ''))
+    .filter(Boolean);
+}
+
+/**
+ * Whether an iptables-nft table holds nothing but netavark's chains and the base chains'
+ * jumps to them: what netavark leaves behind once its last network is gone. Anything else
+ * (portmap's CNI-* chains, someone's rules) keeps the table.
+ */
+function onlyNetavark(table: string): boolean {
+  const [family = '', name = ''] = table.split(' ');
+  const r = spawnSync('nft', ['-j', 'list', 'table', family, name], { encoding: 'utf8' });
+  if (r.status !== 0) return false;
+  const items = (
+    JSON.parse(r.stdout) as {
+      nftables?: Record<string, { name?: string; chain?: string; expr?: unknown[] }>[];
+    }
+  ).nftables;
+  const ours = (chain: string | undefined): boolean => chain?.startsWith('NETAVARK') === true;
+  const base = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
+  for (const item of items ?? []) {
+    const chain = item.chain?.name;
+    if (chain !== undefined && !ours(chain) && !base.has(chain)) return false;
+    const rule = item.rule;
+    if (
+      rule &&
+      !ours(rule.chain) &&
+      !/"(jump|goto)":\{"target":"NETAVARK/.test(JSON.stringify(rule.expr ?? []))
+    )
+      return false;
+  }
+  return true;
+}
+
+const FORWARD = '/proc/sys/net/ipv4/ip_forward';
+/** Metric of the guard route: behind the bridge's own (kernel, 0). */
+const GUARD_METRIC = '4243';
+
+/** Polls `GET http://ip:PORT/hostname` until it answers 200 (every 10 ms, bounded). */
+async function serving(ip: string, timeoutMs: number): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  for (;;) {
+    const r = await httpGet(ip, PORT, PATH, 500).catch(() => undefined);
+    if (r?.status === 200) return;
+    if (performance.now() > until)
+      throw new Error(`${ip}:${PORT}${PATH} not serving after ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
 class Podman {
   /** Short: podman refuses a runroot path longer than 50 characters. */
   readonly dir = `/tmp/${PREFIX}-pm`;
   readonly image = `localhost/conductor-bench-busybox:${PREFIX}`;
+  /** podman's bridge network (with --network bridge). */
+  readonly networkName = `${PREFIX}-net`;
+  private subnet: Cidr | undefined;
+  private guardRoute = false;
+  private networkMade = false;
   private readonly env: NodeJS.ProcessEnv;
   private readonly base: string[];
   /** Pods made and not yet removed: removed by exact name, even after a failure. */
@@ -242,14 +357,21 @@ class Podman {
    * hierarchies. What was there before we started is not ours; the rest is removed at the end.
    */
   private readonly cgroupsBefore = new Set(podmanCgroups());
+  /** What netavark changes on the host and leaves: as it was before the bench. */
+  private readonly tablesBefore = new Set(nftTables());
+  private readonly runContainersBefore = existsSync('/run/containers');
+  private readonly ipForwardBefore = readFileSync(FORWARD, 'utf8').trim();
+  readonly cniConfBefore = cniConfs();
 
   constructor(readonly binary: string) {
     mkdirSync(this.dir, { recursive: true });
     const conf = join(this.dir, 'containers.conf');
-    // The host's hard nofile limit is 20000: podman's root defaults exceed it.
+    // The host's hard nofile limit is 20000: podman's root defaults exceed it. The network
+    // configs stay in the private store's directory (never /etc/cni/net.d or /etc/containers).
     writeFileSync(
       conf,
-      '[containers]\ndefault_ulimits = ["nofile=20000:20000","nproc=32768:32768"]\n',
+      '[containers]\ndefault_ulimits = ["nofile=20000:20000","nproc=32768:32768"]\n' +
+        `[network]\nnetwork_config_dir = "${join(this.dir, 'net.d')}"\n`,
     );
     this.env = { ...process.env, CONTAINERS_CONF: conf };
     this.base = [
@@ -269,7 +391,11 @@ class Podman {
     });
     if (r.status !== 0) {
       const why = r.error ? String(r.error) : `exit ${r.status ?? r.signal}`;
-      throw new Error(`podman ${args.slice(0, 2).join(' ')}: ${why}: ${firstLine(r.stderr)}`);
+      // Its warnings (level=warning) come first: the error is what is not one.
+      const said = r.stderr.split('\n').filter((l) => !l.includes('level=warning'));
+      throw new Error(
+        `podman ${args.slice(0, 2).join(' ')}: ${why}: ${firstLine(said.join('\n'))}`,
+      );
     }
     return r.stdout;
   }
@@ -280,9 +406,78 @@ class Podman {
     this.run(['import', '-', this.image], tar.stdout);
   }
 
+  /**
+   * podman's own bridge network: a /24 of 10.81.0.0/16 that no route of the host overlaps, no
+   * DNS, and the unreachable guard route behind it. Returns the backend podman uses.
+   */
+  createNetwork(): string {
+    const routes = (
+      JSON.parse(
+        spawnSync('ip', ['-j', '-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' }).stdout,
+      ) as { dst: string }[]
+    ).flatMap((r) => {
+      try {
+        return [parseCidr(r.dst.includes('/') ? r.dst : `${r.dst}/32`, 'route')];
+      } catch {
+        return []; // default, broadcast names
+      }
+    });
+    const start = Math.floor(Math.random() * 250);
+    for (let i = 0; i < 250 && !this.subnet; i++) {
+      const c = parseCidr(`10.81.${(start + i) % 250}.0/24`, 'subnet');
+      if (!routes.some((r) => cidrsOverlap(r, c))) this.subnet = c;
+    }
+    if (!this.subnet) throw new Error('podman: no free /24 in 10.81.0.0/16');
+    this.run([
+      'network',
+      'create',
+      '--subnet',
+      this.subnet.text,
+      '--disable-dns',
+      this.networkName,
+    ]);
+    this.networkMade = true;
+    const r = spawnSync(
+      'ip',
+      ['route', 'add', 'unreachable', this.subnet.text, 'metric', GUARD_METRIC],
+      { encoding: 'utf8' },
+    );
+    if (r.status !== 0)
+      throw new Error(`ip route add unreachable ${this.subnet.text}: ${firstLine(r.stderr)}`);
+    this.guardRoute = true;
+    return this.run(['info', '--format', '{{.Host.NetworkBackend}}']).trim();
+  }
+
+  get subnetText(): string | undefined {
+    return this.subnet?.text;
+  }
+
+  /** The static address of the `i`th pod of a play (and of the run -d reference: i = 200). */
+  private address(i: number): string {
+    if (!this.subnet) throw new Error('podman: no network');
+    return cidrAddress(this.subnet, 10 + i);
+  }
+
+  private networkArgs(ips: string[]): string[] {
+    return bridge
+      ? ['--network', this.networkName, ...ips.flatMap((ip) => ['--ip', ip])]
+      : ['--network', 'none'];
+  }
+
+  /** Times the command, then (bridge) every address until it serves. */
+  private async timed(args: string[], ips: string[]): Promise<Sample> {
+    const t0 = performance.now();
+    this.run(args);
+    const returned = performance.now() - t0;
+    if (!bridge) return { total: returned };
+    await Promise.all(ips.map((ip) => serving(ip, 30_000)));
+    return { total: performance.now() - t0, returned };
+  }
+
   /** `kube play` of `pods` Pod documents in one file: its wall time, in ms. */
-  play(pods: string[]): Sample {
+  async play(pods: string[]): Promise<Sample> {
     const file = join(this.dir, `${pods[0] ?? 'pods'}.yaml`);
+    // No `ports:` — podman 4.3 publishes a containerPort without hostPort on the host's port.
     writeFileSync(
       file,
       pods
@@ -300,9 +495,8 @@ spec:
         .join('---\n'),
     );
     for (const p of pods) this.pods.add(p);
-    const t0 = performance.now();
-    this.run(['kube', 'play', '--network', 'none', file]);
-    const total = performance.now() - t0;
+    const ips = bridge ? pods.map((_, i) => this.address(i)) : [];
+    const sample = await this.timed(['kube', 'play', ...this.networkArgs(ips), file], ips);
     // Every container must be running (as Conductor's must): not timed.
     const running = new Set(
       this.run(['ps', '--filter', 'status=running', '--format', '{{.Names}}']).split('\n'),
@@ -311,15 +505,17 @@ spec:
     if (missing.length > 0) {
       throw new Error(`podman: not running after kube play: ${missing.join(' ')}`);
     }
-    return { total };
+    return sample;
   }
 
   /** `podman run -d` of one container, no pod and so no infra container: a reference. */
-  runContainer(name: string): Sample {
+  runContainer(name: string): Promise<Sample> {
     this.containers.add(name);
-    const t0 = performance.now();
-    this.run(['run', '-d', '--network', 'none', '--name', name, this.image, ...COMMAND]);
-    return { total: performance.now() - t0 };
+    const ips = bridge ? [this.address(200)] : [];
+    return this.timed(
+      ['run', '-d', ...this.networkArgs(ips), '--name', name, this.image, ...COMMAND],
+      ips,
+    );
   }
 
   removeContainers(): void {
@@ -334,7 +530,10 @@ spec:
     this.pods.clear();
   }
 
-  /** Pods, images, the private store (and its mounts), libpod_parent cgroups we made. */
+  /**
+   * Pods, the network, images, the private store (and its mounts), libpod_parent cgroups we
+   * made, and what netavark left on the host.
+   */
   destroy(): void {
     const errors: string[] = [];
     const attempt = (f: () => void): void => {
@@ -346,6 +545,7 @@ spec:
     };
     attempt(() => this.removePods());
     attempt(() => this.removeContainers());
+    if (this.networkMade) attempt(() => this.run(['network', 'rm', '--force', this.networkName]));
     attempt(() => this.run(['rmi', '--force', this.image]));
     // The private store holds only what this run made: the image above and podman's pause image.
     attempt(() => {
@@ -370,7 +570,41 @@ spec:
         // not ours to force
       }
     }
+    if (this.guardRoute && this.subnet) {
+      const r = spawnSync(
+        'ip',
+        ['route', 'del', 'unreachable', this.subnet.text, 'metric', GUARD_METRIC],
+        { encoding: 'utf8' },
+      );
+      if (r.status !== 0)
+        errors.push(`ip route del unreachable ${this.subnet.text}: ${firstLine(r.stderr)}`);
+    }
+    // netavark's iptables-nft tables (ip nat, ip filter) stay with its empty chains; its IPAM
+    // database is under /run/containers; it turns ip_forward on and leaves it.
+    for (const t of nftTables()) {
+      if (this.tablesBefore.has(t) || !onlyNetavark(t)) continue;
+      const [family = '', name = ''] = t.split(' ');
+      const r = spawnSync('nft', ['delete', 'table', family, name], { encoding: 'utf8' });
+      if (r.status !== 0) errors.push(`nft delete table ${t}: ${firstLine(r.stderr)}`);
+    }
+    if (!this.runContainersBefore)
+      attempt(() => rmSync('/run/containers', { recursive: true, force: true }));
+    const bridges = JSON.parse(
+      spawnSync('ip', ['-j', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' }).stdout ||
+        '[]',
+    ) as unknown[];
+    if (bridges.length === 0 && readFileSync(FORWARD, 'utf8').trim() !== this.ipForwardBefore)
+      attempt(() => writeFileSync(FORWARD, this.ipForwardBefore));
     if (errors.length > 0) console.error(`bench: podman cleanup:\n  ${errors.join('\n  ')}`);
+  }
+}
+
+/** /etc/cni/net.d's files: podman must leave them as they were. */
+function cniConfs(): string[] {
+  try {
+    return readdirSync('/etc/cni/net.d').sort();
+  } catch {
+    return [];
   }
 }
 
@@ -404,17 +638,21 @@ async function series(
           `${s.started?.toFixed(0) ?? '?'} ms)`,
       );
     };
-    const pod = (): void => {
+    const returned = (s: Sample): string =>
+      s.returned !== undefined ? ` (command returned at ${s.returned.toFixed(1)} ms)` : '';
+    const pod = async (): Promise<void> => {
       if (!podman || out.podmanFailed) return;
       try {
         const names = Array.from({ length: n }, (_, i) => `${PREFIX}-${round}-p${i}`);
-        const s = podman.play(names);
+        const s = await podman.play(names);
         if (r >= 0) out.podman.push(s);
-        console.log(`  round ${tag} podman:    ${s.total.toFixed(1)} ms`);
+        console.log(`  round ${tag} podman:    ${s.total.toFixed(1)} ms${returned(s)}`);
         if (n === 1) {
-          const one = podman.runContainer(`${PREFIX}-${round}-run`);
+          const one = await podman.runContainer(`${PREFIX}-${round}-run`);
           if (r >= 0) out.podmanRun.push(one);
-          console.log(`  round ${tag} podman run -d (reference): ${one.total.toFixed(1)} ms`);
+          console.log(
+            `  round ${tag} podman run -d (reference): ${one.total.toFixed(1)} ms${returned(one)}`,
+          );
         }
       } catch (err) {
         out.podmanFailed = String(err);
@@ -427,9 +665,9 @@ async function series(
     // Alternate who goes first: whoever follows the other's teardown pays for it.
     if ((r + 1) % 2 === 0) {
       await conductor();
-      pod();
+      await pod();
     } else {
-      pod();
+      await pod();
       await conductor();
     }
   }
@@ -442,20 +680,25 @@ async function main(): Promise<void> {
   const podmanBinary = skipPodman ? undefined : which('podman');
   let podman: Podman | undefined;
   let podmanError: string | undefined = skipPodman ? 'skipped (--skip-podman)' : undefined;
+  let podmanNet = '--network none';
   try {
     if (podmanBinary) {
       try {
         podman = new Podman(podmanBinary);
         podman.importRootfs(rootfs);
+        if (bridge) {
+          const backend = podman.createNetwork();
+          podmanNet = `its own bridge network ${podman.subnetText ?? ''}, ${backend}`;
+        }
       } catch (err) {
         podmanError = String(err);
       }
     } else podmanError ??= 'podman not found';
 
     console.log(
-      `manifest → Running: Conductor (in-process controller, settle ` +
-        `${settleMs ?? 30} ms) vs podman kube play (runc, --network none); ` +
-        `load average ${loadavg()[0]?.toFixed(2)} on ${cpus().length} cores`,
+      `manifest → ${bridge ? `Running and serving on :${PORT} (bridge)` : 'Running (network none)'}: ` +
+        `Conductor (in-process controller, settle ${settleMs ?? 30} ms) vs podman kube play ` +
+        `(runc, ${podmanNet}); load average ${loadavg()[0]?.toFixed(2)} on ${cpus().length} cores`,
     );
     console.log(`1 container, ${rounds} rounds (+1 warm-up):`);
     const one = await series('a', 1, rounds, podmanError ? undefined : podman, true);
@@ -463,7 +706,16 @@ async function main(): Promise<void> {
     const lots = await series('b', many, roundsMany, podmanError ? undefined : podman, false);
 
     const rows: string[][] = [
-      ['', 'conductor ms', '(persisted', 'started)', 'podman ms', 'podman / conductor', 'target'],
+      [
+        '',
+        'conductor ms',
+        '(persisted',
+        'started)',
+        'podman ms',
+        ...(bridge ? ['(returned)'] : []),
+        'podman / conductor',
+        'target',
+      ],
     ];
     for (const [name, s] of [
       ['1 container', one],
@@ -473,6 +725,7 @@ async function main(): Promise<void> {
       const o = median(s.conductor.map((x) => x.observed ?? NaN));
       const st = median(s.conductor.map((x) => x.started ?? NaN));
       const p = median(s.podman.map((x) => x.total));
+      const pr = median(s.podman.map((x) => x.returned ?? NaN));
       const failed = podmanError ?? s.podmanFailed;
       const ratio = p / c;
       rows.push([
@@ -481,6 +734,7 @@ async function main(): Promise<void> {
         o.toFixed(1),
         st.toFixed(0),
         failed ? 'failed' : p.toFixed(1),
+        ...(bridge ? [failed ? '-' : pr.toFixed(1)] : []),
         failed ? '-' : `${ratio.toFixed(1)}x`,
         failed ? '-' : `${TARGET}x ${ratio >= TARGET ? 'met' : 'NOT met'}`,
       ]);
@@ -490,7 +744,17 @@ async function main(): Promise<void> {
       'podman / conductor: how many times faster Conductor is (higher is better for Conductor).',
       'persisted: when the last object file appeared (inotify, settle, parse, validate, write);',
       'started: when the last container process started (status.startedAt, from the shim);',
-      'conductor ms: when the last status file said Running (what the CLI and Services see).',
+      bridge
+        ? 'conductor ms: when the last status file said Running and Ready (readiness probe ' +
+          `GET ${PATH} on :${PORT}, period 1 s: a probe that finds the port not yet open ` +
+          'retries a second later).'
+        : 'conductor ms: when the last status file said Running (what the CLI and Services see).',
+      ...(bridge
+        ? [
+            `podman ms: until every pod's :${PORT}${PATH} answered 200, polled every 10 ms from`,
+            'when the command returned (returned: kube play / run -d alone).',
+          ]
+        : []),
     ];
     if (one.podmanRun.length > 0) {
       const pr = median(one.podmanRun.map((x) => x.total));
@@ -512,6 +776,12 @@ async function main(): Promise<void> {
     console.log(notes.join('\n'));
   } finally {
     podman?.destroy();
+    if (podman && cniConfs().join(' ') !== podman.cniConfBefore.join(' ')) {
+      console.error(
+        `bench: /etc/cni/net.d changed: was [${podman.cniConfBefore.join(' ')}], now ` +
+          `[${cniConfs().join(' ')}]`,
+      );
+    }
     const leaks = findLeaks(before, { idPrefix: PREFIX, runtimeRoots: [] });
     const left = [...leaks.mounts, ...leaks.cgroups, ...leaks.processes, ...leaks.stateDirs];
     if (left.length > 0) console.error(`bench: left behind:\n  ${left.join('\n  ')}`);

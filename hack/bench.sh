@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in bench/ (as root): runtime start-to-exit against crun and runc, the
 # shim's memory against conmon, manifest to Running against podman kube play, and image
-# rebuilds and pulls against podman build / pull, and the OCI validation suite against crun and
-# runc. Leading names choose benchmarks (default: all):
+# rebuilds and pulls against podman build / pull, the OCI validation suite against crun and
+# runc, and networking (wrk through a Service and host ports against the container's address,
+# network set-up against bare CNI, Service rule changes at scale against a whole-table rewrite). Leading names choose benchmarks (default: all):
 #   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [oci-validation]
-#                 [--flags...]
+#                 [network] [service-rules] [--flags...]
 # Flags go to every chosen benchmark, each reads its own: --iterations N (default 200),
 # --warmup N (5), --containers N (monitors per kind, 3); see each bench/*.ts for the rest.
 #
@@ -18,7 +19,7 @@ set -euo pipefail
 require_root "$0" "$@" # containers, cgroups, mount namespaces
 cd "$CONDUCTOR_REPO"
 
-ALL=(runtime-start shim-memory controller-start images oci-validation)
+ALL=(runtime-start shim-memory controller-start images oci-validation network service-rules)
 CHOSEN=()
 while [ $# -gt 0 ] && [[ "$1" != --* ]]; do
   case " ${ALL[*]} " in
@@ -43,8 +44,8 @@ node --input-type=module -e '
   // All of bench/, and the fixture files it imports (other fixtures may need more than swc).
   const files = [
     ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
-    ...["oci", "rootfs", "leaks", "controller", "images", "registry", "oci-validation"].map(
-      (f) => `test/fixtures/${f}.ts`),
+    ...["oci", "rootfs", "leaks", "controller", "images", "registry", "oci-validation",
+      "network"].map((f) => `test/fixtures/${f}.ts`),
     // The controller and images benchmarks run controller and runtime-core code in-process.
     ...["controller", "runtime-core/src"].flatMap((d) =>
       readdirSync(d, { recursive: true }).filter((f) => f.endsWith(".ts")).map((f) => `${d}/${f}`)),
