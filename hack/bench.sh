@@ -3,7 +3,8 @@
 # shim's memory against conmon, manifest to Running against podman kube play, and image
 # rebuilds and pulls against podman build / pull, the OCI validation suite against crun and
 # runc, and networking (wrk through a Service and host ports against the container's address,
-# network set-up against bare CNI, Service rule changes at scale against a whole-table rewrite). Leading names choose benchmarks (default: all):
+# network set-up against bare CNI; Service rule changes at scale against a whole-table
+# rewrite). Leading names choose benchmarks (default: all):
 #   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [oci-validation]
 #                 [network] [service-rules] [--flags...]
 # Flags go to every chosen benchmark, each reads its own: --iterations N (default 200),
