@@ -14,8 +14,8 @@ import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
 import {
+  pickChainName,
   ServiceProxy,
-  serviceChainName,
   type ServiceProxyOptions,
   type ServiceRule,
 } from '../../runtime-core/src/network/service-proxy.js';
@@ -145,22 +145,41 @@ async function waitFor(what: string, check: () => boolean): Promise<void> {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** Rule handles per chain, and the elements, of the node's table. */
+/** Rule handles per chain, and the elements of every map and set, of the node's table. */
 function tableSnapshot(): { handles: Map<string, number[]>; elements: string[] } {
   const doc = JSON.parse(nodeNft('-a', '-j', 'list', 'table', 'ip', TABLE)) as {
     nftables: {
       rule?: { chain: string; handle: number };
       map?: { name: string; elem?: unknown[] };
+      set?: { name: string; elem?: unknown[] };
     }[];
   };
   const handles = new Map<string, number[]>();
   const elements: string[] = [];
   for (const o of doc.nftables) {
     if (o.rule) handles.set(o.rule.chain, [...(handles.get(o.rule.chain) ?? []), o.rule.handle]);
-    if (o.map)
-      for (const e of o.map.elem ?? []) elements.push(`${o.map.name} ${JSON.stringify(e)}`);
+    const m = o.map ?? o.set;
+    if (m) for (const e of m.elem ?? []) elements.push(`${m.name} ${JSON.stringify(e)}`);
   }
   return { handles, elements };
+}
+
+/**
+ * Every line of a service's transaction is an element whose key starts with one of `keys` (its
+ * clusterIP, its hostPort), a pick chain, or the hairpin pair of one of `addresses`.
+ */
+function expectOnlyService(text: string, keys: string[], addresses: string[]): void {
+  for (const line of text.trim().split('\n')) {
+    if (/^(add|delete) (chain|rule) ip \S+ (hostport-)?pick-\d+( |$)/.test(line)) continue;
+    const m = /^(?:add|delete) element ip \S+ (\S+) \{ (.*) \}$/.exec(line);
+    expect(m).not.toBeNull();
+    const [, map, body] = m ?? [];
+    if (map === 'hairpin') expect(addresses.map((a) => `${a} . ${a}`)).toContain(body);
+    else
+      expect(keys.some((k) => body === k || body?.startsWith(`${k} `)) ? 'ours' : line).toBe(
+        'ours',
+      );
+  }
 }
 
 beforeAll(async () => {
@@ -285,9 +304,16 @@ describe('ServiceProxy in a node namespace', () => {
     proxy = new ServiceProxy(OPTS);
     await proxy.sync([web([IP.c1, IP.c2]), dns, empty]);
     const text = nodeNft('list', 'table', 'ip', TABLE);
-    expect(text).toContain(
-      `${WEB_IP} . tcp . 80 comment "default/web:http" : goto ${serviceChainName('default/web', 'TCP', 80)}`,
+    expect(text).toContain(`${WEB_IP} . tcp . 80 comment "default/web:http" : goto pick-2`);
+    expect(text).toContain(`tcp . ${HOST_PORT} comment "default/web:http" : goto hostport-pick-2`);
+    expect(text).toMatch(
+      new RegExp(
+        `${WEB_IP.replace(/\./g, '\\.')} \\. tcp \\. 80 \\. 1 comment "default/web:http" : `,
+      ),
     );
+    // No chain per service or endpoint: only the shared pick chains.
+    expect(text).toContain(`chain ${pickChainName(2)} {`);
+    expect(text).not.toContain('default/web/');
     expect(
       must(
         'ip',
@@ -360,20 +386,40 @@ describe('ServiceProxy in a node namespace', () => {
   });
 
   it("changes one service's endpoints in a transaction that leaves the others alone", async () => {
+    const others = (els: string[]): string[] =>
+      els.filter((e) => !e.includes('default/web') && !e.startsWith('hairpin '));
     const before = tableSnapshot();
     await proxy.upsert(web([IP.c2]));
     const after = tableSnapshot();
     const text = proxy.lastTransaction ?? '';
-    for (const line of text.trim().split('\n')) expect(line).toContain('default/web/');
-    // Every chain of other services (and the base chains) has the same rule handles.
+    expectOnlyService(text, [WEB_IP, `tcp . ${HOST_PORT}`], [IP.c1]);
+    // dns has one endpoint, so pick-1 was there already; web's pick-2 went with it.
+    expect(text).not.toContain(`add chain ip ${TABLE} ${pickChainName(1)}`);
+    expect(text).toContain(`delete chain ip ${TABLE} ${pickChainName(2)}`);
+    expect(text).not.toContain('hairpin'); // dns still has c1: its pair stays
+    // No chain that stays was rewritten, and no other service's element changed.
     for (const [chain, handles] of before.handles)
-      if (!chain.includes('default/web/')) expect(after.handles.get(chain)).toEqual(handles);
-    expect(after.elements).toEqual(before.elements); // web's element still points at its chain
+      if (after.handles.has(chain)) expect(after.handles.get(chain)).toEqual(handles);
+    expect(others(after.elements)).toEqual(others(before.elements));
     expect(new Set(bodies(NS.c3, `http://${WEB_IP}/`, 8))).toEqual(new Set(['backend-c2']));
     // Unchanged: nothing applied.
     const count = proxy.transactionCount;
     await proxy.upsert(web([IP.c2]));
     expect(proxy.transactionCount).toBe(count);
+    // An endpoint replaced by another: its slot rewritten, no chain touched at all.
+    const mid = tableSnapshot();
+    await proxy.upsert(web([IP.c1]));
+    const moved = proxy.lastTransaction ?? '';
+    expect(moved).not.toMatch(/chain/);
+    expect(moved.match(/^delete element .* service-endpoint-ips /gm)).toHaveLength(1);
+    expect(moved.match(/^add element .* service-endpoint-ips /gm)).toHaveLength(1);
+    expectOnlyService(moved, [WEB_IP, `tcp . ${HOST_PORT}`], [IP.c1, IP.c2]);
+    expect(tableSnapshot().handles).toEqual(mid.handles);
+    expect(new Set(bodies(NS.c3, `http://${WEB_IP}/`, 8))).toEqual(new Set(['backend-c1']));
+    expect(new Set(bodies(NS.node, `http://127.0.0.1:${HOST_PORT}/`, 4))).toEqual(
+      new Set(['backend-c1']),
+    );
+    expect(bodies(NS.c1, `http://${WEB_IP}/`, 4)).toEqual(Array(4).fill('backend-c1')); // hairpin
   });
 
   it('brings the table to exactly the given services after a restart', async () => {
@@ -383,11 +429,24 @@ describe('ServiceProxy in a node namespace', () => {
       clusterIP: `10.80.${B}.20`,
       ports: [{ protocol: 'TCP', port: 8000, endpoints: [{ ip: IP.c1, port: 8080 }] }],
     };
+    // And what an older layout (a chain per service) left: a chain and an element going to it.
+    nodeNft('add', 'chain', 'ip', TABLE, 'svc-OLD');
+    nodeNft(
+      'add',
+      'element',
+      'ip',
+      TABLE,
+      'service-ips',
+      `{ 10.80.${B}.250 . tcp . 81 : goto svc-OLD }`,
+    );
     const fresh = new ServiceProxy(OPTS);
     await fresh.sync([web([IP.c1, IP.c2]), empty, api]);
     const text = nodeNft('list', 'table', 'ip', TABLE);
     expect(text).not.toContain('default/dns');
-    expect(text).toContain(serviceChainName('default/api', 'TCP', 8000));
+    expect(text).not.toContain('svc-OLD');
+    expect(text).not.toContain(`10.80.${B}.250`);
+    for (const a of [IP.c1, IP.c2]) expect(text).toContain(`${a} . ${a}`); // hairpin pairs
+    expect(text).toContain(`10.80.${B}.20 . tcp . 8000 comment "default/api" : goto pick-1`);
     expect(get(NS.c3, `http://10.80.${B}.20:8000/`)).toMatchObject({
       ok: true,
       body: 'backend-c1',
@@ -396,12 +455,11 @@ describe('ServiceProxy in a node namespace', () => {
       new Set(['backend-c1', 'backend-c2']),
     );
     expect(udp(NS.c3, DNS_IP, 53)).toBe('ECONNREFUSED');
-    // A second sync of the same services changes no service chain.
+    // A second sync of the same services adds or deletes no element: every slot stays.
     const before = tableSnapshot();
-    await fresh.sync([web([IP.c1, IP.c2]), empty, api]);
-    const after = tableSnapshot();
-    for (const [chain, handles] of before.handles)
-      if (chain.includes('/')) expect(after.handles.get(chain)).toEqual(handles);
+    await fresh.sync([web([IP.c2, IP.c1]), empty, api]);
+    expect(fresh.lastTransaction).not.toMatch(/element/);
+    expect(tableSnapshot().elements).toEqual(before.elements);
     proxy = fresh;
   });
 

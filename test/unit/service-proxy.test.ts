@@ -1,22 +1,26 @@
 /**
  * The service table's rendering and transactions (runtime-core/src/network/service-proxy.ts),
- * with nft replaced by a recording fake: which commands an upsert, remove and sync produce,
- * that a change touches only its own service, that its size does not grow with the number of
- * services, and the validation errors. The kernel side is test/integration/service-proxy.test.ts.
+ * with nft replaced by a recording fake: which elements a service renders to and how its
+ * endpoint slots stay put, which commands an upsert, remove and sync produce, that a change
+ * touches only its own service (and the pick chains and hairpin pairs no other service shares),
+ * that its size does not grow with the number of services, and the validation errors. The kernel side is test/integration/service-proxy.test.ts.
  */
 import { describe, expect, it } from '@jest/globals';
 
 import {
-  endpointChainName,
+  endpointSlots,
   parseLiveTable,
+  pickChainName,
+  pickChainRule,
   renderService,
   resolveOptions,
-  serviceChainName,
   ServiceProxy,
   ServiceProxyError,
   serviceTransaction,
+  SharedUse,
   syncTransaction,
   validateService,
+  type MapElement,
   type CommandResult,
   type ServiceProxyOptions,
   type ServiceRule,
@@ -69,59 +73,73 @@ function fakeNft(): { runner: ServiceProxyOptions['runner']; applied: string[]; 
   return { runner, applied, argv };
 }
 
-describe('chain names', () => {
-  it('are stable, readable, unique per port and endpoint, and start with a letter', () => {
-    const a = serviceChainName('default/web', 'TCP', 80);
-    expect(a).toBe(serviceChainName('default/web', 'TCP', 80));
-    expect(a).toMatch(/^svc-[A-Z2-7]{8}-default\/web\/tcp\/80$/);
-    expect(serviceChainName('default/web', 'UDP', 80)).not.toBe(a);
-    expect(serviceChainName('default/web', 'TCP', 81)).not.toBe(a);
-    const e = endpointChainName('default/web', 'TCP', 80, { ip: '10.77.0.2', port: 8080 });
-    expect(e).toMatch(/^ep-[A-Z2-7]{8}-default\/web\/tcp\/80__10\.77\.0\.2\/8080$/);
-    expect(endpointChainName('default/web', 'TCP', 80, { ip: '10.77.0.2', port: 8081 })).not.toBe(
-      e,
+/** A service's endpoints replaced by `ips` (port 8080). */
+function withEndpoints(s: ServiceRule, ips: string[]): ServiceRule {
+  return {
+    ...s,
+    ports: s.ports.map((p) => ({ ...p, endpoints: ips.map((ip) => ({ ip, port: 8080 })) })),
+  };
+}
+
+/** The `<ip> . <port>` in each slot of a rendered service's ClusterIP port. */
+function slotsOf(elements: MapElement[]): string[] {
+  const slots = [...(endpointSlots(elements).values().next().value ?? new Map<number, string>())];
+  return slots.sort(([a], [b]) => a - b).map(([, v]) => v);
+}
+
+describe('pick chains', () => {
+  it('are named by the endpoint count and pick address and port from the same slot', () => {
+    expect(pickChainName(3)).toBe('pick-3');
+    expect(pickChainName(3, true)).toBe('hostport-pick-3');
+    expect(pickChainRule('pick-3')).toBe(
+      'meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport . symhash mod 3 map @service-endpoint-ips : ip daddr . meta l4proto . th dport . symhash mod 3 map @service-endpoint-ports',
     );
-    // The longest key validation allows still fits the kernel's 256-byte limit.
-    const long = `${'a'.repeat(63)}/${'b'.repeat(63)}`;
-    expect(
-      endpointChainName(long, 'UDP', 65535, { ip: '255.255.255.255', port: 65535 }).length,
-    ).toBeLessThan(256);
+    expect(pickChainRule('hostport-pick-12')).toBe(
+      'meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport . symhash mod 12 map @hostport-endpoint-ips : meta l4proto . th dport . symhash mod 12 map @hostport-endpoint-ports',
+    );
+    for (const other of ['pick-0', 'pick-', 'svc-ABC', 'pick-3x', 'masquerading'])
+      expect(pickChainRule(other)).toBeUndefined();
   });
 });
 
 describe('renderService', () => {
-  it('sends the clusterIP and hostPort to one service chain that picks an endpoint at random', () => {
+  it('sends the clusterIP and hostPort to the pick chains and fills one slot per endpoint', () => {
     const r = renderService(service(1, 2, 8080));
-    const svc = serviceChainName('ns/svc-0001', 'TCP', 80);
+    const c = 'ns/svc-0001';
+    expect(r.chains).toEqual(['pick-2', 'hostport-pick-2']);
+    expect(r.addresses).toEqual(['10.77.0.2', '10.77.0.3']);
     expect(r.elements).toEqual([
       {
-        map: 'service-ips',
-        key: '10.78.0.2 . tcp . 80',
-        value: `goto ${svc}`,
-        comment: 'ns/svc-0001',
+        map: 'service-endpoint-ips',
+        key: '10.78.0.2 . tcp . 80 . 0',
+        value: '10.77.0.2',
+        comment: c,
       },
-      { map: 'service-hostports', key: 'tcp . 8080', value: `goto ${svc}`, comment: 'ns/svc-0001' },
-    ]);
-    const [ep1, ep2, svcChain] = r.chains;
-    expect(svcChain?.name).toBe(svc);
-    expect(svcChain?.rules[0]).toMatch(
-      new RegExp(
-        `^numgen random mod 2 vmap \\{ 0 : goto ${ep1?.name ?? '-'}, 1 : goto ${ep2?.name ?? '-'} \\} comment "ns/svc-0001 h=[0-9a-f]{16}"$`,
-      ),
-    );
-    expect(ep1?.rules).toEqual([
-      'ip saddr 10.77.0.2 jump mark-for-masquerade',
-      expect.stringMatching(/^meta l4proto tcp dnat to 10\.77\.0\.2:8080 comment "ns\/svc-0001 h=/),
+      { map: 'service-endpoint-ports', key: '10.78.0.2 . tcp . 80 . 0', value: '8080', comment: c },
+      {
+        map: 'service-endpoint-ips',
+        key: '10.78.0.2 . tcp . 80 . 1',
+        value: '10.77.0.3',
+        comment: c,
+      },
+      { map: 'service-endpoint-ports', key: '10.78.0.2 . tcp . 80 . 1', value: '8080', comment: c },
+      { map: 'hostport-endpoint-ips', key: 'tcp . 8080 . 0', value: '10.77.0.2', comment: c },
+      { map: 'hostport-endpoint-ports', key: 'tcp . 8080 . 0', value: '8080', comment: c },
+      { map: 'hostport-endpoint-ips', key: 'tcp . 8080 . 1', value: '10.77.0.3', comment: c },
+      { map: 'hostport-endpoint-ports', key: 'tcp . 8080 . 1', value: '8080', comment: c },
+      { map: 'service-ips', key: '10.78.0.2 . tcp . 80', value: 'goto pick-2', comment: c },
+      { map: 'service-hostports', key: 'tcp . 8080', value: 'goto hostport-pick-2', comment: c },
     ]);
   });
 
-  it('puts a port with no endpoints in the reject maps and makes no chain for it', () => {
+  it('puts a port with no endpoints in the reject maps and uses no chain for it', () => {
     const r = renderService({
       key: 'ns/dns',
       clusterIP: '10.78.0.10',
       ports: [{ name: 'dns', protocol: 'UDP', port: 53, hostPort: 5353, endpoints: [] }],
     });
     expect(r.chains).toEqual([]);
+    expect(r.addresses).toEqual([]);
     expect(r.elements).toEqual([
       {
         map: 'no-endpoint-services',
@@ -146,6 +164,41 @@ describe('renderService', () => {
     };
     expect(renderService(b)).toEqual(renderService(a));
   });
+
+  it("keeps endpoints in the slots they had: a replacement takes its predecessor's", () => {
+    const s = withEndpoints(service(1), ['10.77.0.5', '10.77.0.3', '10.77.0.9']);
+    const first = renderService(s);
+    expect(slotsOf(first.elements)).toEqual([
+      '10.77.0.3 . 8080',
+      '10.77.0.5 . 8080',
+      '10.77.0.9 . 8080',
+    ]);
+    // .5 replaced by .1 (which would sort first): .1 takes slot 1, the others stay.
+    const moved = renderService(
+      withEndpoints(s, ['10.77.0.3', '10.77.0.1', '10.77.0.9']),
+      endpointSlots(first.elements),
+    );
+    expect(slotsOf(moved.elements)).toEqual([
+      '10.77.0.3 . 8080',
+      '10.77.0.1 . 8080',
+      '10.77.0.9 . 8080',
+    ]);
+    // .3 removed: the last one moves into its slot; one added: it takes the new last slot.
+    const fewer = renderService(
+      withEndpoints(s, ['10.77.0.1', '10.77.0.9']),
+      endpointSlots(moved.elements),
+    );
+    expect(slotsOf(fewer.elements)).toEqual(['10.77.0.9 . 8080', '10.77.0.1 . 8080']);
+    const more = renderService(
+      withEndpoints(s, ['10.77.0.1', '10.77.0.9', '10.77.0.2']),
+      endpointSlots(fewer.elements),
+    );
+    expect(slotsOf(more.elements)).toEqual([
+      '10.77.0.9 . 8080',
+      '10.77.0.1 . 8080',
+      '10.77.0.2 . 8080',
+    ]);
+  });
 });
 
 describe('serviceTransaction', () => {
@@ -155,58 +208,73 @@ describe('serviceTransaction', () => {
     ).toEqual([]);
   });
 
-  it('changes one endpoint by one chain added, one deleted and the service chain rewritten', () => {
-    const before = service(7, 3);
-    const after: ServiceRule = {
-      ...before,
-      ports: before.ports.map((p) => ({
-        ...p,
-        endpoints: [...p.endpoints.slice(1), { ip: '10.77.9.9', port: 8080 }],
-      })),
-    };
-    const lines = serviceTransaction('conductor', renderService(before), renderService(after));
-    const gone = endpointChainName('ns/svc-0007', 'TCP', 80, { ip: '10.77.0.2', port: 8080 });
-    const added = endpointChainName('ns/svc-0007', 'TCP', 80, { ip: '10.77.9.9', port: 8080 });
-    const svc = serviceChainName('ns/svc-0007', 'TCP', 80);
-    expect(lines).toEqual([
-      `add chain ip conductor ${added}`,
-      `add rule ip conductor ${added} ip saddr 10.77.9.9 jump mark-for-masquerade`,
-      expect.stringMatching(/dnat to 10\.77\.9\.9:8080 comment/),
-      `flush chain ip conductor ${svc}`,
-      expect.stringMatching(new RegExp(`^add rule ip conductor ${svc} numgen random mod 3 vmap`)),
-      `delete chain ip conductor ${gone}`,
+  it('moves one endpoint by rewriting its slot and hairpin pair, touching no chain', () => {
+    const before = renderService(service(7, 3));
+    const after = renderService(
+      withEndpoints(service(7), ['10.77.0.2', '10.77.9.9', '10.77.0.4']),
+      endpointSlots(before.elements),
+    );
+    expect(serviceTransaction('conductor', before, after)).toEqual([
+      'delete element ip conductor service-endpoint-ips { 10.78.0.8 . tcp . 80 . 1 }',
+      'delete element ip conductor hairpin { 10.77.0.3 . 10.77.0.3 }',
+      'add element ip conductor hairpin { 10.77.9.9 . 10.77.9.9 }',
+      'add element ip conductor service-endpoint-ips { 10.78.0.8 . tcp . 80 . 1 comment "ns/svc-0007" : 10.77.9.9 }',
     ]);
-    // The clusterIP's element still points at the same chain: untouched.
-    expect(lines.some((l) => l.includes('element'))).toBe(false);
+  });
+
+  it('changes the count by re-pointing the dispatch, making and deleting pick chains only it uses', () => {
+    const before = renderService(service(7, 3));
+    const after = renderService(service(7, 4), endpointSlots(before.elements));
+    const lines = serviceTransaction('conductor', before, after, new SharedUse([before]));
+    expect(lines).toEqual([
+      'delete element ip conductor service-ips { 10.78.0.8 . tcp . 80 }',
+      'add chain ip conductor pick-4',
+      `add rule ip conductor pick-4 ${pickChainRule('pick-4') ?? '-'}`,
+      'add element ip conductor hairpin { 10.77.0.5 . 10.77.0.5 }',
+      'add element ip conductor service-endpoint-ips { 10.78.0.8 . tcp . 80 . 3 comment "ns/svc-0007" : 10.77.0.5 }',
+      'add element ip conductor service-endpoint-ports { 10.78.0.8 . tcp . 80 . 3 comment "ns/svc-0007" : 8080 }',
+      'add element ip conductor service-ips { 10.78.0.8 . tcp . 80 comment "ns/svc-0007" : goto pick-4 }',
+      'delete chain ip conductor pick-3',
+    ]);
+    // Another service with 4 endpoints, one with 3 and one on the same addresses: the chains
+    // and the pairs are theirs too, so they stay.
+    const shared = new SharedUse([
+      before,
+      renderService(service(8, 4)),
+      renderService(service(9, 3)),
+      renderService(service(7, 5)),
+    ]);
+    const quiet = serviceTransaction('conductor', before, after, shared);
+    expect(quiet.filter((l) => /chain|hairpin/.test(l))).toEqual([]);
   });
 
   it('moves a service whose last endpoint went to the reject maps', () => {
-    const before = service(3, 1, 9000);
-    const after: ServiceRule = {
-      ...before,
-      ports: before.ports.map((p) => ({ ...p, endpoints: [] })),
-    };
-    const lines = serviceTransaction('conductor', renderService(before), renderService(after));
+    const before = renderService(service(3, 1, 9000));
+    const after = renderService(withEndpoints(service(3, 1, 9000), []));
+    const lines = serviceTransaction('conductor', before, after);
     expect(lines.filter((l) => l.startsWith('delete element'))).toEqual([
+      'delete element ip conductor service-endpoint-ips { 10.78.0.4 . tcp . 80 . 0 }',
+      'delete element ip conductor service-endpoint-ports { 10.78.0.4 . tcp . 80 . 0 }',
+      'delete element ip conductor hostport-endpoint-ips { tcp . 9000 . 0 }',
+      'delete element ip conductor hostport-endpoint-ports { tcp . 9000 . 0 }',
       'delete element ip conductor service-ips { 10.78.0.4 . tcp . 80 }',
       'delete element ip conductor service-hostports { tcp . 9000 }',
+      'delete element ip conductor hairpin { 10.77.0.2 . 10.77.0.2 }',
     ]);
     expect(lines.filter((l) => l.startsWith('add element'))).toEqual([
       'add element ip conductor no-endpoint-services { 10.78.0.4 . tcp . 80 comment "ns/svc-0003" : goto reject-chain }',
       'add element ip conductor no-endpoint-hostports { tcp . 9000 comment "ns/svc-0003" : goto reject-chain }',
     ]);
-    // Elements go before the chains they point to; the service chain before its endpoint's.
-    const deletes = lines.filter((l) => l.startsWith('delete chain'));
-    expect(deletes).toHaveLength(2);
-    expect(deletes[0]).toContain('svc-');
-    expect(lines.indexOf(deletes[0] ?? '')).toBeGreaterThan(
-      lines.indexOf('delete element ip conductor service-ips { 10.78.0.4 . tcp . 80 }'),
-    );
+    // The chains go last, after the elements that went to them.
+    expect(lines.slice(-2)).toEqual([
+      'delete chain ip conductor pick-1',
+      'delete chain ip conductor hostport-pick-1',
+    ]);
   });
 });
 
 describe('ServiceProxy with a fake nft', () => {
-  it('sends one service change as a transaction of the same size for 10 and 1,000 services', async () => {
+  it('sends one endpoint change as a transaction of the same size for 10 and 1,000 services', async () => {
     const sizes: number[] = [];
     for (const n of [10, 1000]) {
       const { runner, applied } = fakeNft();
@@ -216,33 +284,46 @@ describe('ServiceProxy with a fake nft', () => {
       const changed = service(5, 10);
       const first = changed.ports[0];
       if (!first) throw new Error('no port');
-      first.endpoints[0] = { ip: '10.77.100.100', port: 8080 };
+      first.endpoints[3] = { ip: '10.77.100.100', port: 8080 };
       await proxy.upsert(changed);
       const text = proxy.lastTransaction ?? '';
       expect(applied).toHaveLength(2);
       expect(text).toBe(applied[1]);
-      // Only ns/svc-0005's chains.
-      for (const line of text.trim().split('\n')) expect(line).toMatch(/ns\/svc-0005\//);
+      // Only ns/svc-0005's slot, and the pair of the address it gained (the one it lost,
+      // 10.77.0.5, other services in 10.77.0.0/24 still have).
+      expect(text.trim().split('\n')).toEqual([
+        'delete element ip conductor service-endpoint-ips { 10.78.0.6 . tcp . 80 . 3 }',
+        'add element ip conductor hairpin { 10.77.100.100 . 10.77.100.100 }',
+        'add element ip conductor service-endpoint-ips { 10.78.0.6 . tcp . 80 . 3 comment "ns/svc-0005" : 10.77.100.100 }',
+      ]);
       sizes.push(text.length);
     }
     expect(sizes[0]).toBe(sizes[1]);
-    expect(sizes[0]).toBeLessThan(3000);
   });
 
   it('applies nothing for an unchanged upsert, and removes exactly what a service had', async () => {
     const { runner, applied } = fakeNft();
     const proxy = new ServiceProxy({ ...OPTS, runner });
-    await proxy.sync([service(1), service(2)]);
+    // Services 1 and 2 have the same endpoint addresses (10.77.0.2-4) and pick-3; service 300
+    // (10.77.1.x, 2 endpoints) neither.
+    await proxy.sync([service(1), service(2), service(300, 2)]);
     const count = proxy.transactionCount;
     await proxy.upsert(service(2));
     expect(proxy.transactionCount).toBe(count);
     await proxy.remove('ns/svc-0002');
     const text = applied[applied.length - 1] ?? '';
     expect(text).toContain('delete element ip conductor service-ips { 10.78.0.3 . tcp . 80 }');
-    expect(text.match(/^delete chain/gm)).toHaveLength(4); // the service chain and 3 endpoints
-    expect(text).not.toContain('svc-0001');
+    expect(text.match(/^delete element ip conductor service-endpoint-(ips|ports) /gm)).toHaveLength(
+      6,
+    );
+    // Service 1 has the same addresses and endpoint count: pairs and pick-3 stay.
+    expect(text).not.toMatch(/hairpin|chain|svc-0001/);
+    await proxy.remove('ns/svc-0001');
+    const last = applied[applied.length - 1] ?? '';
+    expect(last.match(/^delete element ip conductor hairpin /gm)).toHaveLength(3);
+    expect(last).toContain('delete chain ip conductor pick-3');
     await proxy.remove('ns/svc-0002'); // gone: nothing to do
-    expect(proxy.transactionCount).toBe(count + 1);
+    expect(proxy.transactionCount).toBe(count + 2);
   });
 
   it('runs calls one at a time, in call order', async () => {
@@ -288,9 +369,12 @@ describe('ServiceProxy with a fake nft', () => {
     );
     expect((err as ServiceProxyError).service).toBe('ns/svc-0001');
     fail = false;
-    // Still the 3-endpoint state: going to 2 endpoints again deletes one chain.
+    // Still the 3-endpoint state (and pick-3 still counted): going to 2 again drops slot 2.
     await proxy.upsert(service(1, 2));
-    expect(proxy.lastTransaction?.match(/^delete chain/gm)).toHaveLength(1);
+    const text = proxy.lastTransaction ?? '';
+    expect(text.match(/^delete element .* \. 2 \}$/gm)).toHaveLength(2);
+    expect(text).toContain('add chain ip conductor pick-2');
+    expect(text).toContain('delete chain ip conductor pick-3');
   });
 
   it('runs nft in the given netns', async () => {
@@ -327,31 +411,57 @@ describe('ServiceProxy with a fake nft', () => {
   });
 });
 
+/** nft -j's form of a map or set element. */
+function jsonElement(e: MapElement): unknown {
+  const val = { concat: e.key.split(' . ').map((k) => (/^\d+$/.test(k) ? Number(k) : k)) };
+  const key = e.comment !== undefined ? { elem: { val, comment: e.comment } } : val;
+  if (e.value === '') return key;
+  const [verb, target] = e.value.split(' ');
+  if (verb === 'goto' && target) return [key, { goto: { target } }];
+  return [key, /^\d+$/.test(e.value) ? Number(e.value) : e.value];
+}
+
 describe('syncTransaction against a live table', () => {
-  it('keeps chains that are right, rewrites those that differ, removes what is stale', () => {
+  it('keeps elements that are right, rewrites those that differ, removes what is stale', () => {
     const keep = renderService(service(1));
     const changed = renderService(service(2, 2));
-    const desired = [keep, renderService(service(2, 3))];
-    // A live table as a previous process left it: service 1 right, service 2 with 2 endpoints,
-    // a service 9 nobody wants any more, and a chain that is not ours.
+    // A live table as a previous process left it: service 1 right (its slots in another order
+    // than a fresh render would give), service 2 with 2 endpoints, a service 9 nobody wants any
+    // more, a chain that is not ours, and what the older layout (a chain per service) left.
+    const shuffled = keep.elements.map((e) =>
+      e.map === 'service-endpoint-ips'
+        ? {
+            ...e,
+            value:
+              e.value === '10.77.0.2'
+                ? '10.77.0.4'
+                : e.value === '10.77.0.4'
+                  ? '10.77.0.2'
+                  : e.value,
+          }
+        : e,
+    );
     const gone = renderService(service(9, 1));
+    const old: MapElement = {
+      map: 'service-ips',
+      key: '10.78.0.99 . tcp . 80',
+      value: 'goto svc-OLD',
+      comment: 'ns/old',
+    };
+    const liveEls = [...shuffled, ...changed.elements, ...gone.elements, old];
+    const byMap = (m: string): unknown[] => liveEls.filter((e) => e.map === m).map(jsonElement);
+    const typeOf = (m: string): string[] =>
+      m.startsWith('service-')
+        ? ['ipv4_addr', 'inet_proto', 'inet_service']
+        : ['inet_proto', 'inet_service'];
     const live = parseLiveTable(
       JSON.stringify({
         nftables: [
           { metainfo: { version: '1.0.6' } },
           { table: { family: 'ip', name: 'conductor' } },
-          ...[keep, changed, gone].flatMap((s) =>
-            s.chains.flatMap((c) => [
-              { chain: { family: 'ip', table: 'conductor', name: c.name } },
-              {
-                rule: {
-                  chain: c.name,
-                  comment: /comment "([^"]*)"$/.exec(c.rules[c.rules.length - 1] ?? '')?.[1],
-                },
-              },
-            ]),
+          ...['pick-1', 'pick-2', 'pick-3', 'svc-OLD', 'stray', 'mark-for-masquerade'].map(
+            (name) => ({ chain: { family: 'ip', table: 'conductor', name } }),
           ),
-          { chain: { name: 'stray' } },
           {
             chain: {
               name: 'nat-output',
@@ -364,49 +474,90 @@ describe('syncTransaction against a live table', () => {
           {
             map: {
               name: 'service-ips',
-              type: ['ipv4_addr', 'inet_proto', 'inet_service'],
+              type: typeOf('service-ips'),
               map: 'verdict',
-              elem: [keep, gone].map((s) => {
-                const e = s.elements[0];
-                return [
-                  { elem: { val: { concat: e?.key.split(' . ') }, comment: e?.comment } },
-                  { goto: { target: e?.value.slice(5) } },
-                ];
-              }),
+              elem: byMap('service-ips'),
             },
           },
+          ...['service-endpoint-ips', 'service-endpoint-ports'].map((name) => ({
+            map: {
+              name,
+              type: [...typeOf(name), 'integer'],
+              map: name.endsWith('ips') ? 'ipv4_addr' : 'inet_service',
+              elem: byMap(name),
+            },
+          })),
+          // Of the wrong type: replaced.
+          { map: { name: 'no-endpoint-services', type: ['ipv4_addr'], map: 'verdict' } },
+          {
+            set: {
+              name: 'hairpin',
+              type: ['ipv4_addr', 'ipv4_addr'],
+              elem: [
+                { concat: ['10.77.0.2', '10.77.0.2'] },
+                { concat: ['10.77.0.9', '10.77.0.9'] },
+              ],
+            },
+          },
+          { set: { name: 'leftover', type: ['ipv4_addr'] } },
         ],
       }),
     );
-    expect(live.elements).toEqual([keep.elements[0], gone.elements[0]]);
+    const order = (els: MapElement[]): MapElement[] =>
+      [...els].sort((a, b) => `${a.map} ${a.key}`.localeCompare(`${b.map} ${b.key}`));
+    expect(order(live.elements)).toEqual(
+      order([
+        ...liveEls,
+        ...['10.77.0.2', '10.77.0.9'].map((a) => ({
+          map: 'hairpin',
+          key: `${a} . ${a}`,
+          value: '',
+        })),
+      ]),
+    );
+    // As the proxy does: render with the live slots.
+    const slots = endpointSlots(live.elements);
+    const desired = [renderService(service(1), slots), renderService(service(2, 3), slots)];
     const lines = syncTransaction(RESOLVED, live, desired);
     const text = lines.join('\n');
-    // Service 1 untouched; its element too.
-    expect(text).not.toMatch(/svc-0001/);
-    // Service 2: one endpoint chain added, the service chain rewritten.
-    expect(lines).toContain(
-      `flush chain ip conductor ${serviceChainName('ns/svc-0002', 'TCP', 80)}`,
-    );
-    expect(lines.filter((l) => /^add chain .*svc-0002/.test(l))).toHaveLength(1);
-    expect(text).toMatch(/add element ip conductor service-ips \{ 10\.78\.0\.3 \. tcp \. 80/);
-    // Service 9 and the stray chain gone; its element too, before its chains.
-    const del = lines.indexOf('delete element ip conductor service-ips { 10.78.0.10 . tcp . 80 }');
+    // Service 1 untouched: its slots are taken as they are.
+    expect(text).not.toMatch(/svc-0001|10\.78\.0\.2 /);
+    // Service 2: one slot added, the dispatch re-pointed.
+    expect(lines.filter((l) => l.includes('10.78.0.3 . tcp . 80')).sort()).toEqual([
+      'add element ip conductor service-endpoint-ips { 10.78.0.3 . tcp . 80 . 2 comment "ns/svc-0002" : 10.77.0.4 }',
+      'add element ip conductor service-endpoint-ports { 10.78.0.3 . tcp . 80 . 2 comment "ns/svc-0002" : 8080 }',
+      'add element ip conductor service-ips { 10.78.0.3 . tcp . 80 comment "ns/svc-0002" : goto pick-3 }',
+      'delete element ip conductor service-ips { 10.78.0.3 . tcp . 80 }',
+    ]);
+    // Service 9, the old layout's element and the stray chains gone: elements before chains.
+    const del = lines.indexOf('delete element ip conductor service-ips { 10.78.0.99 . tcp . 80 }');
     expect(del).toBeGreaterThan(0);
-    expect(
-      lines.indexOf(`delete chain ip conductor ${serviceChainName('ns/svc-0009', 'TCP', 80)}`),
-    ).toBeGreaterThan(del);
-    expect(lines).toContain('delete chain ip conductor stray');
-    // A base chain at the wrong priority is replaced.
+    expect(lines).toContain('delete element ip conductor service-ips { 10.78.0.10 . tcp . 80 }');
+    for (const c of ['svc-OLD', 'stray', 'mark-for-masquerade', 'pick-1'])
+      expect(lines.indexOf(`delete chain ip conductor ${c}`)).toBeGreaterThan(del);
+    expect(lines).toContain('delete element ip conductor hairpin { 10.77.0.9 . 10.77.0.9 }');
+    expect(lines).toContain('add element ip conductor hairpin { 10.77.0.3 . 10.77.0.3 }');
+    expect(text).not.toContain('hairpin { 10.77.0.2 . 10.77.0.2 }');
+    expect(lines).toContain('delete set ip conductor leftover');
+    // The pick chains in use are refilled, not deleted.
+    expect(lines).toContain('flush chain ip conductor pick-3');
+    expect(lines).toContain(`add rule ip conductor pick-3 ${pickChainRule('pick-3') ?? '-'}`);
+    expect(lines).not.toContain('delete chain ip conductor pick-3');
+    // A map of the wrong type and a base chain at the wrong priority are replaced.
+    expect(lines).toContain('delete map ip conductor no-endpoint-services');
     expect(lines).toContain('delete chain ip conductor nat-output');
     expect(lines).toContain(
       'add chain ip conductor nat-output { type nat hook output priority -100; policy accept; }',
     );
   });
 
-  it('masquerades outbound traffic unless told not to', () => {
+  it('masquerades hairpin traffic, and outbound traffic unless told not to', () => {
     const on = syncTransaction(RESOLVED, parseLiveTable('{"nftables":[]}'), []).join('\n');
     expect(on).toContain(
       'add rule ip conductor masquerading ip saddr 10.77.0.0/16 ip daddr != 10.77.0.0/16 masquerade',
+    );
+    expect(on).toContain(
+      'add rule ip conductor masquerading ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random',
     );
     expect(on).toContain('iifname != "lo" ip daddr 127.0.0.0/8');
     const off = syncTransaction(

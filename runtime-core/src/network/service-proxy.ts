@@ -1,26 +1,50 @@
 /**
- * Service virtual IPs in an nftables table of Conductor's own, built the way kube-proxy's
- * nftables mode builds its `kube-proxy` table (kubernetes pkg/proxy/nftables/proxier.go):
+ * Service virtual IPs in an nftables table of Conductor's own, in the spirit of kube-proxy's
+ * nftables mode (kubernetes pkg/proxy/nftables/proxier.go), but with no chain per service or
+ * endpoint: a service lives only in map elements, so changing it never touches a chain.
  *
  * - `service-ips`, a verdict map keyed `ipv4_addr . inet_proto . inet_service`, sends a
- *   ClusterIP's traffic (`goto`) to one chain per service port; `service-hostports`, keyed
- *   `inet_proto . inet_service`, does the same for a Service's hostPort on every local address
- *   (`fib daddr type local`), from outside (prerouting) and from the host itself, 127.0.0.1
- *   included (output).
- * - The service-port chain picks an endpoint with `numgen random mod N vmap { 0 : goto ep-A,
- *   ... }`; each endpoint chain marks a backend's traffic to itself (hairpin) for masquerading and
- *   DNATs to the endpoint.
+ *   ClusterIP port's traffic (`goto`) to `pick-N`, N being how many ready endpoints the port
+ *   has; `service-hostports`, keyed `inet_proto . inet_service`, does the same for a Service's
+ *   hostPort on every local address (`fib daddr type local`) to `hostport-pick-N`, from outside
+ *   (prerouting) and from the host itself, 127.0.0.1 included (output).
+ * - The pick chains are shared by every service port with N endpoints, one rule each:
+ *   `dnat ip to K . symhash mod N map @service-endpoint-ips : K . symhash mod N map
+ *   @service-endpoint-ports` with K = `ip daddr . meta l4proto . th dport`; the two maps hold
+ *   `<clusterIP> . <proto> . <port> . <i>` → the endpoint's address, and → its port, for slot i
+ *   in 0..N-1 (`hostport-endpoint-*` the same keyed by the hostPort). A flow hash, not
+ *   `numgen random`: both lookups must land on the same slot, and two numgen draws would not
+ *   (one map of `ip . port` values would need one draw, but nft 1.0.6 refuses every rule added
+ *   later that uses such a map, see MAPS). Slots are kept stable: an endpoint replaced takes its
+ *   predecessor's slot, so a change rewrites only the slots that changed.
+ * - A backend reaching itself through a service (hairpin) is masqueraded in postrouting by
+ *   `ct status dnat ip saddr . ip daddr @hairpin`, a set of `<ep> . <ep>` pairs, one per
+ *   endpoint address in use (counted across services): without SNAT it would answer itself
+ *   directly and the client would not recognise the reply.
  * - A service port with no ready endpoints is in `no-endpoint-services` (or
  *   `no-endpoint-hostports`) instead, consulted by the filter chains for new connections: the
  *   client gets a TCP reset or ICMP port unreachable at once, not a black hole.
  *
- * Every change is one `nft -f -` transaction, atomic in the kernel, that touches only the
- * changed service's chains and map elements, so its size does not grow with the number of
- * services. Chain names come from the service key, protocol and port (and the endpoint), with a
- * hash in front as kube-proxy does, so they are unique and stable across restarts; the last rule
- * of each service chain carries a comment with a hash of the chain's rules, which is how sync()
- * tells from the live table (`nft -j list table`) which chains a previous process left as they
- * should be, which to rewrite and which are stale.
+ * Every change is one `nft -f -` transaction, atomic in the kernel, of the changed service's
+ * elements only (plus a pick chain the first time some port has N endpoints, and hairpin pairs
+ * for addresses no other service uses), so its size and its cost do not grow with the number of
+ * services. Why no per-service chains: nft 1.0.6 dumps every chain (and set, anonymous ones
+ * included) of the table into its cache before any `add rule` or `add element`, and the kernel
+ * re-validates the jump graph on commit when a rule or element has a goto; with a chain per
+ * service port and per endpoint (kube-proxy's layout) both grow with the table. Measured with
+ * bench/service-rules.ts (upsert → nft exited, 10 endpoints per service, 100 / 1,000 / 3,000
+ * services, medians, one run at load average 5-6 on 2 cores): a chain per service port and per
+ * endpoint 18 / 48 / 157 ms; this layout 16 / 16 / 20 ms. A chain per service port with the
+ * endpoints inline (`numgen ... map { 0 : ip . port, ... }`), tried by hand with nft alone:
+ * 16 / 24 / 32 ms, still growing (the chain and anonymous-set dumps). What is left is fixed:
+ * ~5 ms spawning nsenter and nft and filling nft's (now small) cache, and ~10 ms nft waits on
+ * closing its netlink socket after a transaction that deleted anything (the kernel frees the
+ * old objects after an RCU grace period); the rule is live before that wait.
+ *
+ * sync() reads the live table (`nft -j list table`) and brings it to exactly the given
+ * services: elements that are right are left alone (slots read back from the live table),
+ * wrong or stale ones replaced or deleted, the base, helper and pick chains rewritten, and
+ * anything else in the table (chains of an older layout included) removed.
  *
  * The base chains also hold what the node needs around the service addresses: outbound
  * masquerading of the container range (the CNI bridge plugin's ipMasq stays off, so the host's
@@ -30,7 +54,6 @@
  * from the host itself are dropped unless conntrack already knows them, as kube-proxy's fix does.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 
 import { silentLogger, type Logger } from '../logger.js';
@@ -117,37 +140,95 @@ export class ServiceProxyError extends Error {
 // ---------------------------------------------------------------------------------------------
 // Names
 
-/** Verdict maps and chains of the table (kube-proxy's names where it has one). */
+/** Maps of the table (kube-proxy's names where it has one). */
 export const MAP = {
   serviceIPs: 'service-ips',
   serviceHostPorts: 'service-hostports',
+  serviceEndpointIPs: 'service-endpoint-ips',
+  serviceEndpointPorts: 'service-endpoint-ports',
+  hostPortEndpointIPs: 'hostport-endpoint-ips',
+  hostPortEndpointPorts: 'hostport-endpoint-ports',
   noEndpointServices: 'no-endpoint-services',
   noEndpointHostPorts: 'no-endpoint-hostports',
 } as const;
+
+/** The set of `<endpoint> . <endpoint>` address pairs whose DNAT'ed traffic is masqueraded. */
+export const HAIRPIN_SET = 'hairpin';
 
 const ADDR_KEY = 'ipv4_addr . inet_proto . inet_service';
 const PORT_KEY = 'inet_proto . inet_service';
 
 interface MapSpec {
   name: string;
+  /** What `add map` declares. */
+  decl: string;
+  /** The key and value types as `nft -j list` reports them (' . '-joined). */
   key: string;
+  value: string;
   comment: string;
 }
 
 const MAPS: readonly MapSpec[] = [
-  { name: MAP.serviceIPs, key: ADDR_KEY, comment: 'ClusterIP traffic' },
-  { name: MAP.serviceHostPorts, key: PORT_KEY, comment: 'Service hostPort traffic' },
+  {
+    name: MAP.serviceIPs,
+    decl: `type ${ADDR_KEY} : verdict`,
+    key: ADDR_KEY,
+    value: 'verdict',
+    comment: 'ClusterIP traffic',
+  },
+  {
+    name: MAP.serviceHostPorts,
+    decl: `type ${PORT_KEY} : verdict`,
+    key: PORT_KEY,
+    value: 'verdict',
+    comment: 'Service hostPort traffic',
+  },
+  // typeof: a plain `type` cannot name numgen's integer in a concatenation. Address and port
+  // are two maps, not one of `ip daddr . th dport`: nft 1.0.6 fails any rule added later with
+  // such a map ("conflicting protocols specified"), once it reads the map back from the kernel.
+  ...(
+    [
+      [
+        MAP.serviceEndpointIPs,
+        'ip daddr . meta l4proto . th dport',
+        'ip daddr',
+        'ipv4_addr',
+        'address',
+      ],
+      [
+        MAP.serviceEndpointPorts,
+        'ip daddr . meta l4proto . th dport',
+        'th dport',
+        'inet_service',
+        'port',
+      ],
+      [MAP.hostPortEndpointIPs, 'meta l4proto . th dport', 'ip daddr', 'ipv4_addr', 'address'],
+      [MAP.hostPortEndpointPorts, 'meta l4proto . th dport', 'th dport', 'inet_service', 'port'],
+    ] as const
+  ).map(([name, key, data, value, what]) => ({
+    name,
+    decl: `typeof ${key} . numgen random mod 1 : ${data}`,
+    key: `${key.startsWith('ip') ? ADDR_KEY : PORT_KEY} . integer`,
+    value,
+    comment: `${key.startsWith('ip') ? 'ClusterIP port' : 'Service hostPort'} and slot: endpoint ${what}`,
+  })),
   {
     name: MAP.noEndpointServices,
+    decl: `type ${ADDR_KEY} : verdict`,
     key: ADDR_KEY,
+    value: 'verdict',
     comment: 'ClusterIP ports with no endpoints: rejected',
   },
   {
     name: MAP.noEndpointHostPorts,
+    decl: `type ${PORT_KEY} : verdict`,
     key: PORT_KEY,
+    value: 'verdict',
     comment: 'Service hostPorts with no endpoints: rejected',
   },
 ];
+
+const HAIRPIN_TYPE = 'ipv4_addr . ipv4_addr';
 
 interface BaseChainSpec {
   name: string;
@@ -179,59 +260,30 @@ const BASE_CHAINS: readonly BaseChainSpec[] = [
 ];
 
 /** Regular chains the base chains jump to; never service-specific. */
-const HELPER_CHAINS = [
-  'endpoints-check',
-  'reject-chain',
-  'services',
-  'mark-for-masquerade',
-  'masquerading',
-] as const;
+const HELPER_CHAINS = ['endpoints-check', 'reject-chain', 'services', 'masquerading'] as const;
 
-const SERVICE_CHAIN_PREFIX = 'svc-';
-const ENDPOINT_CHAIN_PREFIX = 'ep-';
-/** The kernel's NFT_CHAIN_MAXNAMELEN is 256 with the NUL; stay well inside it. */
-const CHAIN_NAME_MAX = 200;
+const PICK_CHAIN = /^(hostport-)?pick-([1-9][0-9]{0,9})$/;
 
-function hash8(text: string): string {
-  // base32 of sha256 like kube-proxy's hashAndTruncate: [A-Z2-7], fine in an nft identifier.
-  const bytes = createHash('sha256').update(text).digest();
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0;
-  let value = 0;
-  let out = '';
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5 && out.length < 8) {
-      out += alphabet[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    if (out.length === 8) break;
-  }
-  return out;
+/**
+ * `pick-N` (ClusterIP) or `hostport-pick-N`: the chain DNATing to one of N endpoint slots,
+ * shared by every service port with N endpoints.
+ */
+export function pickChainName(endpoints: number, hostPort = false): string {
+  return `${hostPort ? 'hostport-' : ''}pick-${endpoints}`;
 }
 
-function hashedName(prefix: string, readable: string): string {
-  const name = `${prefix}${hash8(readable)}-${readable}`;
-  return name.length > CHAIN_NAME_MAX ? `${name.slice(0, CHAIN_NAME_MAX - 3)}...` : name;
-}
-
-/** `svc-HASH-<namespace>/<name>/<protocol>/<port>`: the chain choosing an endpoint. */
-export function serviceChainName(key: string, protocol: 'TCP' | 'UDP', port: number): string {
-  return hashedName(SERVICE_CHAIN_PREFIX, `${key}/${protocol.toLowerCase()}/${port}`);
-}
-
-/** `ep-HASH-<namespace>/<name>/<protocol>/<port>__<ip>/<port>`: one endpoint's DNAT. */
-export function endpointChainName(
-  key: string,
-  protocol: 'TCP' | 'UDP',
-  port: number,
-  ep: ServiceEndpointRule,
-): string {
-  return hashedName(
-    ENDPOINT_CHAIN_PREFIX,
-    `${key}/${protocol.toLowerCase()}/${port}__${ep.ip}/${ep.port}`,
-  );
+/** The rule of a pick chain (its name from pickChainName), or undefined for any other name. */
+export function pickChainRule(name: string): string | undefined {
+  const m = PICK_CHAIN.exec(name);
+  if (!m) return undefined;
+  const [key, ips, ports] = m[1]
+    ? ['meta l4proto . th dport', MAP.hostPortEndpointIPs, MAP.hostPortEndpointPorts]
+    : ['ip daddr . meta l4proto . th dport', MAP.serviceEndpointIPs, MAP.serviceEndpointPorts];
+  // symhash, not numgen random: the address and the port lookups must pick the same slot, and
+  // a hash of the packet's flow is the same both times (and spreads connections as evenly).
+  // The l4proto match is nft's dependency for mapping to a port.
+  const slot = `${key} . symhash mod ${m[2] ?? '1'}`;
+  return `meta l4proto { tcp, udp } dnat ip to ${slot} map @${ips} : ${slot} map @${ports}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,46 +406,88 @@ export function validateService(rule: ServiceRule, serviceCidr: Cidr): void {
 // ---------------------------------------------------------------------------------------------
 // Rendering: what the table holds for one service
 
-/** One verdict-map element: `map { key comment "..." : value }`. */
+/** One map or set element: `map { key comment "..." : value }` (a set's has no value). */
 export interface MapElement {
   map: string;
-  /** nft text of the key, e.g. `10.78.0.10 . tcp . 80` or `tcp . 8080`. */
+  /** nft text of the key, e.g. `10.78.0.10 . tcp . 80` or `tcp . 8080 . 0`. */
   key: string;
-  /** nft text of the verdict, e.g. `goto svc-...`. */
+  /** nft text of the value, e.g. `goto pick-2` or `10.77.0.2 . 8080`; '' in a set. */
   value: string;
   comment?: string;
-}
-
-/** One regular chain: its rules, and the hash of them that its last rule's comment carries. */
-export interface RenderedChain {
-  name: string;
-  rules: string[];
-  hash: string;
 }
 
 /** Everything the table holds for one service. */
 export interface RenderedService {
   key: string;
-  /** Endpoint chains first: service chains refer to them. */
-  chains: RenderedChain[];
+  /** Its elements of the maps: dispatch (or no-endpoint) elements and endpoint slots. */
   elements: MapElement[];
+  /** The pick chains its dispatch elements go to. */
+  chains: string[];
+  /** Its endpoints' addresses: each needs `a . a` in the hairpin set (shared by services). */
+  addresses: string[];
+}
+
+/**
+ * The endpoint slots a table already holds, per `<clusterIP> . <proto> . <port>`: slot index
+ * to `<ip> . <port>`. Rendering keeps endpoints that stay in the slots they had.
+ */
+export type EndpointSlots = ReadonlyMap<string, ReadonlyMap<number, string>>;
+
+/** The slots of `elements` (a rendered service's, or a live table's). */
+export function endpointSlots(elements: Iterable<MapElement>): EndpointSlots {
+  const parts = new Map<string, Map<number, { ip?: string; port?: string }>>();
+  for (const e of elements) {
+    const isIP = e.map === MAP.serviceEndpointIPs;
+    if (!isIP && e.map !== MAP.serviceEndpointPorts) continue;
+    const at = e.key.lastIndexOf(' . ');
+    const slot = Number(e.key.slice(at + 3));
+    if (at < 0 || !Number.isInteger(slot)) continue;
+    const port = e.key.slice(0, at);
+    let slots = parts.get(port);
+    if (!slots) parts.set(port, (slots = new Map()));
+    slots.set(slot, { ...slots.get(slot), ...(isIP ? { ip: e.value } : { port: e.value }) });
+  }
+  const out = new Map<string, Map<number, string>>();
+  for (const [port, slots] of parts) {
+    const m = new Map<number, string>();
+    for (const [i, s] of slots) if (s.ip && s.port) m.set(i, `${s.ip} . ${s.port}`);
+    out.set(port, m);
+  }
+  return out;
+}
+
+/**
+ * `wanted` (sorted) in N slots: each endpoint that had a slot below N keeps it, the others fill
+ * the free slots in order. Replacing one endpoint so rewrites one slot, removing one at most two.
+ */
+function assignSlots(
+  previous: ReadonlyMap<number, string> | undefined,
+  wanted: string[],
+): string[] {
+  const want = new Set(wanted);
+  const out: (string | undefined)[] = wanted.map(() => undefined);
+  const placed = new Set<string>();
+  for (let i = 0; i < out.length; i++) {
+    const had = previous?.get(i);
+    if (had !== undefined && want.has(had) && !placed.has(had)) {
+      out[i] = had;
+      placed.add(had);
+    }
+  }
+  const rest = wanted.filter((e) => !placed.has(e));
+  return out.map((e) => e ?? rest.shift() ?? '');
 }
 
 const elementId = (e: MapElement): string => `${e.map} ${e.key}`;
 const sameElement = (a: MapElement, b: MapElement): boolean =>
   a.value === b.value && (a.comment ?? '') === (b.comment ?? '');
 
-function chain(key: string, name: string, body: string[]): RenderedChain {
-  const hash = createHash('sha256').update(body.join('\n')).digest('hex').slice(0, 16);
-  const rules = body.map((r, i) => (i === body.length - 1 ? `${r} comment "${key} h=${hash}"` : r));
-  return { name, rules, hash };
-}
-
-/** The chains and elements of one (validated) service. */
-export function renderService(rule: ServiceRule): RenderedService {
-  const chains: RenderedChain[] = [];
-  const svcChains: RenderedChain[] = [];
+/** The elements of one (validated) service; `previous` slots are kept where they still fit. */
+export function renderService(rule: ServiceRule, previous?: EndpointSlots): RenderedService {
   const elements: MapElement[] = [];
+  const slotElements: MapElement[] = [];
+  const chains = new Set<string>();
+  const addresses = new Set<string>();
   for (const p of rule.ports) {
     const proto = p.protocol.toLowerCase();
     const addrKey = `${rule.clusterIP} . ${proto} . ${p.port}`;
@@ -415,30 +509,92 @@ export function renderService(rule: ServiceRule): RenderedService {
         });
       continue;
     }
-    // Sorted, so the same endpoints in another order are the same chain.
-    const eps = [...p.endpoints].sort((a, b) =>
-      a.ip === b.ip ? a.port - b.port : (parseIPv4(a.ip) ?? 0) - (parseIPv4(b.ip) ?? 0),
-    );
-    const epNames = eps.map((ep) => {
-      const name = endpointChainName(rule.key, p.protocol, p.port, ep);
-      chains.push(
-        chain(rule.key, name, [
-          // A backend reaching itself through the service: without SNAT it would answer itself
-          // directly and the client would not recognise the reply.
-          `ip saddr ${ep.ip} jump mark-for-masquerade`,
-          `meta l4proto ${proto} dnat to ${ep.ip}:${ep.port}`,
-        ]),
-      );
-      return name;
-    });
-    const svcName = serviceChainName(rule.key, p.protocol, p.port);
-    const vmap = epNames.map((n, i) => `${i} : goto ${n}`).join(', ');
-    svcChains.push(chain(rule.key, svcName, [`numgen random mod ${eps.length} vmap { ${vmap} }`]));
-    elements.push({ map: MAP.serviceIPs, key: addrKey, value: `goto ${svcName}`, comment });
-    if (hostKey)
-      elements.push({ map: MAP.serviceHostPorts, key: hostKey, value: `goto ${svcName}`, comment });
+    // Sorted, so the same endpoints in another order are the same slots (with no history).
+    const eps = [...p.endpoints]
+      .sort((a, b) =>
+        a.ip === b.ip ? a.port - b.port : (parseIPv4(a.ip) ?? 0) - (parseIPv4(b.ip) ?? 0),
+      )
+      .map((ep) => {
+        addresses.add(ep.ip);
+        return `${ep.ip} . ${ep.port}`;
+      });
+    const slots = assignSlots(previous?.get(addrKey), eps);
+    const pick = pickChainName(eps.length);
+    chains.add(pick);
+    elements.push({ map: MAP.serviceIPs, key: addrKey, value: `goto ${pick}`, comment });
+    const slotsIn = (ipMap: string, portMap: string, key: string): void =>
+      slots.forEach((ep, i) => {
+        const [ip = '', port = ''] = ep.split(' . ');
+        slotElements.push(
+          { map: ipMap, key: `${key} . ${i}`, value: ip, comment },
+          { map: portMap, key: `${key} . ${i}`, value: port, comment },
+        );
+      });
+    slotsIn(MAP.serviceEndpointIPs, MAP.serviceEndpointPorts, addrKey);
+    if (hostKey) {
+      const hostPick = pickChainName(eps.length, true);
+      chains.add(hostPick);
+      elements.push({
+        map: MAP.serviceHostPorts,
+        key: hostKey,
+        value: `goto ${hostPick}`,
+        comment,
+      });
+      slotsIn(MAP.hostPortEndpointIPs, MAP.hostPortEndpointPorts, hostKey);
+    }
   }
-  return { key: rule.key, chains: [...chains, ...svcChains], elements };
+  // Slots before the dispatch elements that lead to them: a new port is complete when reached.
+  return {
+    key: rule.key,
+    elements: [...slotElements, ...elements],
+    chains: [...chains],
+    addresses: [...addresses],
+  };
+}
+
+/**
+ * How many services use each pick chain and each endpoint address (for the hairpin set): what
+ * a service may remove without another losing it.
+ */
+export class SharedUse {
+  private readonly chains = new Map<string, number>();
+  private readonly addresses = new Map<string, number>();
+
+  constructor(services: Iterable<RenderedService> = []) {
+    for (const s of services) this.add(s);
+  }
+
+  add(s: RenderedService): void {
+    for (const c of s.chains) this.chains.set(c, (this.chains.get(c) ?? 0) + 1);
+    for (const a of s.addresses) this.addresses.set(a, (this.addresses.get(a) ?? 0) + 1);
+  }
+
+  remove(s: RenderedService): void {
+    const dec = (m: Map<string, number>, k: string): void => {
+      const n = (m.get(k) ?? 0) - 1;
+      if (n > 0) m.set(k, n);
+      else m.delete(k);
+    };
+    for (const c of s.chains) dec(this.chains, c);
+    for (const a of s.addresses) dec(this.addresses, a);
+  }
+
+  chainUsers(name: string): number {
+    return this.chains.get(name) ?? 0;
+  }
+
+  addressUsers(ip: string): number {
+    return this.addresses.get(ip) ?? 0;
+  }
+
+  /** The pick chains in use, and the endpoint addresses, of every service counted. */
+  allChains(): string[] {
+    return [...this.chains.keys()];
+  }
+
+  allAddresses(): string[] {
+    return [...this.addresses.keys()];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,43 +603,67 @@ export function renderService(rule: ServiceRule): RenderedService {
 function elementLine(verb: 'add' | 'delete', table: string, e: MapElement): string {
   if (verb === 'delete') return `delete element ip ${table} ${e.map} { ${e.key} }`;
   const comment = e.comment ? ` comment "${e.comment}"` : '';
-  return `add element ip ${table} ${e.map} { ${e.key}${comment} : ${e.value} }`;
+  const value = e.value ? ` : ${e.value}` : '';
+  return `add element ip ${table} ${e.map} { ${e.key}${comment}${value} }`;
+}
+
+const hairpinElement = (ip: string): MapElement => ({
+  map: HAIRPIN_SET,
+  key: `${ip} . ${ip}`,
+  value: '',
+});
+
+function pickChainLines(table: string, name: string): string[] {
+  return [
+    `add chain ip ${table} ${name}`,
+    `add rule ip ${table} ${name} ${pickChainRule(name) ?? ''}`,
+  ];
 }
 
 /**
  * The commands taking one service from `old` to `next` (either may be undefined: added or
- * removed), touching nothing else. Unchanged chains and elements are left alone; an empty list
+ * removed), touching nothing else: its elements that changed, the pick chains and hairpin
+ * pairs that no other service in `shared` (which counts `old`, not `next`) uses. An empty list
  * means nothing changed. Order matters to the kernel's reference counting: stale elements go
- * first, chains are written endpoint chains before service chains, new elements after the
- * chains they point to, stale chains last (service chains before the endpoint chains they use).
+ * first, new pick chains come before the elements that go to them, and stale chains last.
  */
 export function serviceTransaction(
   table: string,
   old: RenderedService | undefined,
   next: RenderedService | undefined,
+  shared: SharedUse = new SharedUse(old ? [old] : []),
 ): string[] {
   const out: string[] = [];
   const oldEls = new Map((old?.elements ?? []).map((e) => [elementId(e), e]));
   const newEls = new Map((next?.elements ?? []).map((e) => [elementId(e), e]));
+  const oldChains = new Set(old?.chains);
+  const newChains = new Set(next?.chains);
+  const oldAddrs = new Set(old?.addresses);
+  const newAddrs = new Set(next?.addresses);
+  // Used by a service other than this one.
+  const chainElsewhere = (c: string): boolean =>
+    shared.chainUsers(c) - (oldChains.has(c) ? 1 : 0) > 0;
+  const addrElsewhere = (a: string): boolean =>
+    shared.addressUsers(a) - (oldAddrs.has(a) ? 1 : 0) > 0;
+
   for (const [id, e] of oldEls) {
     const n = newEls.get(id);
     if (!n || !sameElement(e, n)) out.push(elementLine('delete', table, e));
   }
-  const oldChains = new Map((old?.chains ?? []).map((c) => [c.name, c]));
-  for (const c of next?.chains ?? []) {
-    const was = oldChains.get(c.name);
-    if (was?.hash === c.hash) continue;
-    out.push(was ? `flush chain ip ${table} ${c.name}` : `add chain ip ${table} ${c.name}`);
-    for (const r of c.rules) out.push(`add rule ip ${table} ${c.name} ${r}`);
-  }
+  for (const a of oldAddrs)
+    if (!newAddrs.has(a) && !addrElsewhere(a))
+      out.push(elementLine('delete', table, hairpinElement(a)));
+  for (const c of newChains)
+    if (!oldChains.has(c) && !chainElsewhere(c)) out.push(...pickChainLines(table, c));
+  for (const a of newAddrs)
+    if (!oldAddrs.has(a) && !addrElsewhere(a))
+      out.push(elementLine('add', table, hairpinElement(a)));
   for (const [id, e] of newEls) {
     const o = oldEls.get(id);
     if (!o || !sameElement(o, e)) out.push(elementLine('add', table, e));
   }
-  const keep = new Set((next?.chains ?? []).map((c) => c.name));
-  const stale = (old?.chains ?? []).filter((c) => !keep.has(c.name));
-  // Service chains were listed after endpoint chains: delete in reverse.
-  for (const c of [...stale].reverse()) out.push(`delete chain ip ${table} ${c.name}`);
+  for (const c of oldChains)
+    if (!newChains.has(c) && !chainElsewhere(c)) out.push(`delete chain ip ${table} ${c}`);
   return out;
 }
 
@@ -538,10 +718,13 @@ export function baseRules(o: ResolvedOptions): Map<string, string[]> {
     ],
     ['reject-chain', ['meta l4proto tcp reject with tcp reset', 'reject']],
     ['services', [`ip daddr . meta l4proto . th dport vmap @${MAP.serviceIPs}`]],
-    ['mark-for-masquerade', [`meta mark set meta mark or ${o.mark}`]],
   ]);
   const masq = [
+    // Nothing in this table sets the bit any more (hairpin has its set); kept, as kube-proxy's
+    // KUBE-MARK-MASQ, for whatever marks packets to be masqueraded.
     `meta mark & ${o.mark} == ${o.mark} meta mark set meta mark xor ${o.mark} masquerade fully-random`,
+    // A backend reaching itself through a service (hairpin).
+    `ct status dnat ip saddr . ip daddr @${HAIRPIN_SET} masquerade fully-random`,
     // Host 127.0.0.1 → container (a hostPort): the container cannot answer 127.0.0.1.
     `ip saddr 127.0.0.0/8 ip daddr ${ctr} ct status dnat masquerade fully-random`,
   ];
@@ -552,15 +735,17 @@ export function baseRules(o: ResolvedOptions): Map<string, string[]> {
   return rules;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The live table
+
 /** What sync() needs to know of the live table. */
 export interface LiveTable {
   exists: boolean;
   /** Every chain: base chains with their hook. */
   chains: Map<string, { type?: string; hook?: string; prio?: number; policy?: string }>;
-  /** Per chain, the last rule's comment (service chains: `<key> h=<hash>`). */
-  lastComment: Map<string, string>;
+  /** Maps and sets: key type, and value type (a set's is ''), ' . '-joined. */
   maps: Map<string, { key: string; value: string }>;
-  sets: string[];
+  /** Elements of every map and set. */
   elements: MapElement[];
 }
 
@@ -575,10 +760,11 @@ function exprText(v: unknown): string {
   return JSON.stringify(v);
 }
 
-function verdictText(v: unknown): string {
+function valueText(v: unknown): string {
   const o = asObj(v);
-  if (typeof v === 'string') return v;
+  if (typeof v === 'string' || typeof v === 'number') return String(v);
   if (o) {
+    if (Array.isArray(o.concat)) return exprText(o);
     for (const verb of ['goto', 'jump']) {
       const t = asObj(o[verb]);
       if (t && typeof t.target === 'string') return `${verb} ${t.target}`;
@@ -589,16 +775,12 @@ function verdictText(v: unknown): string {
   return JSON.stringify(v);
 }
 
+const typeText = (t: unknown): string =>
+  Array.isArray(t) ? t.map(String).join(' . ') : typeof t === 'string' ? t : '';
+
 /** Reads `nft -j list table ip T` output. */
 export function parseLiveTable(json: string): LiveTable {
-  const live: LiveTable = {
-    exists: true,
-    chains: new Map(),
-    lastComment: new Map(),
-    maps: new Map(),
-    sets: [],
-    elements: [],
-  };
+  const live: LiveTable = { exists: true, chains: new Map(), maps: new Map(), elements: [] };
   const doc = asObj(JSON.parse(json) as unknown);
   const items = Array.isArray(doc?.nftables) ? doc.nftables : [];
   for (const item of items) {
@@ -612,27 +794,20 @@ export function parseLiveTable(json: string): LiveTable {
         policy: typeof c.policy === 'string' ? c.policy : undefined,
       });
     }
-    const r = asObj(o?.rule);
-    if (r && typeof r.chain === 'string') {
-      // Rules are listed in order: the last one seen is the chain's last rule.
-      live.lastComment.set(r.chain, typeof r.comment === 'string' ? r.comment : '');
-    }
-    const s = asObj(o?.set);
-    if (s && typeof s.name === 'string') live.sets.push(s.name);
-    const m = asObj(o?.map);
+    const m = asObj(o?.map) ?? asObj(o?.set);
     if (m && typeof m.name === 'string') {
-      const type = Array.isArray(m.type) ? m.type.map(String).join(' . ') : String(m.type);
-      live.maps.set(m.name, { key: type, value: String(m.map) });
-      for (const pair of Array.isArray(m.elem) ? m.elem : []) {
-        if (!Array.isArray(pair) || pair.length !== 2) continue;
-        const k = asObj(pair[0]);
-        const inner = asObj(k?.elem);
-        const keyExpr = inner ? inner.val : pair[0];
+      const isMap = o?.map !== undefined;
+      live.maps.set(m.name, { key: typeText(m.type), value: isMap ? typeText(m.map) : '' });
+      for (const el of Array.isArray(m.elem) ? m.elem : []) {
+        // A map's element is [key, value]; a set's is the key. A key with a comment is
+        // { elem: { val, comment } }.
+        const [k, v] = isMap && Array.isArray(el) && el.length === 2 ? el : [el, undefined];
+        const inner = asObj(asObj(k)?.elem);
         const comment = inner && typeof inner.comment === 'string' ? inner.comment : undefined;
         live.elements.push({
           map: m.name,
-          key: exprText(keyExpr),
-          value: verdictText(pair[1]),
+          key: exprText(inner ? inner.val : k),
+          value: isMap ? valueText(v) : '',
           ...(comment !== undefined ? { comment } : {}),
         });
       }
@@ -644,18 +819,17 @@ export function parseLiveTable(json: string): LiveTable {
 export const emptyLiveTable = (): LiveTable => ({
   exists: false,
   chains: new Map(),
-  lastComment: new Map(),
   maps: new Map(),
-  sets: [],
   elements: [],
 });
 
 /**
- * The transaction bringing the live table to exactly `desired`: base chains re-created and
- * refilled (a base chain with another hook or priority is replaced), maps made, service chains
- * whose hash differs rewritten, missing ones added, stale ones and stale elements removed, and
- * anything else in the table that is not ours removed. Chains already as they should be are left
- * alone, so a resync of an unchanged table rewrites only the base chains.
+ * The transaction bringing the live table to exactly `desired`: base, helper and pick chains
+ * re-created and refilled (a base chain with another hook or priority is replaced), maps and
+ * the hairpin set made (one of another type replaced), elements that differ or are missing
+ * added, stale ones removed, and anything else in the table that is not ours removed. Elements
+ * already as they should be are left alone, so a resync of an unchanged table rewrites only
+ * the chains.
  */
 export function syncTransaction(
   o: ResolvedOptions,
@@ -667,46 +841,51 @@ export function syncTransaction(
     `add table ip ${t} { comment "Conductor: Service addresses, hostPorts, masquerading"; }`,
   ];
   const base = baseRules(o);
-  const ours = new Set<string>([...BASE_CHAINS.map((b) => b.name), ...HELPER_CHAINS]);
-  const wantChains = new Map<string, RenderedChain>();
-  for (const s of desired) for (const c of s.chains) wantChains.set(c.name, c);
+  const use = new SharedUse(desired);
+  const picks = use.allChains();
+  const ours = new Set<string>([...BASE_CHAINS.map((b) => b.name), ...HELPER_CHAINS, ...picks]);
 
-  // 1. Empty every live chain that will be refilled or deleted, so no rule still refers to a
-  //    map or chain this transaction replaces or removes.
+  // 1. Empty every live chain: ours are refilled below, the rest deleted, and no rule still
+  //    refers to a map or chain this transaction replaces or removes.
   const stale: string[] = [];
   for (const name of live.chains.keys()) {
-    const want = wantChains.get(name);
-    if (ours.has(name)) out.push(`flush chain ip ${t} ${name}`);
-    else if (!want) {
-      out.push(`flush chain ip ${t} ${name}`);
-      stale.push(name);
-    }
+    out.push(`flush chain ip ${t} ${name}`);
+    if (!ours.has(name)) stale.push(name);
   }
-  // 2. Maps of another type go (with their elements); elements not wanted go.
-  const wantMaps = new Map(MAPS.map((m) => [m.name, m]));
+  // 2. Maps and sets of another type go (with their elements); elements not wanted go.
+  const specs = new Map<string, { key: string; value: string }>(MAPS.map((m) => [m.name, m]));
+  specs.set(HAIRPIN_SET, { key: HAIRPIN_TYPE, value: '' });
   const recreate = new Set<string>();
   for (const [name, m] of live.maps) {
-    const spec = wantMaps.get(name);
-    if (spec && (m.key !== spec.key || m.value !== 'verdict')) recreate.add(name);
+    const spec = specs.get(name);
+    if (spec && (m.key !== spec.key || m.value !== spec.value)) recreate.add(name);
   }
   const wantEls = new Map<string, MapElement>();
   for (const s of desired) for (const e of s.elements) wantEls.set(elementId(e), e);
+  for (const a of use.allAddresses()) {
+    const e = hairpinElement(a);
+    wantEls.set(elementId(e), e);
+  }
   const liveEls = new Map<string, MapElement>();
   for (const e of live.elements) {
-    if (recreate.has(e.map) || !wantMaps.has(e.map)) continue;
+    if (recreate.has(e.map) || !specs.has(e.map)) continue;
     liveEls.set(elementId(e), e);
     const w = wantEls.get(elementId(e));
     if (!w || !sameElement(e, w)) out.push(elementLine('delete', t, e));
   }
-  for (const name of recreate) out.push(`delete map ip ${t} ${name}`);
+  for (const name of recreate)
+    out.push(`delete ${name === HAIRPIN_SET ? 'set' : 'map'} ip ${t} ${name}`);
   for (const b of BASE_CHAINS) {
     const l = live.chains.get(b.name);
     if (l && (l.type !== b.type || l.hook !== b.hook || l.prio !== b.prio || l.policy !== 'accept'))
       out.push(`delete chain ip ${t} ${b.name}`);
   }
-  // 3. Maps and chains, then the base rules.
+  // 3. Maps, the set and chains, then their rules.
   for (const m of MAPS)
-    out.push(`add map ip ${t} ${m.name} { type ${m.key} : verdict; comment "${m.comment}"; }`);
+    out.push(`add map ip ${t} ${m.name} { ${m.decl}; comment "${m.comment}"; }`);
+  out.push(
+    `add set ip ${t} ${HAIRPIN_SET} { type ${HAIRPIN_TYPE}; comment "endpoint . itself: hairpin, masqueraded"; }`,
+  );
   for (const name of HELPER_CHAINS) out.push(`add chain ip ${t} ${name}`);
   for (const b of BASE_CHAINS)
     out.push(
@@ -714,26 +893,15 @@ export function syncTransaction(
     );
   for (const [name, rules] of base)
     for (const r of rules) out.push(`add rule ip ${t} ${name} ${r}`);
-  // 4. Service chains that are missing or differ (endpoint chains come first in each service).
-  for (const c of wantChains.values()) {
-    const had = live.chains.has(c.name);
-    if (had && live.lastComment.get(c.name)?.endsWith(` h=${c.hash}`)) continue;
-    out.push(had ? `flush chain ip ${t} ${c.name}` : `add chain ip ${t} ${c.name}`);
-    for (const r of c.rules) out.push(`add rule ip ${t} ${c.name} ${r}`);
-  }
-  // 5. Elements, then what is stale.
+  for (const name of picks) out.push(...pickChainLines(t, name));
+  // 4. Elements that are missing or differ (the pick chains they go to exist now).
   for (const [id, e] of wantEls) {
     const l = liveEls.get(id);
     if (!l || !sameElement(l, e)) out.push(elementLine('add', t, e));
   }
-  for (const name of live.maps.keys())
-    if (!wantMaps.has(name)) out.push(`delete map ip ${t} ${name}`);
-  for (const name of live.sets) out.push(`delete set ip ${t} ${name}`);
-  // Service chains before the endpoint chains they use (flushed above already, but in order).
-  stale.sort(
-    (a, b) =>
-      Number(b.startsWith(SERVICE_CHAIN_PREFIX)) - Number(a.startsWith(SERVICE_CHAIN_PREFIX)),
-  );
+  // 5. What is stale: maps first (their elements may go to stale chains), then chains.
+  for (const [name, m] of live.maps)
+    if (!specs.has(name)) out.push(`delete ${m.value === '' ? 'set' : 'map'} ip ${t} ${name}`);
   for (const name of stale) out.push(`delete chain ip ${t} ${name}`);
   return out;
 }
@@ -768,6 +936,8 @@ export class ServiceProxy {
   private resolved: ResolvedOptions;
   /** What the table holds per service, as rendered; undefined until the first sync(). */
   private state: Map<string, { rule: ServiceRule; rendered: RenderedService }> | undefined;
+  /** Who uses each pick chain and hairpin pair of `state`. */
+  private shared = new SharedUse();
   private tail: Promise<unknown> = Promise.resolve();
   private routeLocalnetSet = false;
   private intraSubnetDetected: boolean | undefined;
@@ -799,19 +969,19 @@ export class ServiceProxy {
    */
   sync(services: readonly ServiceRule[]): Promise<void> {
     return this.serial(async () => {
-      const rendered = this.renderAll(services);
+      this.renderAll(services); // validation, before anything runs
       if (this.opts.masqueradeIntraSubnet === undefined) {
         this.intraSubnetDetected ??= await this.detectIntraSubnet();
         this.resolved = resolveOptions(this.opts, this.intraSubnetDetected);
       }
       const live = await this.readLive();
-      const lines = syncTransaction(
-        this.resolved,
-        live,
-        [...rendered.values()].map((r) => r.rendered),
-      );
+      // Endpoints keep the slots the live table has them in: those elements stay untouched.
+      const rendered = this.renderAll(services, endpointSlots(live.elements));
+      const desired = [...rendered.values()].map((r) => r.rendered);
+      const lines = syncTransaction(this.resolved, live, desired);
       await this.apply(lines, undefined);
       this.state = rendered;
+      this.shared = new SharedUse(desired);
       this.routeLocalnetSet = false;
       await this.ensureRouteLocalnet();
       this.log.info('service table synced', {
@@ -822,32 +992,38 @@ export class ServiceProxy {
     });
   }
 
-  /** One service set to `rule` in one transaction touching only its own chains and elements. */
+  /**
+   * One service set to `rule` in one transaction touching only its own elements (and pick
+   * chains or hairpin pairs no other service shares).
+   */
   upsert(rule: ServiceRule): Promise<void> {
     return this.serial(async () => {
       const state = this.requireSynced(rule.key);
       validateService(rule, this.resolved.serviceCidr);
       this.checkConflicts(rule, state);
-      const rendered = renderService(rule);
-      const lines = serviceTransaction(
-        this.resolved.table,
-        state.get(rule.key)?.rendered,
-        rendered,
-      );
+      const old = state.get(rule.key)?.rendered;
+      const rendered = renderService(rule, old && endpointSlots(old.elements));
+      const lines = serviceTransaction(this.resolved.table, old, rendered, this.shared);
       if (lines.length > 0) await this.apply(lines, rule.key);
       state.set(rule.key, { rule, rendered });
+      if (old) this.shared.remove(old);
+      this.shared.add(rendered);
       await this.ensureRouteLocalnet();
     });
   }
 
-  /** Removes one service's chains and elements; nothing if it is not there. */
+  /** Removes one service's elements (and what only it used); nothing if it is not there. */
   remove(key: string): Promise<void> {
     return this.serial(async () => {
       const state = this.requireSynced(key);
       const old = state.get(key);
       if (!old) return;
-      await this.apply(serviceTransaction(this.resolved.table, old.rendered, undefined), key);
+      await this.apply(
+        serviceTransaction(this.resolved.table, old.rendered, undefined, this.shared),
+        key,
+      );
       state.delete(key);
+      this.shared.remove(old.rendered);
     });
   }
 
@@ -857,6 +1033,7 @@ export class ServiceProxy {
       const t = this.resolved.table;
       await this.apply([`add table ip ${t}`, `delete table ip ${t}`], undefined);
       this.state = undefined;
+      this.shared = new SharedUse();
     });
   }
 
@@ -879,13 +1056,14 @@ export class ServiceProxy {
 
   private renderAll(
     services: readonly ServiceRule[],
+    slots?: EndpointSlots,
   ): Map<string, { rule: ServiceRule; rendered: RenderedService }> {
     const out = new Map<string, { rule: ServiceRule; rendered: RenderedService }>();
     for (const s of services) {
       validateService(s, this.resolved.serviceCidr);
       if (out.has(s.key)) throw new ServiceProxyError(`service ${s.key}: listed twice`, s.key);
       this.checkConflicts(s, out);
-      out.set(s.key, { rule: s, rendered: renderService(s) });
+      out.set(s.key, { rule: s, rendered: renderService(s, slots) });
     }
     return out;
   }
