@@ -211,6 +211,12 @@ describe('a container on the bridge', () => {
     expect(resolv).toContain(`nameserver ${info.gateway}`);
     expect(resolv).toContain(`search ${NS}.svc.cluster.local svc.cluster.local cluster.local`);
     expect(resolv).toContain('ndots:5');
+    // Both ranges stay on this machine: the bridge's routes, and unreachable ones behind them.
+    const routes = sh('ip', 'route', 'show');
+    for (const cidr of [h.network.containerCidr ?? '', h.network.serviceCidr ?? '']) {
+      expect(routes).toContain(`${cidr} dev ${info.bridge}`);
+      expect(routes).toContain(`unreachable ${cidr} metric`);
+    }
     // The conflist is a real file a user can read.
     expect(JSON.parse(sh('cat', info.conflist))).toMatchObject({ cniVersion: '1.0.0' });
   });
