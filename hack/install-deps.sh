@@ -25,6 +25,7 @@ required=(
   nftables dnsmasq-base                        # service virtual IPs, DNS
   wrk                                          # bench: data path through services
   clang-format hyperfine iproute2 util-linux jq
+  openssl curl                                 # hack/control-plane.sh: certificates, /readyz
   zlib1g-dev libzstd-dev zstd                  # layer unpacking (gzip, zstd); zstd for tests
   skopeo debootstrap                           # image pulls, archive imports, distribution bases
   umoci docker-registry apache2-utils          # tests: images, a real registry (htpasswd for auth)
