@@ -22,7 +22,7 @@ required=(
   prometheus                                   # promtool lints /metrics in tests
   bpftool                                      # tests check the eBPF device filter
   containernetworking-plugins                  # CNI: bridge, host-local, portmap, loopback
-  nftables dnsmasq-base                        # service virtual IPs, DNS
+  nftables dnsmasq-base conntrack              # service virtual IPs (UDP flows of a gone endpoint), DNS
   wrk                                          # bench: data path through services
   clang-format hyperfine iproute2 util-linux jq
   openssl curl                                 # hack/control-plane.sh: certificates, /readyz

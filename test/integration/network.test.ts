@@ -12,6 +12,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import {
   chmodSync,
   copyFileSync,
@@ -48,7 +49,17 @@ const UP_HOST = `cndu${tag}`; // host side of the veth to the upstream
 const UP_PEER = `cndv${tag}`;
 const UPSTREAM = '203.0.113.1';
 const UP_LOCAL = '203.0.113.2';
-const port = (): number => 20000 + Math.floor(Math.random() * 20000);
+/**
+ * A host port nothing listens on now (the kernel's pick for a listener of our own, closed at
+ * once), from below the ephemeral range so an outgoing connection does not take it meanwhile.
+ */
+function port(): number {
+  for (;;) {
+    const p = 20000 + Math.floor(Math.random() * 12000);
+    const taken = execFileSync('ss', ['-Htuln', `sport = :${p}`], { encoding: 'utf8' }).trim();
+    if (taken === '') return p;
+  }
+}
 
 let h: ControllerHarness;
 let before: HostSnapshot;
@@ -285,9 +296,10 @@ describe('published ports', () => {
   });
 
   it('a port the host listens on is a conflict naming the process', async () => {
-    const busy = port();
     const server: Server = createServer();
-    await new Promise<void>((r) => server.listen(busy, '0.0.0.0', r));
+    await new Promise<void>((r, j) => server.once('error', j).listen(0, '0.0.0.0', r));
+    const address = server.address();
+    const busy = typeof address === 'object' && address ? address.port : 0;
     try {
       await h.write(
         'busy.yaml',
@@ -378,6 +390,41 @@ describe('Services', () => {
       seen.add(reply?.split(' ')[0] ?? '');
     }
     expect(seen).toEqual(new Set(['web-1', 'web-2']));
+  });
+
+  it('a UDP flow whose endpoint leaves goes to the one left (its conntrack entry is deleted)', async () => {
+    const sock = createSocket('udp4');
+    const replies: string[] = [];
+    sock.on('message', (m) => replies.push(m.toString()));
+    const ask = async (text: string): Promise<string> => {
+      const n = replies.length;
+      sock.send(text, 5000, clusterIP);
+      for (let i = 0; i < 100 && replies.length === n; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      return replies[n] ?? 'no reply';
+    };
+    try {
+      // One socket, one flow: every datagram goes to the same backend while it is there.
+      const first = (await ask('one')).split(' ')[0] ?? '';
+      expect(['web-1', 'web-2']).toContain(first);
+      expect((await ask('two')).split(' ')[0]).toBe(first);
+      await exec(first, 'rm', '/www/ready.txt');
+      await h.waitFor<Service>(
+        'Service',
+        'web',
+        (o) => o?.status?.endpoints?.find((e) => e.name === first)?.ready === false,
+      );
+      const other = first === 'web-1' ? 'web-2' : 'web-1';
+      expect(await ask('three')).toBe(`${other} three`);
+    } finally {
+      sock.close();
+      for (const n of ['web-1', 'web-2']) await exec(n, 'sh', '-c', 'echo ok > /www/ready.txt');
+    }
+    await h.waitFor<Service>(
+      'Service',
+      'web',
+      (o) => o?.status?.endpoints?.every((e) => e.ready) === true,
+    );
   });
 
   it('the Service hostPort is reachable at 127.0.0.1 and the bridge address', async () => {

@@ -13,6 +13,7 @@ import {
   serviceRule,
 } from '../../controller/controllers/service.js';
 import { TerminalError } from '../../controller/reconcile/result.js';
+import { conntrackArgs, staleUdpFlows } from '../../runtime-core/src/network/conntrack.js';
 import { hostIPsOverlap, parseProcNet } from '../../runtime-core/src/network/host-ports.js';
 import {
   cidrAddress,
@@ -253,5 +254,50 @@ describe("a Service's rule", () => {
       'spec.ports[0].targetPort: "http" is not a port name of Container w2',
     ]);
     expect(plan.hostPorts).toEqual([{ hostPort: 3000, containerPort: 80, protocol: 'tcp' }]);
+  });
+});
+
+describe('UDP flows of endpoints that left', () => {
+  const rule = (eps: string[], extra: Record<string, unknown> = {}) => ({
+    key: 'ns/dns',
+    clusterIP: '10.78.0.10',
+    ports: [
+      {
+        protocol: 'UDP' as const,
+        port: 53,
+        hostPort: 5353,
+        endpoints: eps.map((ip) => ({ ip, port: 53 })),
+      },
+      { protocol: 'TCP' as const, port: 53, endpoints: eps.map((ip) => ({ ip, port: 53 })) },
+    ],
+    ...extra,
+  });
+
+  it('names the UDP endpoints a change dropped, on the ClusterIP and the hostPort, never TCP', () => {
+    expect(staleUdpFlows(rule(['10.77.0.2', '10.77.0.3']), rule(['10.77.0.3']))).toEqual([
+      { vip: '10.78.0.10', port: 53, endpoint: '10.77.0.2' },
+      { port: 5353, endpoint: '10.77.0.2' },
+    ]);
+    expect(staleUdpFlows(rule(['10.77.0.2']), rule(['10.77.0.2']))).toEqual([]);
+    expect(staleUdpFlows(undefined, rule(['10.77.0.2']))).toEqual([]);
+    // The Service gone, or its ClusterIP changed: every flow of the old address.
+    expect(staleUdpFlows(rule(['10.77.0.2']), undefined)).toHaveLength(2);
+    expect(
+      staleUdpFlows(rule(['10.77.0.2']), rule(['10.77.0.2'], { clusterIP: '10.78.0.11' })),
+    ).toEqual([{ vip: '10.78.0.10', port: 53, endpoint: '10.77.0.2' }]);
+  });
+
+  it('deletes them as kube-proxy does', () => {
+    expect(conntrackArgs({ vip: '10.78.0.10', port: 53, endpoint: '10.77.0.2' })).toEqual([
+      '-D',
+      '-p',
+      'udp',
+      '--orig-dst',
+      '10.78.0.10',
+      '--orig-port-dst',
+      '53',
+      '--reply-src',
+      '10.77.0.2',
+    ]);
   });
 });

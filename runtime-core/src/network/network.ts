@@ -35,6 +35,7 @@ import {
   HostPortConflictError,
   type PortMapping,
 } from './host-ports.js';
+import { deleteUdpFlows, staleUdpFlows } from './conntrack.js';
 import { cidrAddress, cidrsOverlap, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
 import { ServiceProxy, type ServiceRule } from './service-proxy.js';
 
@@ -152,6 +153,8 @@ export class NodeNetwork {
   private info: NodeNetworkInfo | undefined;
   private proxy: ServiceProxy | undefined;
   private dns: DnsServer | undefined;
+  /** The Services' rules as last programmed, by key: what a change's stale UDP flows are. */
+  private readonly programmed = new Map<string, ServiceRule>();
   /** Host ports held, by holder: attachments (`Container ns/name`) and Services. */
   private readonly held = new Map<string, PortMapping[]>();
 
@@ -675,16 +678,25 @@ export class NodeNetwork {
   async syncServices(rules: readonly ServiceRule[]): Promise<void> {
     await this.ensure();
     await this.proxy?.sync(rules);
+    this.programmed.clear();
+    for (const r of rules) this.programmed.set(r.key, r);
   }
 
+  /** One Service's rules; then the UDP flows to endpoints it no longer has go (conntrack.ts). */
   async upsertService(rule: ServiceRule): Promise<void> {
     await this.ensure();
     await this.proxy?.upsert(rule);
+    const old = this.programmed.get(rule.key);
+    this.programmed.set(rule.key, rule);
+    await deleteUdpFlows(staleUdpFlows(old, rule), this.log);
   }
 
   async removeService(key: string): Promise<void> {
     await this.ensure();
     await this.proxy?.remove(key);
+    const old = this.programmed.get(key);
+    this.programmed.delete(key);
+    await deleteUdpFlows(staleUdpFlows(old, undefined), this.log);
   }
 
   async setDnsRecords(group: string, records: DnsRecord[]): Promise<void> {
