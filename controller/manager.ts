@@ -1,12 +1,14 @@
 /**
- * The controller manager: `conductor up`. Wires a source (the manifest directory, as a Client)
- * into three controllers (Image, Container, Service) through their work queues, the reconcilers
- * into the runtime core, and serves /metrics, /healthz and /readyz. Everything it starts is
- * registered with one DisposableStore as it is made, so stop() — and a start that fails half-way
- * — releases all of it, newest first. Stopping leaves every container running; a new manager
+ * The controller manager: `conductor up`. Wires a source (the manifest directory, or a
+ * Kubernetes API server given a kubeconfig, as a Client) into three controllers (Image,
+ * Container, Service) through their work queues, the reconcilers into the runtime core, and
+ * serves /metrics, /healthz and /readyz. Everything it starts is registered with one
+ * DisposableStore as it is made, so stop() — and a start that fails half-way — releases all of
+ * it, newest first. Stopping leaves every container running; a new manager
  * adopts them and converges on whatever changed meanwhile.
  */
 import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 
 import type { Kind } from './api/kinds.js';
@@ -65,6 +67,13 @@ export interface RunControllerOptions {
   installation?: string;
   /** The container network: ranges, an operator's CNI conflist directory, DNS. */
   network?: RuntimeCoreOptions['network'];
+  /**
+   * Kubernetes mode: the objects come from the API server of this kubeconfig (its current
+   * context) instead of the watch directory, which is then not used.
+   */
+  kubeconfig?: string;
+  /** Kubernetes mode: this agent's node name (default the hostname). */
+  nodeName?: string;
 }
 
 export interface RunningController {
@@ -96,7 +105,7 @@ async function startController(
   const stateDir = resolve(opts.stateDir ?? DEFAULT_STATE_DIR);
   const log = opts.logger ?? silentLogger;
   await mkdir(stateDir, { recursive: true, mode: 0o755 });
-  await mkdir(watchDir, { recursive: true, mode: 0o755 });
+  if (opts.kubeconfig === undefined) await mkdir(watchDir, { recursive: true, mode: 0o755 });
   const store = new StateStore(stateDir);
   const other = await store.readControllerInfo();
   if (other && other.pid !== process.pid && procStartTime(other.pid) === other.pidStartTime) {
@@ -125,14 +134,17 @@ async function startController(
   // Off the first container's path: compiled while the rest starts up (never fails).
   const runtimePrepared = runtime.prepare();
 
-  const client: SourceClient = await DirectoryClient.open({
-    watchDir,
-    store,
-    validate: validateManifest,
-    manifestErrors: metrics.manifestErrors,
-    logger: log,
-    ...(opts.settleMs !== undefined ? { settleMs: opts.settleMs } : {}),
-  });
+  const client: SourceClient =
+    opts.kubeconfig !== undefined
+      ? await openKubernetesClient(opts.kubeconfig, opts.nodeName, log)
+      : await DirectoryClient.open({
+          watchDir,
+          store,
+          validate: validateManifest,
+          manifestErrors: metrics.manifestErrors,
+          logger: log,
+          ...(opts.settleMs !== undefined ? { settleMs: opts.settleMs } : {}),
+        });
   owned.defer(() => client.stop());
   const { caches } = client;
   const ctx: ReconcileContext = { client, runtime, logger: log, now: () => new Date() };
@@ -226,7 +238,11 @@ async function startController(
     version: VERSION,
   });
   await runtimePrepared;
-  log.info('controller started', { watchDir, stateDir, metrics: metricsAddress });
+  log.info('controller started', {
+    ...(opts.kubeconfig !== undefined ? { kubeconfig: opts.kubeconfig } : { watchDir }),
+    stateDir,
+    metrics: metricsAddress,
+  });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -240,6 +256,20 @@ async function startController(
       return stopping;
     },
   };
+}
+
+/** Loaded only in Kubernetes mode: @kubernetes/client-node takes about 0.5 s to import. */
+async function openKubernetesClient(
+  kubeconfig: string,
+  nodeName: string | undefined,
+  logger: Logger,
+): Promise<SourceClient> {
+  const { KubernetesClient } = await import('./source/kubernetes-client.js');
+  return KubernetesClient.open({
+    kubeconfig,
+    nodeName: nodeName ?? hostname().toLowerCase(),
+    logger,
+  });
 }
 
 /** The whole service table and DNS from the cache: Services with a ClusterIP, named Containers. */

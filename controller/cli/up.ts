@@ -21,12 +21,19 @@ import { streamLogger } from './logger.js';
 export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
-  conductor up [--watch DIR] [--state-dir DIR] [--metrics-addr HOST:PORT] [--concurrency N]
-               [--installation NAME] [--container-cidr CIDR] [--service-cidr CIDR]
-               [--cni-conf-dir DIR] [--cluster-domain DOMAIN] [-v]
+  conductor up [--watch DIR | --kubeconfig PATH [--node-name NAME]] [--state-dir DIR]
+               [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
+               [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
+               [--cluster-domain DOMAIN] [-v]
 
 Options:
       --watch DIR               manifest directory to watch (default ${DEFAULT_WATCH_DIR})
+      --kubeconfig PATH         Kubernetes mode: run as the node agent of the cluster in PATH's
+                                current context instead of watching a directory: Images,
+                                Containers and Services come from its API server (apply
+                                crds/ first), status and events go back to it
+      --node-name NAME          Kubernetes mode: this node's name, the reporting instance of
+                                its events (default the hostname in lower case)
       --state-dir DIR           state directory (default /var/lib/conductor)
       --metrics-addr HOST:PORT  /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDR})
       --concurrency N           containers reconciled at once (default 4)
@@ -45,6 +52,10 @@ Options:
 
 export interface RunControllerOptions {
   watchDir: string;
+  /** Kubernetes mode: the API server of this kubeconfig instead of watchDir. */
+  kubeconfig?: string;
+  /** Kubernetes mode: the node's name (the manager defaults it to the hostname). */
+  nodeName?: string;
   stateDir: string;
   metricsAddr: string;
   logLevel: 'info' | 'debug';
@@ -71,7 +82,9 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
       args: argv,
       options: {
         ...COMMON_OPTIONS,
-        watch: { type: 'string', default: DEFAULT_WATCH_DIR },
+        watch: { type: 'string' },
+        kubeconfig: { type: 'string' },
+        'node-name': { type: 'string' },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
@@ -100,6 +113,28 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
       `--concurrency must be a whole number from 1 to 64, got ${JSON.stringify(values.concurrency)}`,
       'up',
     );
+  }
+  const kubeconfig = values.kubeconfig;
+  const nodeName = values['node-name'];
+  if (kubeconfig !== undefined && values.watch !== undefined) {
+    throw new UsageError(
+      '--watch and --kubeconfig exclude each other: the objects come from a directory or from an API server',
+      'up',
+    );
+  }
+  if (kubeconfig === '') throw new UsageError('--kubeconfig needs a path', 'up');
+  if (nodeName !== undefined) {
+    if (kubeconfig === undefined)
+      throw new UsageError('--node-name is for Kubernetes mode (with --kubeconfig)', 'up');
+    // A Node's name: an RFC 1123 subdomain.
+    if (
+      nodeName.length > 253 ||
+      !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(nodeName)
+    )
+      throw new UsageError(
+        `--node-name must be a lower-case DNS name (RFC 1123 subdomain), got ${JSON.stringify(nodeName)}`,
+        'up',
+      );
   }
   const installation = values.installation;
   if (installation !== undefined && !INSTALLATION_PATTERN.test(installation)) {
@@ -137,8 +172,10 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     help: values.help,
     ...(installation !== undefined ? { installation } : {}),
     ...(Object.keys(network).length ? { network } : {}),
+    ...(kubeconfig !== undefined ? { kubeconfig: resolve(cwd, kubeconfig) } : {}),
+    ...(nodeName !== undefined ? { nodeName } : {}),
     concurrency: { Container: concurrency },
-    watchDir: resolve(cwd, values.watch),
+    watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
     stateDir: resolve(cwd, values['state-dir']),
     metricsAddr: values['metrics-addr'],
     logLevel: values.verbose ? 'debug' : 'info',
@@ -160,6 +197,8 @@ export async function up(
   const { watchDir, stateDir, metricsAddr, logLevel, concurrency, installation, network } = args;
   const logger = streamLogger(io.stderr, { debug: logLevel === 'debug', now: io.now });
   const opts: RunControllerOptions = { watchDir, stateDir, metricsAddr, logLevel, logger };
+  if (args.kubeconfig !== undefined) opts.kubeconfig = args.kubeconfig;
+  if (args.nodeName !== undefined) opts.nodeName = args.nodeName;
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
   if (network) opts.network = network;

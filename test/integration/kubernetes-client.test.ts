@@ -1,0 +1,470 @@
+/**
+ * Kubernetes mode end to end: a real kube-apiserver and etcd (hack/control-plane.sh), the CRDs
+ * applied, and an in-process controller with `kubeconfig` (runController) as the node agent.
+ * Objects are made with kubectl, as users make them; what the agent writes is read back with
+ * kubectl: status through the status subresource, events.k8s.io Events, the finalizer that
+ * holds a deleted Container until its host state is gone. The Image comes from a local
+ * registry (an API object has no manifest directory for a copy step or an archive path).
+ *
+ * Needs the control-plane binaries in /var/cache/conductor/tools (`hack/control-plane.sh
+ * build`, about 7 minutes); without them the suite is skipped, saying so.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
+import type { Container, Image } from '../../controller/api/types.generated.js';
+import { ConflictError } from '../../controller/client/client.js';
+import { containerIdFor } from '../../controller/controllers/container.js';
+import { runController, type RunningController } from '../../controller/manager.js';
+import {
+  FINALIZER,
+  KubernetesClient,
+  REPORTING_CONTROLLER,
+} from '../../controller/source/kubernetes-client.js';
+import { RuntimeCore, type Logger } from '../../runtime-core/src/index.js';
+import { REPO_ROOT, testNetwork } from '../fixtures/controller.js';
+import { busyboxImage } from '../fixtures/images.js';
+import {
+  FIXTURE_ROOT,
+  assertNoLeaks,
+  hostSnapshot,
+  pushImage,
+  startRegistry,
+  uniqueId,
+  type HostSnapshot,
+  type Registry,
+} from '../fixtures/index.js';
+
+const TOOLS = process.env.CONDUCTOR_TOOLS_CACHE ?? '/var/cache/conductor/tools';
+const BIN = join(TOOLS, 'kubernetes-v1.37.2-etcd-v3.7.3');
+const KUBECTL = join(BIN, 'kubectl');
+const SCRIPT = join(REPO_ROOT, 'hack/control-plane.sh');
+const built = existsSync(join(BIN, '.complete')) && existsSync(SCRIPT);
+if (!built) {
+  console.warn(
+    `kubernetes-client.test.ts: SKIPPED — no control-plane binaries in ${BIN} ` +
+      '(run `hack/control-plane.sh build`, about 7 minutes)',
+  );
+}
+const suite = built ? describe : describe.skip;
+
+const NS = uniqueId('k8c');
+const NODE = `node-${NS}`;
+const network = testNetwork();
+let base: string;
+let cpDir: string;
+let kubeconfig: string;
+let stateDir: string;
+let before: HostSnapshot;
+let registry: Registry | undefined;
+let ctl: RunningController | undefined;
+const logs: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
+
+const logger: Logger = {
+  debug: () => {},
+  info: (msg, fields) => logs.push({ level: 'info', msg, ...(fields ? { fields } : {}) }),
+  warn: (msg, fields) => logs.push({ level: 'warn', msg, ...(fields ? { fields } : {}) }),
+  error: (msg, fields) => logs.push({ level: 'error', msg, ...(fields ? { fields } : {}) }),
+};
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** kubectl against the suite's control plane (asynchronous: the controller runs in-process). */
+function kubectl(args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      KUBECTL,
+      ['--kubeconfig', kubeconfig, ...args],
+      { maxBuffer: 16 << 20 },
+      (err, stdout, stderr) =>
+        err
+          ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`))
+          : resolve(stdout),
+    );
+    child.stdin?.end(input ?? '');
+  });
+}
+
+/**
+ * hack/control-plane.sh with its stderr in a file: the processes `up` starts keep a copy of
+ * its stderr, so a pipe would never close.
+ */
+function controlPlane(args: string[]): Promise<string> {
+  const errFile = join(base, `control-plane-${args[0]}.err`);
+  const fd = openSync(errFile, 'a');
+  return new Promise<string>((resolve, reject) => {
+    let stdout = '';
+    const child = spawn(SCRIPT, args, { stdio: ['ignore', 'pipe', fd] });
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve(stdout.trim().split('\n').pop() ?? '');
+      else
+        reject(
+          new Error(
+            `control-plane.sh ${args.join(' ')}: exit ${code}\n${readFileSync(errFile, 'utf8')}`,
+          ),
+        );
+    });
+  }).finally(() => closeSync(fd));
+}
+
+async function getObject<T>(plural: string, name: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await kubectl(['get', plural, name, '-n', NS, '-o', 'json'])) as T;
+  } catch (err) {
+    if (/NotFound|not found/.test((err as Error).message)) return undefined;
+    throw err;
+  }
+}
+
+/** Polls the object through the API until `ok` holds (bounded), returning it. */
+async function waitFor<T>(
+  plural: string,
+  name: string,
+  ok: (o: T | undefined) => boolean,
+  timeoutMs = 60_000,
+): Promise<T | undefined> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const o = await getObject<T>(plural, name);
+    if (ok(o)) return o;
+    if (Date.now() > until) {
+      throw new Error(
+        `${plural} ${name}: condition not met in ${timeoutMs} ms; last: ${JSON.stringify(o)}`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+function containerJson(name: string, spec: Record<string, unknown>): string {
+  return JSON.stringify({
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Container',
+    metadata: { name, namespace: NS },
+    spec: {
+      image: 'busybox',
+      command: ['sleep', '3600'],
+      terminationGracePeriodSeconds: 1,
+      ...spec,
+    },
+  });
+}
+
+const runningWithIp = (o: Container | undefined): boolean =>
+  o?.status?.phase === 'Running' &&
+  o.status.reason === undefined &&
+  typeof o.status.ip === 'string';
+
+suite('Kubernetes mode against a real API server', () => {
+  beforeAll(async () => {
+    before = hostSnapshot();
+    base = mkdtempSync(join(FIXTURE_ROOT, `${NS}-`));
+    cpDir = join(base, 'control-plane');
+    stateDir = join(base, 'state');
+    const t0 = Date.now();
+    kubeconfig = await controlPlane(['up', cpDir]);
+    const upMs = Date.now() - t0;
+    await kubectl(['apply', '-f', join(REPO_ROOT, 'crds')]);
+    await kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=60s',
+      ...['images', 'containers', 'services'].map((p) => `crd/${p}.conductor.dev`),
+    ]);
+    await kubectl(['create', 'namespace', NS]);
+    registry = await startRegistry({ prefix: NS });
+    await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);
+    const t1 = Date.now();
+    ctl = await runController({
+      kubeconfig,
+      nodeName: NODE,
+      stateDir,
+      metricsAddr: '127.0.0.1:0',
+      network,
+      logger,
+      images: { buildIdPrefix: `${NS}-build` },
+    });
+    console.info(
+      `control plane up in ${upMs} ms; controller started and synced in ${Date.now() - t1} ms`,
+    );
+  }, 180_000);
+
+  afterAll(async () => {
+    await ctl?.stop();
+    if (stateDir && existsSync(stateDir)) {
+      const core = await RuntimeCore.open({ stateDir, network });
+      try {
+        await core.removeAll();
+      } finally {
+        await core.close();
+      }
+    }
+    await registry?.stop();
+    if (cpDir) await controlPlane(['down', cpDir]);
+    if (base) rmSync(base, { recursive: true, force: true });
+    assertNoLeaks(before, { idPrefix: NS });
+  }, 120_000);
+
+  it('builds an Image applied with kubectl, status through the status subresource', async () => {
+    if (!registry) throw new Error('no registry');
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'conductor.dev/v1alpha1',
+        kind: 'Image',
+        metadata: { name: 'busybox', namespace: NS },
+        spec: { from: `${registry.host}/${NS}/busybox:1`, registry: { tlsVerify: false } },
+      }),
+    );
+    const image = await waitFor<Image>('images', 'busybox', (o) => o?.status?.phase === 'Ready');
+    expect(image?.status?.digest).toMatch(/^sha256:/);
+    expect(image?.metadata.finalizers).toContain(FINALIZER);
+  }, 120_000);
+
+  it('runs a Container made with kubectl: Running with an ip, an event, the finalizer', async () => {
+    const t0 = Date.now();
+    await kubectl(['apply', '-f', '-'], containerJson('web', {}));
+    const c = await waitFor<Container>('containers', 'web', runningWithIp);
+    console.info(`kubectl apply → Running in ${Date.now() - t0} ms`);
+    expect(c?.metadata.finalizers).toEqual([FINALIZER]);
+    expect(c?.status?.observedGeneration).toBe(c?.metadata.generation);
+    expect(c?.status?.ip).toMatch(/^10\.79\./);
+    // Written by the status subresource, with our field manager; spec only by kubectl.
+    const fields = (
+      JSON.parse(
+        await kubectl([
+          'get',
+          'containers',
+          'web',
+          '-n',
+          NS,
+          '-o',
+          'json',
+          '--show-managed-fields',
+        ]),
+      ) as {
+        metadata: { managedFields: { manager: string; subresource?: string; fieldsV1: object }[] };
+      }
+    ).metadata.managedFields;
+    const ours = fields.filter((f) => f.manager === 'conductor-agent');
+    expect(ours.map((f) => f.subresource ?? 'main').sort()).toEqual(['main', 'status']);
+    for (const f of ours) expect(JSON.stringify(f.fieldsV1)).not.toContain('f:spec');
+
+    const info = await ctl?.runtime.find(containerIdFor(NS, 'web'));
+    expect(info?.status).toBe('running');
+    expect(info?.ip).toBe(c?.status?.ip);
+
+    // The event, as `kubectl get events` (core/v1) and events.k8s.io/v1 see it.
+    const until = Date.now() + 10_000;
+    let events: {
+      reason?: string;
+      reportingController?: string;
+      reportingInstance?: string;
+      regarding?: { name?: string; kind?: string };
+    }[] = [];
+    while (Date.now() < until) {
+      events = (
+        JSON.parse(await kubectl(['get', 'events.events.k8s.io', '-n', NS, '-o', 'json'])) as {
+          items: typeof events;
+        }
+      ).items;
+      if (events.some((e) => e.reason === 'Started' && e.regarding?.name === 'web')) break;
+      await sleep(100);
+    }
+    const started = events.find((e) => e.reason === 'Started' && e.regarding?.name === 'web');
+    expect(started).toMatchObject({
+      reportingController: REPORTING_CONTROLLER,
+      reportingInstance: NODE,
+      regarding: { kind: 'Container', name: 'web' },
+    });
+    const table = await kubectl(['get', 'events', '-n', NS]);
+    expect(table).toMatch(/Started\s+container\/web/);
+  }, 90_000);
+
+  it('refuses a status write from a stale object with ConflictError (409 from the server)', async () => {
+    // A client of its own whose informers are then stopped: its cache keeps the object as read,
+    // so the write reaches the API server, which answers 409.
+    const other = await KubernetesClient.open({ kubeconfig, nodeName: `${NODE}-other`, logger });
+    await other.start();
+    await other.synced();
+    const stale = other.get('Container', `${NS}/web`);
+    await other.stop();
+    expect(stale?.status?.phase).toBe('Running');
+    if (!stale?.status) throw new Error('no status');
+    await kubectl([
+      'patch',
+      'containers',
+      'web',
+      '-n',
+      NS,
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"message":"someone else"}}',
+    ]);
+    await expect(
+      other.updateStatus('Container', stale, { ...stale.status, message: 'stale' }),
+    ).rejects.toBeInstanceOf(ConflictError);
+    // Nothing was written: the message is the other writer's.
+    expect((await getObject<Container>('containers', 'web'))?.status?.message).toBe('someone else');
+  }, 60_000);
+
+  it('replaces the container on a spec change; a status written meanwhile is a conflict, retried', async () => {
+    const id = containerIdFor(NS, 'web');
+    const old = await ctl?.runtime.find(id);
+    logs.length = 0;
+    // PID 1 ignores SIGTERM: the old container takes its whole grace period (3 s) to go, the
+    // window in which someone else writes status.
+    await kubectl(
+      ['apply', '-f', '-'],
+      containerJson('web', { env: [{ name: 'V', value: '2' }], terminationGracePeriodSeconds: 3 }),
+    );
+    await waitFor<Container>('containers', 'web', (o) => o?.status?.reason === 'Replacing', 20_000);
+    await kubectl([
+      'patch',
+      'containers',
+      'web',
+      '-n',
+      NS,
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"message":"someone else, again"}}',
+    ]);
+    const c = await waitFor<Container>(
+      'containers',
+      'web',
+      (o) =>
+        runningWithIp(o) &&
+        o?.status?.observedGeneration === o?.metadata.generation &&
+        o?.status?.message === undefined,
+      30_000,
+    );
+    const now = await ctl?.runtime.find(id);
+    expect(now?.status).toBe('running');
+    expect(now?.pid).not.toBe(old?.pid);
+    expect(c?.status?.pid).toBe(now?.pid);
+    const conflicts = logs.filter(
+      (l) =>
+        l.msg === 'reconciler error' &&
+        String(l.fields?.error).includes('has been modified') &&
+        l.fields?.key === `${NS}/web`,
+    );
+    expect(conflicts.length).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it('restarts a watch gone silent, re-listing: nothing is missed', async () => {
+    const warned: string[] = [];
+    const quiet: Logger = { ...logger, info: () => {}, warn: (msg) => warned.push(msg) };
+    // The client's watch reconnects after 30 s of quiet; a watchdog shorter than that fires.
+    const other = await KubernetesClient.open({
+      kubeconfig,
+      nodeName: `${NODE}-other`,
+      logger: quiet,
+      watchdogMs: 500,
+    });
+    try {
+      await other.start();
+      await other.synced();
+      const until = Date.now() + 10_000;
+      while (!warned.some((w) => /^watch of containers silent/.test(w)) && Date.now() < until)
+        await sleep(50);
+      expect(warned.filter((w) => /^watch of containers silent/.test(w)).length).toBeGreaterThan(0);
+      await kubectl(['apply', '-f', '-'], containerJson('watched', {}));
+      const seen = Date.now() + 10_000;
+      while (!other.get('Container', `${NS}/watched`) && Date.now() < seen) await sleep(20);
+      expect(other.get('Container', `${NS}/watched`)?.metadata.finalizers).toContain(FINALIZER);
+    } finally {
+      await other.stop();
+    }
+    await waitFor<Container>('containers', 'watched', runningWithIp);
+    await kubectl(['delete', 'containers', 'watched', '-n', NS, '--wait=true', '--timeout=60s']);
+    expect(await ctl?.runtime.find(containerIdFor(NS, 'watched'))).toBeUndefined();
+  }, 60_000);
+
+  it('recovers from an API server restart: its informers come back with back-off', async () => {
+    const pids = readFileSync(join(cpDir, 'pids'), 'utf8');
+    const apiserver = Number(/^kube-apiserver (\d+) /m.exec(pids)?.[1]);
+    expect(apiserver).toBeGreaterThan(1);
+    logs.length = 0;
+    // SIGKILL: a crash, and quicker than its graceful shutdown (tens of seconds).
+    process.kill(apiserver, 'SIGKILL');
+    const t0 = Date.now();
+    const until = Date.now() + 30_000;
+    while (!logs.some((l) => /^watching \w+ failed; retrying$/.test(l.msg)) && Date.now() < until)
+      await sleep(100);
+    expect(logs.some((l) => /^watching \w+ failed; retrying$/.test(l.msg))).toBe(true);
+    // Gone, then `up` on the same DIR starts it again; etcd kept running, with the same data.
+    const gone = Date.now() + 60_000;
+    while (existsSync(`/proc/${apiserver}`) && Date.now() < gone) await sleep(100);
+    expect(existsSync(`/proc/${apiserver}`)).toBe(false);
+    await controlPlane(['up', cpDir]);
+    const t1 = Date.now();
+    await kubectl(['apply', '-f', '-'], containerJson('after', {}));
+    await waitFor<Container>('containers', 'after', runningWithIp, 60_000);
+    console.info(
+      `API server down for ${t1 - t0} ms; after its restart, kubectl apply → Running in ${Date.now() - t1} ms`,
+    );
+    const retries = logs.filter((l) => /^watching \w+ failed; retrying$/.test(l.msg));
+    console.info(`${retries.length} informer restarts while the API server was away`);
+    await kubectl(['delete', 'containers', 'after', '-n', NS, '--wait=true', '--timeout=60s']);
+  }, 120_000);
+
+  it('kubectl delete: the host state goes, then the finalizer, then the object', async () => {
+    const id = containerIdFor(NS, 'web');
+    expect(await ctl?.runtime.find(id)).toBeDefined();
+    const t0 = Date.now();
+    // --wait: kubectl returns once the object is gone, i.e. once the finalizer is removed.
+    await kubectl(['delete', 'containers', 'web', '-n', NS, '--wait=true', '--timeout=60s']);
+    console.info(`kubectl delete → object gone in ${Date.now() - t0} ms`);
+    expect(await getObject<Container>('containers', 'web')).toBeUndefined();
+    expect(await ctl?.runtime.find(id)).toBeUndefined();
+  }, 90_000);
+
+  it('objects deleted while the agent is down are cleaned up at the next start', async () => {
+    await kubectl(['apply', '-f', '-'], containerJson('late', {}));
+    // A Service has no container for the next start to adopt: only its finalizer (leftoverKeys)
+    // says it has host state to release (its virtual IP's rules).
+    await kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'conductor.dev/v1alpha1',
+        kind: 'Service',
+        metadata: { name: 'late', namespace: NS },
+        spec: { selector: { app: 'late' }, ports: [{ port: 80, targetPort: 8080 }] },
+      }),
+    );
+    await waitFor<Container>('containers', 'late', runningWithIp);
+    const svc = await waitFor<{ status?: { clusterIP?: string } }>(
+      'services.conductor.dev',
+      'late',
+      (o) => typeof o?.status?.clusterIP === 'string',
+    );
+    expect(svc?.status?.clusterIP).toMatch(/^10\.80\./);
+    const id = containerIdFor(NS, 'late');
+    await ctl?.stop();
+    ctl = undefined;
+    // Held by our finalizer while no agent runs.
+    await kubectl(['delete', 'containers', 'late', '-n', NS, '--wait=false']);
+    await kubectl(['delete', 'services.conductor.dev', 'late', '-n', NS, '--wait=false']);
+    const held = await getObject<Container>('containers', 'late');
+    expect(held?.metadata.deletionTimestamp).toBeDefined();
+    ctl = await runController({
+      kubeconfig,
+      nodeName: NODE,
+      stateDir,
+      metricsAddr: '127.0.0.1:0',
+      network,
+      logger,
+      images: { buildIdPrefix: `${NS}-build` },
+    });
+    await waitFor<Container>('containers', 'late', (o) => o === undefined, 30_000);
+    await waitFor('services.conductor.dev', 'late', (o) => o === undefined, 30_000);
+    expect(await ctl.runtime.find(id)).toBeUndefined();
+  }, 90_000);
+});
