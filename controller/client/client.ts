@@ -6,7 +6,8 @@
  */
 import type { Kind } from '../api/kinds.js';
 import type { Container, Image, Service } from '../api/types.generated.js';
-import type { ObjectCache } from '../cache/cache.js';
+import { sameJson } from '../api/canonical.js';
+import { objectKey, type ObjectCache } from '../cache/cache.js';
 import type { Source } from '../source/source.js';
 
 export interface ObjectsByKind {
@@ -96,4 +97,24 @@ export interface SourceClient extends Client, Source {
    * gone: reconciled once after the first sync, so what they owned is released.
    */
   leftoverKeys(): { kind: Kind; key: string }[];
+}
+
+/**
+ * Where every source's status write starts, as the Client contract says: the object as it is
+ * in the cache, NotFoundError when it is gone, ConflictError when it changed since `object` was
+ * read; `unchanged` when it already has this status (nothing to write).
+ */
+export function statusWriteBase<K extends Kind>(
+  cache: ObjectCache<ObjectOf<K>>,
+  kind: K,
+  object: ObjectOf<K>,
+  status: StatusOf<K>,
+): { key: string; current: ObjectOf<K>; unchanged: boolean } {
+  const key = objectKey(object);
+  const current = cache.getByKey(key);
+  if (!current) throw new NotFoundError(kind, key);
+  const readAt = object.metadata.resourceVersion;
+  if (current.metadata.resourceVersion !== readAt)
+    throw new ConflictError(kind, key, readAt, current.metadata.resourceVersion);
+  return { key, current, unchanged: sameJson(current.status, status) };
 }

@@ -11,8 +11,7 @@ import { KIND_NAMES, type Kind } from '../api/kinds.js';
 import type { ConductorObject } from '../api/types.generated.js';
 import { ObjectCache, objectKey } from '../cache/cache.js';
 import {
-  ConflictError,
-  NotFoundError,
+  statusWriteBase,
   type Caches,
   type RecordEvent,
   type ObjectOf,
@@ -161,13 +160,8 @@ export class DirectoryClient implements SourceClient {
     object: ObjectOf<K>,
     status: StatusOf<K>,
   ): Promise<ObjectOf<K>> {
-    const key = objectKey(object);
-    const current = this.cache(kind).getByKey(key);
-    if (!current) throw new NotFoundError(kind, key);
-    const readAt = object.metadata.resourceVersion;
-    if (current.metadata.resourceVersion !== readAt)
-      throw new ConflictError(kind, key, readAt, current.metadata.resourceVersion);
-    if (JSON.stringify(current.status) === JSON.stringify(status)) return current;
+    const { current, unchanged } = statusWriteBase(this.cache(kind), kind, object, status);
+    if (unchanged) return current;
     const next = {
       ...current,
       metadata: { ...current.metadata, resourceVersion: this.nextResourceVersion() },

@@ -42,6 +42,7 @@ import { GROUP, KIND_NAMES, KINDS, VERSION, type Kind } from '../api/kinds.js';
 import type { ConductorObject } from '../api/types.generated.js';
 import { ObjectCache, objectKey } from '../cache/cache.js';
 import {
+  statusWriteBase,
   ConflictError,
   NotFoundError,
   type Caches,
@@ -727,13 +728,9 @@ export class KubernetesClient implements SourceClient {
     object: ObjectOf<K>,
     status: StatusOf<K>,
   ): Promise<ObjectOf<K>> {
-    const key = objectKey(object);
-    const current = this.cache(kind).getByKey(key);
-    if (!current) throw new NotFoundError(kind, key);
+    const { key, current, unchanged } = statusWriteBase(this.cache(kind), kind, object, status);
+    if (unchanged) return current;
     const readAt = object.metadata.resourceVersion;
-    if (current.metadata.resourceVersion !== readAt)
-      throw new ConflictError(kind, key, readAt, current.metadata.resourceVersion);
-    if (sameJson(current.status, status)) return current;
     const { namespace, name } = object.metadata;
     let raw: KubernetesObject;
     try {
