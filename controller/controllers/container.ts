@@ -78,6 +78,7 @@ export function runtimeSpecFor(c: Container, image: Image, id: string): RunSpec 
   if (args.length === 0) {
     throw invalidSpec('spec.command: required, the image has no entrypoint or cmd');
   }
+  const published = hostPorts(c);
   const spec: RunSpec = {
     id,
     name: `${c.metadata.namespace}/${c.metadata.name}`,
@@ -86,7 +87,7 @@ export function runtimeSpecFor(c: Container, image: Image, id: string): RunSpec 
     hostname: c.spec.hostname ?? c.metadata.name,
     network: {
       mode: c.spec.network === 'host' ? 'host' : c.spec.network === 'none' ? 'none' : 'bridge',
-      ...(hostPorts(c).length ? { ports: hostPorts(c) } : {}),
+      ...(published.length ? { ports: published } : {}),
     },
     annotations: { [OWNER_ANNOTATION]: `Container/${c.metadata.namespace}/${c.metadata.name}` },
   };

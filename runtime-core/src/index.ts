@@ -289,9 +289,9 @@ export class RuntimeCore {
    * released.
    */
   async adopt(): Promise<ContainerInfo[]> {
+    // Every container of the state dir, running or not: what still owns an attachment.
     const adopted = await this.containers.adopt();
-    const all = await this.containers.list();
-    for (const what of await this.network.gc(new Set(all.map((i) => i.id))))
+    for (const what of await this.network.gc(new Set(adopted.map((i) => i.id))))
       this.log.info('released a network attachment left behind', { what });
     return Promise.all(adopted.map((i) => this.withIp(i)));
   }

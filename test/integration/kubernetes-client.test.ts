@@ -73,6 +73,21 @@ const logger: Logger = {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** kubectl against the suite's control plane (asynchronous: the controller runs in-process). */
+/** Someone else writes a Container's status (through the subresource, as kubectl does). */
+function patchStatusMessage(name: string, message: string): Promise<string> {
+  return kubectl([
+    'patch',
+    'containers',
+    name,
+    '-n',
+    NS,
+    '--subresource=status',
+    '--type=merge',
+    '-p',
+    JSON.stringify({ status: { message } }),
+  ]);
+}
+
 function kubectl(args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile(
@@ -296,17 +311,7 @@ suite('Kubernetes mode against a real API server', () => {
     await other.stop();
     expect(stale?.status?.phase).toBe('Running');
     if (!stale?.status) throw new Error('no status');
-    await kubectl([
-      'patch',
-      'containers',
-      'web',
-      '-n',
-      NS,
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"message":"someone else"}}',
-    ]);
+    await patchStatusMessage('web', 'someone else');
     await expect(
       other.updateStatus('Container', stale, { ...stale.status, message: 'stale' }),
     ).rejects.toBeInstanceOf(ConflictError);
@@ -325,17 +330,7 @@ suite('Kubernetes mode against a real API server', () => {
       containerJson('web', { env: [{ name: 'V', value: '2' }], terminationGracePeriodSeconds: 3 }),
     );
     await waitFor<Container>('containers', 'web', (o) => o?.status?.reason === 'Replacing', 20_000);
-    await kubectl([
-      'patch',
-      'containers',
-      'web',
-      '-n',
-      NS,
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"message":"someone else, again"}}',
-    ]);
+    await patchStatusMessage('web', 'someone else, again');
     const c = await waitFor<Container>(
       'containers',
       'web',

@@ -477,8 +477,8 @@ export class NodeNetwork {
       await writeJsonAtomic(this.attachmentPath(req.id), att);
       if (req.mode === 'bridge') {
         const name = this.netnsName(req.id);
-        if (await netnsExists(name)) await this.cniDel(att).catch(() => undefined);
-        if (await netnsExists(name)) await ip('netns', 'del', name);
+        if (netnsExists(name)) await this.cniDel(att).catch(() => undefined);
+        if (netnsExists(name)) await ip('netns', 'del', name);
         await ip('netns', 'add', name);
         const result = await this.cniAdd(req, att);
         const addr = pickAddress(result);
@@ -550,7 +550,7 @@ export class NodeNetwork {
   /** Releases everything an attachment holds; succeeds on what is half-made or gone. */
   async detach(id: string): Promise<void> {
     const att = await readJson<Attachment>(this.attachmentPath(id));
-    if (att?.mode === 'bridge' || (await netnsExists(this.netnsName(id)))) {
+    if (att?.mode === 'bridge' || netnsExists(this.netnsName(id))) {
       await this.ensure();
       const a: Attachment = att ?? {
         id,
@@ -563,7 +563,7 @@ export class NodeNetwork {
       };
       a.netns ??= `/run/netns/${this.netnsName(id)}`;
       await this.cniDel(a);
-      if (await netnsExists(this.netnsName(id))) await ip('netns', 'del', this.netnsName(id));
+      if (netnsExists(this.netnsName(id))) await ip('netns', 'del', this.netnsName(id));
     }
     if (att) this.held.delete(att.owner);
     await rm(this.filesDir(id), { recursive: true, force: true });
@@ -866,8 +866,8 @@ export function netnsNames(): string[] {
   }
 }
 
-async function netnsExists(name: string): Promise<boolean> {
-  return Promise.resolve(netnsNames().includes(name));
+function netnsExists(name: string): boolean {
+  return netnsNames().includes(name);
 }
 
 /** The container's address: the IPv4 on the interface in the sandbox (or the first). */
