@@ -327,7 +327,15 @@ export class ContainerReconciler implements Reconciler {
 
     if (info.status === 'running' || info.status === 'creating') {
       this.watch(key, id);
-      if (info.pid !== undefined) this.prober.ensure(key, container, id, info.pid, info.ip);
+      if (info.pid !== undefined) {
+        // The container the status describes (a controller restart adopting it): its
+        // readiness carries over until its next probe.
+        const was = container.status;
+        const same =
+          was?.containerID === id && was.pid === info.pid && was.startedAt === info.startedAt;
+        const wasReady = same && was.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+        this.prober.ensure(key, container, id, info.pid, info.ip, wasReady);
+      }
       const startedAt = info.startedAt ? Date.parse(info.startedAt) : ctx.now().getTime();
       await this.setStatus(status, {
         phase: 'Running',

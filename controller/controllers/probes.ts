@@ -48,8 +48,20 @@ export class Prober {
     return this.workers.get(key)?.ready ?? true;
   }
 
-  /** Starts probing the container `id` (pid `pid`, address `ip`) for `key`, replacing older probes. */
-  ensure(key: string, container: Container, id: string, pid: number, ip?: string): void {
+  /**
+   * Starts probing the container `id` (pid `pid`, address `ip`) for `key`, replacing older
+   * probes. Readiness starts false until the probe passes, unless `wasReady`: the same container
+   * (one a previous controller process started and saw ready) keeps its readiness until its
+   * first probe says otherwise, so a controller restart does not take it out of its Services.
+   */
+  ensure(
+    key: string,
+    container: Container,
+    id: string,
+    pid: number,
+    ip?: string,
+    wasReady = false,
+  ): void {
     const existing = this.workers.get(key);
     if (existing && existing.id === id && existing.pid === pid && existing.ip === ip) return;
     this.stop(key);
@@ -62,7 +74,7 @@ export class Prober {
       timers: [],
       cancel: new AbortController(),
       inflight: new Set(),
-      ready: !readinessProbe,
+      ready: !readinessProbe || wasReady,
       streak: { readiness: { ok: 0, fail: 0 }, liveness: { ok: 0, fail: 0 } },
     };
     this.workers.set(key, w);

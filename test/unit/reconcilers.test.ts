@@ -237,6 +237,41 @@ describe('ContainerReconciler (fakes)', () => {
     await r.close();
     expect(f.runtime.watching).toBe(0);
   });
+
+  it('a restarted controller keeps an adopted container ready until its probe says otherwise', async () => {
+    const f = await withImage();
+    // The probe never runs during the test: readiness is only what ensure() starts with.
+    const probe = { readinessProbe: { exec: { command: ['true'] }, initialDelaySeconds: 600 } };
+    f.client.apply(container(probe));
+    const first = new ContainerReconciler(f.ctx, () => undefined);
+    await first.reconcile(key);
+    const readyOf = (): string | undefined =>
+      f.client.get('Container', key)?.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+    expect(readyOf()).toBe('False'); // a new container is unready until its probe passes
+    await first.close();
+    // The previous process saw it ready (its probe passed), then the controller restarted.
+    const st = f.client.get('Container', key)?.status ?? {};
+    const current = f.client.get('Container', key);
+    if (!current) throw new Error('no Container');
+    await f.client.updateStatus('Container', current, {
+      ...st,
+      conditions: (st.conditions ?? []).map((c) =>
+        c.type === 'Ready' ? { ...c, status: 'True' as const, reason: 'ContainerRunning' } : c,
+      ),
+    });
+    const second = new ContainerReconciler(f.ctx, () => undefined);
+    await second.reconcile(key);
+    expect(readyOf()).toBe('True');
+    await second.close();
+    // Another process in its place (a new pid) is not the container that was seen ready.
+    const c = f.runtime.containers.get(id);
+    if (!c) throw new Error('no fake container');
+    c.info = { ...c.info, pid: 4242 };
+    const third = new ContainerReconciler(f.ctx, () => undefined);
+    await third.reconcile(key);
+    expect(readyOf()).toBe('False');
+    await third.close();
+  });
 });
 
 describe('ServiceReconciler (fakes)', () => {
