@@ -23,12 +23,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
 import { procStatFields } from '../../runtime-core/src/files.js';
+import {
+  CONTROL_PLANE_BUILD_TIMEOUT,
+  CONTROL_PLANE_SCRIPT,
+  controlPlaneBinaries,
+} from '../fixtures/control-plane.js';
 import { REPO_ROOT } from '../fixtures/controller.js';
 import { FIXTURE_ROOT } from '../fixtures/index.js';
 
-const SCRIPT = join(REPO_ROOT, 'hack/control-plane.sh');
-/** The first build takes ~7 minutes (more on a busy machine); `up` itself takes seconds. */
-const BUILD_TIMEOUT = 30 * 60 * 1000;
+const SCRIPT = CONTROL_PLANE_SCRIPT;
 const CRDS = ['containers.conductor.dev', 'images.conductor.dev', 'services.conductor.dev'];
 
 interface Run {
@@ -93,20 +96,11 @@ const kubectlOk = (args: string[], input?: string): string =>
 
 beforeAll(() => {
   mkdirSync(FIXTURE_ROOT, { recursive: true });
-  // Builds when the cache lacks this pin, its progress on our stderr (stdout: the binaries'
-  // directory).
-  const build = spawnSync(SCRIPT, ['build'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  bin = lastLine(build.stdout);
-  if (build.status !== 0 || !existsSync(join(bin, 'kubectl'))) {
-    throw new Error(`hack/control-plane.sh build failed (exit ${build.status})`);
-  }
+  bin = controlPlaneBinaries();
   dir = mkdtempSync(join(FIXTURE_ROOT, 'control-plane-'));
   kubeconfig = lastLine(ok(SCRIPT, ['up', dir]));
   started = readPids(dir);
-}, BUILD_TIMEOUT);
+}, CONTROL_PLANE_BUILD_TIMEOUT);
 
 afterAll(() => {
   // When `down` was not reached or failed: stop what `up` recorded, by pid and start time.
