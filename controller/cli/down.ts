@@ -18,7 +18,9 @@ Usage:
   conductor down [--state-dir DIR]
 
 Every container is stopped at once and removed with its network (address, netns, published
-ports) and volumes; then the bridge, its routes, the nftables table and the DNS server go.
+ports) and volumes; then the bridge, its routes, the nftables table and the DNS server go
+(the ranges and conflist directory are the ones the network was made with, whatever the flags
+of the \`conductor up\` that made it).
 The controller must not be running (stop it first: containers outlive it by design). Images
 and the objects' records stay.
 `;
@@ -39,8 +41,10 @@ export async function down(argv: string[], io: CliIO): Promise<number> {
     );
   }
   // The runtime core (and its native addon) only for this command.
-  const { RuntimeCore } = await import('../../runtime-core/src/index.js');
-  const core = await RuntimeCore.open({ stateDir });
+  const { RuntimeCore, recordedNetwork } = await import('../../runtime-core/src/index.js');
+  // With the ranges and conflist directory its network was made with, whatever they were.
+  const network = await recordedNetwork(stateDir);
+  const core = await RuntimeCore.open({ stateDir, ...(network ? { network } : {}) });
   try {
     const containers = await core.list();
     await core.removeAll();

@@ -240,6 +240,9 @@ export class ContainerRuntime {
    * a detached shim that runs it. On any failure everything made so far is undone and the
    * error names the step that failed.
    *
+   * `beforeStart`: the shim starts once it resolves (the bundle is made meanwhile); when it
+   * rejects, the create is undone.
+   *
    * `upperDir` (image builds): the overlay's upper directory lives there instead of in the
    * container's state directory, so it outlives remove() and can become a layer. It must not
    * exist yet and must be on the state directory's filesystem (overlayfs needs upper and work
@@ -247,7 +250,7 @@ export class ContainerRuntime {
    */
   async create(
     spec: RunSpec,
-    opts: { layers: string[]; upperDir?: string },
+    opts: { layers: string[]; upperDir?: string; beforeStart?: Promise<unknown> },
   ): Promise<CreatedContainer> {
     const { id } = spec;
     const volumesDir = this.layout.volumes(validateContainerId(id));
@@ -313,6 +316,10 @@ export class ContainerRuntime {
       if (mount.status === 'rejected') throw mount.reason;
       step = 'write config.json';
       if (files.status === 'rejected') throw files.reason;
+
+      // What the container needs before it runs and the caller makes meanwhile (its network).
+      step = 'wait for the network';
+      await opts.beforeStart;
 
       step = 'start shim';
       // The shim undoes a failed start itself; this covers a shim that died half-way.

@@ -83,6 +83,7 @@ export {
   DEFAULT_CONTAINER_CIDR,
   DEFAULT_SERVICE_CIDR,
   NetworkError,
+  recordedNetwork,
   type Attachment,
   type NetworkOptions,
   type NodeNetworkInfo,
@@ -226,10 +227,10 @@ export class RuntimeCore {
   /**
    * Creates and starts a container from `spec` on `image`'s layers (an image with none runs on
    * an empty layer). `volume` mounts are made under the core's layout and kept until
-   * removeVolumes(). Its network is attached first — bridge: its own netns on the bridge with
-   * an address and `network.ports` published (HostPortConflictError when one is held); every
-   * mode: Conductor's /etc/hosts, /etc/hostname and /etc/resolv.conf — and released if the
-   * create fails.
+   * removeVolumes(). Its network is attached — bridge: its own netns on the bridge with an
+   * address and `network.ports` published (HostPortConflictError when one is held); every mode:
+   * Conductor's /etc/hosts, /etc/hostname and /etc/resolv.conf — while its bundle is made, and
+   * before it starts; released if the create fails.
    */
   async run(spec: RunSpec, image: RunImage): Promise<CreatedContainer> {
     // Top layer first, as overlayfs lists lowerdirs.
@@ -243,7 +244,7 @@ export class RuntimeCore {
     const [namespace, name] = (spec.name ?? '').includes('/')
       ? (spec.name ?? '').split('/', 2)
       : ['default', spec.name ?? spec.id];
-    const att = await this.network.attach({
+    const pending = await this.network.begin({
       id: spec.id,
       mode,
       namespace: namespace ?? 'default',
@@ -251,12 +252,24 @@ export class RuntimeCore {
       hostname: spec.hostname ?? spec.id,
       portMappings: spec.network?.ports ?? [],
     });
+    // CNI ADD runs while the bundle is made (overlay, config.json); the container starts once
+    // its network is up. A failed ADD is the error reported, not the create it stopped.
+    const networkError = pending.ready.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     try {
-      const created = await this.containers.create(withAttachment(spec, att), { layers });
-      return att.ip ? { ...created, ip: att.ip } : created;
+      const created = await this.containers.create(withAttachment(spec, pending.att), {
+        layers,
+        beforeStart: pending.ready,
+      });
+      const ip = (await pending.ready).ip;
+      return ip ? { ...created, ip } : created;
     } catch (err) {
+      // Undone once the ADD has settled (it may still be running when the create failed).
+      const failed = await networkError;
       await this.network.detach(spec.id).catch(() => undefined);
-      throw err;
+      throw failed ?? err;
     }
   }
 

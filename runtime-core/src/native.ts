@@ -82,6 +82,8 @@ interface Addon {
   nsInodes(pid: number): Record<NamespaceKind, string>;
   unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayerResult>;
   resolveInRoot(root: string, path: string): string;
+  netnsCreate(path: string): Promise<void>;
+  netnsRemove(path: string): Promise<void>;
 }
 
 /** Path of the addon, found from this module's location (works from src/ and dist/). */
@@ -194,4 +196,18 @@ export async function unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayer
  */
 export function resolveInRoot(root: string, path: string): string {
   return addon().resolveInRoot(root, path);
+}
+
+/**
+ * A persistent network namespace bound at `path` (as `ip netns add`: the directory made a shared
+ * mount point, an empty file, a new namespace bind-mounted on it). Rejects with EEXIST when the
+ * path exists, EINVAL when it is not absolute or has an empty, "." or ".." component.
+ */
+export function netnsCreate(path: string): Promise<void> {
+  return addon().netnsCreate(path);
+}
+
+/** Unbinds and removes a namespace netnsCreate made (`ip netns del`); gone already is fine. */
+export function netnsRemove(path: string): Promise<void> {
+  return addon().netnsRemove(path);
 }

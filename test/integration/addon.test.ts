@@ -1,6 +1,7 @@
 /**
  * The native addon (runtime-core/src/native.ts) against the real kernel, as root: pidfd exit
- * waits, start times, overlay mounts, cgroup statistics (this host is v1/v2 hybrid).
+ * waits, start times, overlay mounts, cgroup statistics (this host is v1/v2 hybrid), persistent
+ * network namespaces.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
@@ -25,6 +26,8 @@ import {
   addonPath,
   cgroupStats,
   mountOverlay,
+  netnsCreate,
+  netnsRemove,
   nsInodes,
   pidStartTime,
   unmount,
@@ -468,5 +471,43 @@ describe('cgroupStats', () => {
 
   it('rejects a path that is not absolute', async () => {
     await expect(cgroupStats('relative/path')).rejects.toThrow(/cgroupStats\(relative\/path\)/);
+  });
+});
+
+describe('netnsCreate / netnsRemove', () => {
+  const name = `${PREFIX}-ns`;
+  const path = `/run/netns/${name}`;
+  afterAll(() => {
+    // Whatever a failed case left: unbound and gone.
+    spawnSync('umount', ['-l', path]);
+    rmSync(path, { force: true });
+  });
+
+  it('makes a persistent network namespace that ip netns sees, with only lo (down)', async () => {
+    const ours = nsInodes(process.pid).net;
+    await netnsCreate(path);
+    const ip = (...args: string[]): string =>
+      spawnSync('ip', args, { encoding: 'utf8' }).stdout.trim();
+    expect(ip('netns', 'list')).toContain(name);
+    expect(ip('netns', 'exec', name, 'cat', '/proc/net/dev')).toMatch(/^\s*lo:/m);
+    expect(ip('netns', 'exec', name, 'ip', '-o', 'link').split('\n')).toHaveLength(1);
+    // A namespace of its own, not the host's (nor the thread's that made it: that one is gone).
+    const inode = statSync(path).ino;
+    expect(inode).not.toBe(statSync('/proc/self/ns/net').ino);
+    expect(listMounts()).toContain(path);
+    // This process and its threads are still in the host's namespace.
+    expect(nsInodes(process.pid).net).toBe(ours);
+    await expect(netnsCreate(path)).rejects.toMatchObject({ code: 'EEXIST' });
+    await netnsRemove(path);
+    expect(existsSync(path)).toBe(false);
+    expect(listMounts()).not.toContain(path);
+    await netnsRemove(path); // gone already is fine
+  });
+
+  it('refuses a path that is not absolute or climbs', async () => {
+    for (const bad of ['relative/ns', '/run/netns/../x', '/run/netns/', '/run//netns/x', '']) {
+      await expect(netnsCreate(bad)).rejects.toMatchObject({ code: 'EINVAL' });
+    }
+    expect(existsSync('/run/x')).toBe(false);
   });
 });

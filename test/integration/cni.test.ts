@@ -118,6 +118,9 @@ describe('CNI ADD, CHECK, DEL with the real plugins', () => {
     );
     expect(ipOk('-n', NETNS, 'link', 'show', 'eth0')).toBe(false);
     expect(allocated(conf.name)).toEqual([]);
+    // A later DEL (a controller cleaning up what it recorded) skips the missing plugin, names
+    // it, and still runs the others.
+    expect(await net.del(attachment('c2'))).toEqual(['no-such-plugin']);
   });
 
   it("reports a plugin's error object with the plugin and command", async () => {

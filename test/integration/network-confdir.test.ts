@@ -2,9 +2,11 @@
  * An operator's own CNI configuration (`conductor up --cni-conf-dir DIR`, as containerd's
  * conf_dir): the first conflist in DIR is used as it is — here with the bandwidth plugin added,
  * which Conductor's own conflist does not have — and one whose subnet is not the container range
- * is refused with the file named. Nothing of it is left on the host afterwards.
+ * is refused with the file named; a plugin failing at ADD fails the create and leaves nothing;
+ * `conductor down` finds the ranges and the directory in the state dir. Nothing of it is left on
+ * the host afterwards.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,6 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
+import { down } from '../../controller/cli/down.js';
 import { ControllerHarness, busyboxImage, containerManifest } from '../fixtures/controller.js';
 import { assertNoLeaks, hostSnapshot, uniqueId, type HostSnapshot } from '../fixtures/index.js';
 import { httpGet, networkSnapshot, type NetworkSnapshot } from '../fixtures/network.js';
@@ -114,4 +117,69 @@ it("runs containers with the operator's conflist, bandwidth plugin included", as
   expect(qdisc).toContain('tbf');
   await h.remove('web.yaml');
   await h.waitFor('Container', 'web', (o) => o === undefined);
+}, 60_000);
+
+it('a plugin that fails at ADD fails the create with its error, and leaves nothing of the container', async () => {
+  await h.stop();
+  const plugins = (
+    JSON.parse(conflist(h.network.containerCidr ?? '', join(confDir, 'ipam'))) as {
+      plugins: unknown[];
+    }
+  ).plugins;
+  writeFileSync(
+    join(confDir, '10-operator.conflist'),
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'operator-net',
+      plugins: [...plugins, { type: 'conductor-no-such-plugin' }],
+    }),
+  );
+  const ctl = await h.start({ network: { ...h.network, cniConfDir: confDir } });
+  await h.write('broken.yaml', containerManifest(NS, 'broken', { command: ['sleep', '1000'] }));
+  const c = await h.waitFor<Container>(
+    'Container',
+    'broken',
+    (o) => o?.status?.reason === 'CreateContainerError',
+  );
+  // The network's error, naming the plugin: not the create step it stopped.
+  expect(c?.status?.message).toContain('conductor-no-such-plugin');
+  const id = `${NS}_broken`;
+  expect((await ctl.runtime.list()).map((i) => i.id)).not.toContain(id);
+  expect(await ctl.runtime.attachment(id)).toBeUndefined();
+  expect(networkSnapshot().netns).not.toContain(`${ctl.runtime.installation}-${id}`);
+  // The plugins before it were undone: no veth left on the bridge.
+  expect(
+    JSON.parse(execFileSync('ip', ['-j', 'link', 'show', 'master', BRIDGE], { encoding: 'utf8' })),
+  ).toEqual([]);
+  await h.remove('broken.yaml');
+  await h.waitFor('Container', 'broken', (o) => o === undefined);
+}, 60_000);
+
+it('conductor down removes what runs with the ranges and conflist directory it was made with', async () => {
+  // A working conflist again; a container left running by a stopped controller.
+  writeFileSync(
+    join(confDir, '10-operator.conflist'),
+    conflist(h.network.containerCidr ?? '', join(confDir, 'ipam')),
+  );
+  await h.stop();
+  const ctl = await h.start({ network: { ...h.network, cniConfDir: confDir } });
+  const installation = ctl.runtime.installation;
+  await h.write('left.yaml', containerManifest(NS, 'left', { command: ['sleep', '1000'] }));
+  await h.waitFor<Container>('Container', 'left', (o) => !!o?.status?.ip);
+  await h.stop();
+  // `down` has none of up's flags: the ranges and the directory come from the state dir.
+  const out: string[] = [];
+  const io = {
+    stdout: (t: string) => out.push(t),
+    stderr: (t: string) => out.push(t),
+    cwd: process.cwd(),
+    now: () => new Date(),
+    signals: process,
+  };
+  expect(await down(['--state-dir', h.stateDir], io)).toBe(0);
+  expect(out.join('')).toContain('removed 1 container(s)');
+  expect(networkSnapshot().netns.filter((n) => n.startsWith(installation))).toEqual([]);
+  expect(spawnSync('ip', ['link', 'show', BRIDGE]).status).not.toBe(0);
+  expect(spawnSync('nft', ['list', 'table', 'ip', installation]).status).not.toBe(0);
+  await h.remove('left.yaml');
 }, 60_000);

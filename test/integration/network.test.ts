@@ -213,6 +213,8 @@ describe('a container on the bridge', () => {
     const range = parseCidr(h.network.containerCidr ?? '', 'range');
     expect(cidrContains(range, parseIPv4(ip) ?? 0)).toBe(true);
     expect((await httpGet(ip, 8080)).body.trim()).toBe('a');
+    // lo is up (the loopback network, attached beside the bridge's): 127.0.0.1 works inside.
+    expect((await exec('a', 'wget', '-qO-', 'http://127.0.0.1:8080/')).trim()).toBe('a');
     expect(await exec('a', 'cat', '/etc/hostname')).toBe('a\n');
     expect(await exec('a', 'cat', '/etc/hosts')).toMatch(
       new RegExp(`^${ip.replace(/\./g, '\\.')}\\ta$`, 'm'),
@@ -229,7 +231,12 @@ describe('a container on the bridge', () => {
       expect(routes).toContain(`unreachable ${cidr} metric`);
     }
     // The conflist is a real file a user can read.
-    expect(JSON.parse(sh('cat', info.conflist))).toMatchObject({ cniVersion: '1.0.0' });
+    const conf = JSON.parse(sh('cat', info.conflist)) as {
+      cniVersion: string;
+      plugins: { type: string }[];
+    };
+    expect(conf.cniVersion).toBe('1.0.0');
+    expect(conf.plugins.map((p) => p.type)).toEqual(['bridge', 'portmap']);
   });
 
   it('reaches another container by IP, and the outside world through NAT as the host', async () => {

@@ -116,6 +116,18 @@ interface CacheEntry {
   result: CniResult;
 }
 
+/** A conflist names a plugin that no CNI_PATH directory has. */
+export class CniPluginMissingError extends Error {
+  constructor(
+    readonly plugin: string,
+    network: string,
+    binDirs: string[],
+  ) {
+    super(`CNI plugin \`${plugin}\` of network ${network} not found in ${binDirs.join(':')}`);
+    this.name = 'CniPluginMissingError';
+  }
+}
+
 export class CniNetwork {
   constructor(
     readonly conf: CniConfList,
@@ -154,18 +166,29 @@ export class CniNetwork {
   /**
    * DEL: the plugins in reverse, with the config and result cached by ADD when there are
    * (after a restart, or after the conflist changed), else with this config and no prevResult.
-   * Succeeds on what is half-made or already gone; the cache goes last.
+   * Succeeds on what is half-made or already gone; the cache goes last. Plugins whose binary is
+   * missing are skipped and returned.
    */
-  async del(att: CniAttachment): Promise<void> {
+  async del(att: CniAttachment): Promise<string[]> {
     validateAttachment(att);
     const cached = await this.readCache(att);
     const conf = cached?.config ?? this.conf;
     const use: CniAttachment = cached
       ? { ...att, args: cached.cniArgs, capabilityArgs: cached.capabilityArgs }
       : att;
-    for (const p of [...conf.plugins].reverse())
-      await this.exec('DEL', conf, p, use, cached?.result);
+    const skipped: string[] = [];
+    for (const p of [...conf.plugins].reverse()) {
+      try {
+        await this.exec('DEL', conf, p, use, cached?.result);
+      } catch (err) {
+        // A plugin that is not there cannot undo anything (nor, while it is missing, can an
+        // ADD have run it): the others still run, and the caller is told which were skipped.
+        if (!(err instanceof CniPluginMissingError)) throw err;
+        skipped.push(err.plugin);
+      }
+    }
     await rm(this.cachePath(att), { force: true });
+    return skipped;
   }
 
   /** CHECK: the plugins in order with the cached result; throws if one finds a difference. */
@@ -249,9 +272,7 @@ export class CniNetwork {
         // next directory
       }
     }
-    throw new Error(
-      `CNI plugin \`${type}\` of network ${this.conf.name} not found in ${this.opts.binDirs.join(':')}`,
-    );
+    throw new CniPluginMissingError(type, this.conf.name, this.opts.binDirs);
   }
 
   private async exec(

@@ -1,9 +1,11 @@
 /**
  * Container networking on the node, as the kubelet's runtimes and podman do it with CNI: each
- * bridge-mode container gets a persistent network namespace (`ip netns add`, joined by the
- * runtime by path), attached to the installation's bridge by the network configuration list —
- * Conductor's own (bridge + host-local, portmap, loopback), written where a user can read it,
- * or the first one in an operator's `--cni-conf-dir` (containerd's `conf_dir`).
+ * bridge-mode container gets a persistent network namespace (as `ip netns add` makes one, by the
+ * native core; joined by the runtime by path), attached to the installation's bridge by the
+ * network configuration list — Conductor's own (bridge + host-local, portmap), written where a
+ * user can read it, or the first one in an operator's `--cni-conf-dir` (containerd's
+ * `conf_dir`) — and, at the same time, to the loopback network (`lo` up), as containerd's CRI
+ * attaches its loopback network beside the pod network.
  *
  * The node side, made once per installation and kept while containers use it:
  * - the bridge with the gateway address (so DNS can listen before the first container);
@@ -27,6 +29,7 @@ import { join } from 'node:path';
 
 import { errCode, readJson, writeFileAtomic, writeJsonAtomic } from '../files.js';
 import { silentLogger, type Logger } from '../logger.js';
+import { netnsCreate, netnsRemove } from '../native.js';
 import { CNI_VERSION, CniNetwork, parseConfList, type CniConfList, type CniResult } from './cni.js';
 import { containerHosts, containerResolvConf, DnsServer, type DnsRecord } from './dns.js';
 import {
@@ -80,6 +83,14 @@ export interface AttachRequest {
   portMappings?: PortMapping[];
 }
 
+/** NodeNetwork.begin(): the attachment's paths now, its address once `ready` settles. */
+export interface PendingAttachment {
+  /** Recorded, its netns made; no address yet (state `adding`). */
+  att: Attachment;
+  /** Settles when CNI ADD and the /etc files are done; rejects after undoing everything. */
+  ready: Promise<Attachment>;
+}
+
 /** What a container got: where its namespace is, its address, the files to mount. */
 export interface Attachment {
   id: string;
@@ -128,6 +139,22 @@ interface HostRecord {
    * and leaves its empty CNI-HOSTPORT-* chains behind; the ones it made go at teardown.
    */
   natTablesBefore?: string[];
+  /** The operator's conflist directory the network was made with, if one was given. */
+  cniConfDir?: string;
+}
+
+/**
+ * The network options a state dir's node network was made with (its host.json), or undefined
+ * when it has none: what `conductor down` opens the network with, whatever flags the `up` had.
+ */
+export async function recordedNetwork(stateDir: string): Promise<NetworkOptions | undefined> {
+  const record = await readJson<HostRecord>(join(stateDir, 'network', 'host.json'));
+  if (!record) return undefined;
+  return {
+    containerCidr: record.containerCidr,
+    serviceCidr: record.serviceCidr,
+    ...(record.cniConfDir !== undefined ? { cniConfDir: record.cniConfDir } : {}),
+  };
 }
 
 const sh = (cmd: string, args: string[]): Promise<string> =>
@@ -150,6 +177,8 @@ export class NodeNetwork {
   private readonly log: Logger;
   private ready: Promise<void> | undefined;
   private cni: CniNetwork | undefined;
+  /** The loopback network, attached beside `cni` (LOOPBACK_CONFLIST). */
+  private lo: CniNetwork | undefined;
   private info: NodeNetworkInfo | undefined;
   private proxy: ServiceProxy | undefined;
   private dns: DnsServer | undefined;
@@ -299,7 +328,6 @@ export class NodeNetwork {
           },
         },
         { type: 'portmap', capabilities: { portMappings: true }, snat: true },
-        { type: 'loopback' },
       ],
     };
   }
@@ -343,6 +371,7 @@ export class NodeNetwork {
       table: this.installation,
       ipForward: readFileSync(FORWARD, 'utf8').trim(),
       natTablesBefore: await natTables(),
+      ...(this.opts.cniConfDir !== undefined ? { cniConfDir: this.opts.cniConfDir } : {}),
     };
     await writeJsonAtomic(join(this.dir, 'host.json'), record);
     if (!(await linkExists(bridge))) {
@@ -373,10 +402,12 @@ export class NodeNetwork {
       'metric',
       String(FALLBACK_METRIC),
     );
-    this.cni = new CniNetwork(conf, {
+    const cniOpts = {
       binDirs: this.opts.cniBinDirs ?? CNI_BIN_DIRS,
       cacheDir: join(this.dir, 'cni-cache'),
-    });
+    };
+    this.cni = new CniNetwork(conf, cniOpts);
+    this.lo = new CniNetwork(LOOPBACK_CONFLIST, cniOpts);
     this.proxy = new ServiceProxy({
       table: this.installation,
       containerCidr: this.containerCidr.text,
@@ -450,6 +481,17 @@ export class NodeNetwork {
    * /etc files.
    */
   async attach(req: AttachRequest): Promise<Attachment> {
+    return (await this.begin(req)).ready;
+  }
+
+  /**
+   * attach() in two steps, for a caller with work of its own meanwhile (the runtime core makes
+   * the container's bundle while CNI runs): resolves once the attachment is recorded, its host
+   * ports reserved and its netns made — `att` has the paths a container's config needs (netns,
+   * /etc files) — and `ready` settles when CNI ADD and the /etc files are done, with the
+   * address. Whatever fails has been undone when the promise that reports it settles.
+   */
+  async begin(req: AttachRequest): Promise<PendingAttachment> {
     const owner = `Container ${req.namespace}/${req.name}`;
     const ports = req.portMappings ?? [];
     if (ports.length && req.mode !== 'bridge') {
@@ -470,16 +512,32 @@ export class NodeNetwork {
       files,
       state: 'adding',
       ...(req.mode === 'bridge'
-        ? { netns: `/run/netns/${this.netnsName(req.id)}`, network: this.cni?.conf.name }
+        ? { netns: netnsPath(this.netnsName(req.id)), network: this.cni?.conf.name }
         : {}),
+    };
+    const undo = async (err: unknown): Promise<never> => {
+      await this.detach(req.id).catch((e: unknown) =>
+        this.log.warn('cleaning up a failed attachment', { id: req.id, error: String(e) }),
+      );
+      throw err;
     };
     try {
       await writeJsonAtomic(this.attachmentPath(req.id), att);
       if (req.mode === 'bridge') {
         const name = this.netnsName(req.id);
         if (netnsExists(name)) await this.cniDel(att).catch(() => undefined);
-        if (netnsExists(name)) await ip('netns', 'del', name);
-        await ip('netns', 'add', name);
+        if (netnsExists(name)) await netnsRemove(netnsPath(name));
+        await netnsCreate(netnsPath(name));
+      }
+      // Made now, empty, for the container's config to name; filled in before it starts.
+      await mkdir(this.filesDir(req.id), { recursive: true, mode: 0o755 });
+      await Promise.all(Object.values(files).map((f) => writeFile(f, '', { mode: 0o644 })));
+    } catch (err) {
+      return undo(err);
+    }
+    const made = { ...att, files: { ...files } };
+    const ready = (async (): Promise<Attachment> => {
+      if (req.mode === 'bridge') {
         const result = await this.cniAdd(req, att);
         const addr = pickAddress(result);
         if (!addr)
@@ -491,12 +549,8 @@ export class NodeNetwork {
       att.state = 'ready';
       await writeJsonAtomic(this.attachmentPath(req.id), att);
       return att;
-    } catch (err) {
-      await this.detach(req.id).catch((e: unknown) =>
-        this.log.warn('cleaning up a failed attachment', { id: req.id, error: String(e) }),
-      );
-      throw err;
-    }
+    })().catch(undo);
+    return { att: made, ready };
   }
 
   private cniAttachment(att: Attachment, namespace?: string, name?: string) {
@@ -513,14 +567,32 @@ export class NodeNetwork {
     };
   }
 
+  /** ADD of the main network and of the loopback network, side by side (each its own chain). */
   private async cniAdd(req: AttachRequest, att: Attachment): Promise<CniResult> {
-    if (!this.cni) throw new NetworkError('the node network is not set up');
-    return this.cni.add(this.cniAttachment(att, req.namespace, req.name));
+    if (!this.cni || !this.lo) throw new NetworkError('the node network is not set up');
+    const cni = this.cniAttachment(att, req.namespace, req.name);
+    const [main, lo] = await Promise.allSettled([
+      this.cni.add(cni),
+      this.lo.add({ ...cni, ifName: 'lo' }),
+    ]);
+    // Whichever failed, detach() (the caller's undo) DELs both.
+    if (main.status === 'rejected') throw main.reason;
+    if (lo.status === 'rejected') throw lo.reason;
+    return main.value;
   }
 
   private async cniDel(att: Attachment): Promise<void> {
-    if (!this.cni) throw new NetworkError('the node network is not set up');
-    await this.cni.del(this.cniAttachment(att));
+    if (!this.cni || !this.lo) throw new NetworkError('the node network is not set up');
+    const cni = this.cniAttachment(att);
+    const [main, lo] = await Promise.allSettled([
+      this.cni.del(cni),
+      this.lo.del({ ...cni, ifName: 'lo' }),
+    ]);
+    if (main.status === 'rejected') throw main.reason;
+    if (lo.status === 'rejected') throw lo.reason;
+    const skipped = [...main.value, ...lo.value];
+    if (skipped.length)
+      this.log.warn('CNI DEL skipped plugins that are not installed', { id: att.id, skipped });
   }
 
   private async writeFiles(req: AttachRequest, att: Attachment): Promise<void> {
@@ -557,13 +629,13 @@ export class NodeNetwork {
         mode: 'bridge',
         owner: '',
         portMappings: [],
-        netns: `/run/netns/${this.netnsName(id)}`,
+        netns: netnsPath(this.netnsName(id)),
         files: { hosts: '', hostname: '', resolvConf: '' },
         state: 'adding',
       };
-      a.netns ??= `/run/netns/${this.netnsName(id)}`;
+      a.netns ??= netnsPath(this.netnsName(id));
       await this.cniDel(a);
-      if (netnsExists(this.netnsName(id))) await ip('netns', 'del', this.netnsName(id));
+      if (netnsExists(this.netnsName(id))) await netnsRemove(netnsPath(this.netnsName(id)));
     }
     if (att) this.held.delete(att.owner);
     await rm(this.filesDir(id), { recursive: true, force: true });
@@ -857,10 +929,24 @@ async function nftTableExists(name: string): Promise<boolean> {
   );
 }
 
+/**
+ * The loopback network every bridge-mode container gets beside the main one (containerd's
+ * go-cni WithLoNetwork): its own chain, so it runs at the same time as the main chain's ADD.
+ */
+const LOOPBACK_CONFLIST: CniConfList = {
+  cniVersion: CNI_VERSION,
+  name: 'cni-loopback',
+  plugins: [{ type: 'loopback' }],
+};
+
+/** Where `ip netns` keeps named network namespaces (iproute2's NETNS_RUN_DIR). */
+const NETNS_DIR = '/run/netns';
+const netnsPath = (name: string): string => join(NETNS_DIR, name);
+
 /** The named network namespaces (/run/netns). */
 export function netnsNames(): string[] {
   try {
-    return readdirSync('/run/netns');
+    return readdirSync(NETNS_DIR);
   } catch {
     return [];
   }
