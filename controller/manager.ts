@@ -28,6 +28,7 @@ import { Controller } from './reconcile/controller.js';
 import type { Reconciler } from './reconcile/result.js';
 import { DisposableStore } from './reconcile/lifecycle.js';
 import { DirectoryClient } from './source/directory-client.js';
+import type { InClusterConfig } from './source/kubernetes-client.js';
 import { StateStore } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import {
@@ -72,6 +73,8 @@ export interface RunControllerOptions {
    * context) instead of the watch directory, which is then not used.
    */
   kubeconfig?: string;
+  /** Kubernetes mode with the Pod's own configuration (the DaemonSet's `--in-cluster`). */
+  inCluster?: InClusterConfig;
   /** Kubernetes mode: this agent's node name (default the hostname). */
   nodeName?: string;
 }
@@ -105,7 +108,8 @@ async function startController(
   const stateDir = resolve(opts.stateDir ?? DEFAULT_STATE_DIR);
   const log = opts.logger ?? silentLogger;
   await mkdir(stateDir, { recursive: true, mode: 0o755 });
-  if (opts.kubeconfig === undefined) await mkdir(watchDir, { recursive: true, mode: 0o755 });
+  if (opts.kubeconfig === undefined && opts.inCluster === undefined)
+    await mkdir(watchDir, { recursive: true, mode: 0o755 });
   const store = new StateStore(stateDir);
   const other = await store.readControllerInfo();
   if (other && other.pid !== process.pid && procStartTime(other.pid) === other.pidStartTime) {
@@ -135,8 +139,8 @@ async function startController(
   const runtimePrepared = runtime.prepare();
 
   const client: SourceClient =
-    opts.kubeconfig !== undefined
-      ? await openKubernetesClient(opts.kubeconfig, opts.nodeName, log)
+    opts.kubeconfig !== undefined || opts.inCluster !== undefined
+      ? await openKubernetesClient(opts, log)
       : await DirectoryClient.open({
           watchDir,
           store,
@@ -239,7 +243,11 @@ async function startController(
   });
   await runtimePrepared;
   log.info('controller started', {
-    ...(opts.kubeconfig !== undefined ? { kubeconfig: opts.kubeconfig } : { watchDir }),
+    ...(opts.kubeconfig !== undefined
+      ? { kubeconfig: opts.kubeconfig }
+      : opts.inCluster !== undefined
+        ? { inCluster: true }
+        : { watchDir }),
     stateDir,
     metrics: metricsAddress,
   });
@@ -260,14 +268,14 @@ async function startController(
 
 /** Loaded only in Kubernetes mode: @kubernetes/client-node takes about 0.5 s to import. */
 async function openKubernetesClient(
-  kubeconfig: string,
-  nodeName: string | undefined,
+  opts: Pick<RunControllerOptions, 'kubeconfig' | 'inCluster' | 'nodeName'>,
   logger: Logger,
 ): Promise<SourceClient> {
   const { KubernetesClient } = await import('./source/kubernetes-client.js');
   return KubernetesClient.open({
-    kubeconfig,
-    nodeName: nodeName ?? hostname().toLowerCase(),
+    ...(opts.kubeconfig !== undefined ? { kubeconfig: opts.kubeconfig } : {}),
+    ...(opts.inCluster !== undefined ? { inCluster: opts.inCluster } : {}),
+    nodeName: opts.nodeName ?? hostname().toLowerCase(),
     logger,
   });
 }

@@ -7,6 +7,7 @@
 #   hack/control-plane.sh up DIR       # start (builds first if needed), print DIR/kubeconfig
 #   hack/control-plane.sh status DIR   # what runs, and whether /readyz answers
 #   hack/control-plane.sh down DIR     # stop both, remove their data and DIR
+#   hack/control-plane.sh crds         # third-party CRDs the deploy manifests use, print their dir
 #
 # Build: k8s.io/kubernetes is used as a module by a throwaway module of our own: its staging
 # modules (k8s.io/api, apimachinery, client-go, ...) are required at v0.0.0 in its go.mod and
@@ -41,6 +42,10 @@ ETCD_MODULE=go.etcd.io/etcd/server/v3
 ETCD_VERSION=v3.7.3
 CACHE="${CONDUCTOR_TOOLS_CACHE:-/var/cache/conductor/tools}"
 BIN="$CACHE/kubernetes-$K8S_VERSION-etcd-$ETCD_VERSION"
+# manifests/deploy/'s ServiceMonitor: prometheus-operator's own CRD, from its module's example/.
+PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
+PROM_OPERATOR_VERSION=v0.86.1
+CRDS="$CACHE/prometheus-operator-$PROM_OPERATOR_VERSION-crds"
 # Disjoint from the container range (10.77.0.0/16) and the node slices (10.78.0.0/16).
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1 # the `kubernetes` Service's address: the first of SERVICE_CIDR
@@ -55,6 +60,7 @@ usage: $0 build [--rebuild]
        $0 up DIR
        $0 status DIR
        $0 down DIR
+       $0 crds
 
 build   builds kube-apiserver and kubectl ($K8S_MODULE $K8S_VERSION) and etcd
         ($ETCD_MODULE $ETCD_VERSION) into $BIN when missing
@@ -221,6 +227,42 @@ cmd_build() {
   echo "$PROG: built kube-apiserver, kubectl and etcd in $((SECONDS - start)) s" \
     "($(du -sh "$BIN" | cut -f1) in $BIN)" >&2
   echo "$BIN"
+}
+
+# The CRDs of other projects that manifests/deploy/ uses (prometheus-operator's ServiceMonitor),
+# as their releases ship them: taken from the module zip on the Go module proxy (its example/
+# directory), cached in $CRDS; prints the directory.
+cmd_crds() {
+  [ $# -eq 0 ] || {
+    usage >&2
+    exit 2
+  }
+  if [ -f "$CRDS/.complete" ]; then
+    echo "$CRDS"
+    return 0
+  fi
+  require_root "$0" crds # the cache is a system directory
+  command -v go >/dev/null 2>&1 || [ ! -x /usr/local/go/bin/go ] || PATH="$PATH:/usr/local/go/bin"
+  command -v go >/dev/null 2>&1 || die "needs Go on PATH to fetch $PROM_OPERATOR_MODULE"
+  mkdir -p "$CACHE"
+  local dir
+  # Global, as the EXIT trap runs after this function has returned.
+  work="$(mktemp -d /tmp/conductor-crds.XXXXXX)"
+  # The module cache is read-only: made writable so that it can be removed.
+  trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+  dir="$(cd "$work" && GOPATH="$work/gopath" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+    go mod download -json "$PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION" |
+    node -e 'let t="";process.stdin.on("data",(d)=>(t+=d)).on("end",()=>console.log(JSON.parse(t).Dir??""))')" ||
+    die "go mod download $PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION failed"
+  local crd="$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+  [ -f "$crd" ] || die "$PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION has no $crd"
+  rm -rf "$CRDS.tmp"
+  mkdir -p "$CRDS.tmp"
+  cp "$crd" "$CRDS.tmp/"
+  echo "$PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION" >"$CRDS.tmp/.complete"
+  rm -rf "$CRDS"
+  mv "$CRDS.tmp" "$CRDS"
+  echo "$CRDS"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -620,6 +662,10 @@ main() {
     down)
       shift
       cmd_down "$@"
+      ;;
+    crds)
+      shift
+      cmd_crds "$@"
       ;;
     -h | --help | help) usage ;;
     *)

@@ -37,6 +37,7 @@ fi
 # Go-built binaries the Kubernetes suites run (cached under /var/cache/conductor/tools; the first
 # build takes about 7 minutes): built here so no suite waits for it, or skips.
 step "control-plane binaries (hack/control-plane.sh build)" hack/control-plane.sh build
+step "third-party CRDs (hack/control-plane.sh crds)" hack/control-plane.sh crds
 step typecheck npm run --silent typecheck
 step lint npm run --silent lint
 rm -f test-results.json

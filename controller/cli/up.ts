@@ -21,7 +21,7 @@ import { streamLogger } from './logger.js';
 export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
-  conductor up [--watch DIR | --kubeconfig PATH [--node-name NAME]] [--state-dir DIR]
+  conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--state-dir DIR]
                [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
                [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
                [--cluster-domain DOMAIN] [-v]
@@ -32,6 +32,8 @@ Options:
                                 current context instead of watching a directory: Images,
                                 Containers and Services come from its API server (apply
                                 crds/ first), status and events go back to it
+      --in-cluster              Kubernetes mode inside a Pod (manifests/deploy/): the API server
+                                of KUBERNETES_SERVICE_HOST/PORT, as the Pod's ServiceAccount
       --node-name NAME          Kubernetes mode: this node's name, the reporting instance of
                                 its events (default the hostname in lower case)
       --state-dir DIR           state directory (default /var/lib/conductor)
@@ -54,6 +56,8 @@ export interface RunControllerOptions {
   watchDir: string;
   /** Kubernetes mode: the API server of this kubeconfig instead of watchDir. */
   kubeconfig?: string;
+  /** Kubernetes mode with the Pod's ServiceAccount (--in-cluster; root: where its files are). */
+  inCluster?: { root?: string };
   /** Kubernetes mode: the node's name (the manager defaults it to the hostname). */
   nodeName?: string;
   stateDir: string;
@@ -84,6 +88,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         ...COMMON_OPTIONS,
         watch: { type: 'string' },
         kubeconfig: { type: 'string' },
+        'in-cluster': { type: 'boolean' },
         'node-name': { type: 'string' },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
@@ -115,17 +120,23 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     );
   }
   const kubeconfig = values.kubeconfig;
+  const inCluster = values['in-cluster'] === true;
   const nodeName = values['node-name'];
-  if (kubeconfig !== undefined && values.watch !== undefined) {
+  if ((kubeconfig !== undefined || inCluster) && values.watch !== undefined) {
     throw new UsageError(
-      '--watch and --kubeconfig exclude each other: the objects come from a directory or from an API server',
+      `--watch and ${inCluster ? '--in-cluster' : '--kubeconfig'} exclude each other: the objects come from a directory or from an API server`,
       'up',
     );
   }
+  if (kubeconfig !== undefined && inCluster)
+    throw new UsageError('--kubeconfig and --in-cluster exclude each other', 'up');
   if (kubeconfig === '') throw new UsageError('--kubeconfig needs a path', 'up');
   if (nodeName !== undefined) {
-    if (kubeconfig === undefined)
-      throw new UsageError('--node-name is for Kubernetes mode (with --kubeconfig)', 'up');
+    if (kubeconfig === undefined && !inCluster)
+      throw new UsageError(
+        '--node-name is for Kubernetes mode (with --kubeconfig or --in-cluster)',
+        'up',
+      );
     // A Node's name: an RFC 1123 subdomain.
     if (
       nodeName.length > 253 ||
@@ -173,6 +184,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     ...(installation !== undefined ? { installation } : {}),
     ...(Object.keys(network).length ? { network } : {}),
     ...(kubeconfig !== undefined ? { kubeconfig: resolve(cwd, kubeconfig) } : {}),
+    ...(inCluster ? { inCluster: {} } : {}),
     ...(nodeName !== undefined ? { nodeName } : {}),
     concurrency: { Container: concurrency },
     watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
@@ -198,6 +210,7 @@ export async function up(
   const logger = streamLogger(io.stderr, { debug: logLevel === 'debug', now: io.now });
   const opts: RunControllerOptions = { watchDir, stateDir, metricsAddr, logLevel, logger };
   if (args.kubeconfig !== undefined) opts.kubeconfig = args.kubeconfig;
+  if (args.inCluster) opts.inCluster = args.inCluster;
   if (args.nodeName !== undefined) opts.nodeName = args.nodeName;
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;

@@ -22,6 +22,9 @@
  * state, and call finalize(), which removes the finalizer; then the API server deletes it.
  * Nothing here ever writes spec.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
 import {
   ApiException,
   CustomObjectsApi,
@@ -546,9 +549,23 @@ class KindWatch {
 
 // --- the client ---
 
+/**
+ * In-cluster configuration (client-go's InClusterConfig): the API server of
+ * KUBERNETES_SERVICE_HOST/PORT, the Pod's ServiceAccount token and CA from
+ * /var/run/secrets/kubernetes.io/serviceaccount/ (the token re-read as kubelet rotates it).
+ */
+export interface InClusterConfig {
+  /** The filesystem root those files are read under: '/' in a Pod (default); tests use another. */
+  root?: string;
+}
+
+const SERVICE_ACCOUNT_DIR = 'var/run/secrets/kubernetes.io/serviceaccount';
+
 export interface KubernetesClientOptions {
-  /** A kubeconfig file; its current context is used. */
-  kubeconfig: string;
+  /** A kubeconfig file; its current context is used. Exactly one of this and inCluster. */
+  kubeconfig?: string;
+  /** The Pod's own configuration instead of a kubeconfig (`conductor up --in-cluster`). */
+  inCluster?: InClusterConfig;
   /** This agent's node: the reportingInstance of its events. */
   nodeName: string;
   logger: Logger;
@@ -641,6 +658,13 @@ export class KubernetesClient implements SourceClient {
   /** Reads the kubeconfig; nothing talks to the API server before start(). */
   static async open(opts: KubernetesClientOptions): Promise<KubernetesClient> {
     const kc = new KubeConfig();
+    if (opts.inCluster !== undefined) {
+      if (opts.kubeconfig !== undefined)
+        throw new Error('--kubeconfig and --in-cluster exclude each other');
+      loadInCluster(kc, opts.inCluster);
+      return new KubernetesClient(kc, opts);
+    }
+    if (opts.kubeconfig === undefined) throw new Error('needs --kubeconfig PATH or --in-cluster');
     try {
       kc.loadFromFile(opts.kubeconfig);
     } catch (err) {
@@ -996,4 +1020,27 @@ export class KubernetesClient implements SourceClient {
     );
     return p;
   }
+}
+
+/**
+ * The Pod's configuration, checked first so that a missing piece is named (client-node's own
+ * loadFromCluster would make a client that fails on its first request).
+ */
+function loadInCluster(kc: KubeConfig, config: InClusterConfig): void {
+  const host = process.env.KUBERNETES_SERVICE_HOST;
+  const port = process.env.KUBERNETES_SERVICE_PORT;
+  if (!host || !port)
+    throw new Error(
+      '--in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set (not in a Pod?)',
+    );
+  const root = config.root ?? '/';
+  const dir = join(root, SERVICE_ACCOUNT_DIR);
+  for (const file of ['token', 'ca.crt']) {
+    if (!existsSync(join(dir, file)))
+      throw new Error(
+        `--in-cluster: no ServiceAccount ${file} in ${dir} (automountServiceAccountToken off?)`,
+      );
+  }
+  // client-node joins the prefix and its absolute paths as strings.
+  kc.loadFromCluster(root === '/' ? '' : root.replace(/\/+$/, ''));
 }

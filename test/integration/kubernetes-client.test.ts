@@ -1,6 +1,8 @@
 /**
  * Kubernetes mode end to end: a real kube-apiserver and etcd (hack/control-plane.sh), the CRDs
- * applied, and an in-process controller with `kubeconfig` (runController) as the node agent.
+ * applied, and an in-process controller (runController) as the node agent — configured as its
+ * DaemonSet runs it (in-cluster, as manifests/deploy/'s ServiceAccount and RBAC, so every case
+ * also proves the RBAC is enough), and manifests/deploy/ in a server-side dry run.
  * Objects are made with kubectl, as users make them; what the agent writes is read back with
  * kubectl: status through the status subresource, events.k8s.io Events, the finalizer that
  * holds a deleted Container until its host state is gone. The Image comes from a local
@@ -10,7 +12,17 @@
  * run on its own, the suite builds them, about 7 minutes): never skipped.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -28,7 +40,9 @@ import { RuntimeCore, type Logger } from '../../runtime-core/src/index.js';
 import {
   CONTROL_PLANE_BUILD_TIMEOUT,
   CONTROL_PLANE_SCRIPT,
+  SERVICE_MONITOR_CRD,
   controlPlaneBinaries,
+  thirdPartyCrds,
 } from '../fixtures/control-plane.js';
 import { REPO_ROOT, testNetwork } from '../fixtures/controller.js';
 import { busyboxImage } from '../fixtures/images.js';
@@ -165,6 +179,25 @@ function containerJson(name: string, spec: Record<string, unknown>): string {
   });
 }
 
+const DEPLOY = join(REPO_ROOT, 'manifests', 'deploy');
+const SA_NAMESPACE = 'conductor-system';
+const SA_NAME = 'conductor';
+let inClusterRoot = '';
+let savedEnv: { host?: string | undefined; port?: string | undefined } = {};
+
+/** The agent as its DaemonSet runs it: in-cluster, as the deploy ServiceAccount. */
+function agentOptions(): Parameters<typeof runController>[0] {
+  return {
+    inCluster: { root: inClusterRoot },
+    nodeName: NODE,
+    stateDir,
+    metricsAddr: '127.0.0.1:0',
+    network,
+    logger,
+    images: { buildIdPrefix: `${NS}-build` },
+  };
+}
+
 const runningWithIp = (o: Container | undefined): boolean =>
   o?.status?.phase === 'Running' &&
   o.status.reason === undefined &&
@@ -190,16 +223,30 @@ describe('Kubernetes mode against a real API server', () => {
     await kubectl(['create', 'namespace', NS]);
     registry = await startRegistry({ prefix: NS });
     await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);
+    // The agent runs as manifests/deploy/'s ServiceAccount, with its RBAC and nothing more,
+    // configured as in its Pod (in-cluster: the API server from the environment, the token and
+    // CA from the ServiceAccount directory, here under a root of the suite's own).
+    await kubectl(['apply', '-f', join(DEPLOY, 'namespace.yaml'), '-f', join(DEPLOY, 'rbac.yaml')]);
+    const token = (
+      await kubectl(['create', 'token', SA_NAME, '-n', SA_NAMESPACE, '--duration=2h'])
+    ).trim();
+    inClusterRoot = join(base, 'pod-root');
+    const saDir = join(inClusterRoot, 'var/run/secrets/kubernetes.io/serviceaccount');
+    mkdirSync(saDir, { recursive: true });
+    writeFileSync(join(saDir, 'token'), token);
+    copyFileSync(join(cpDir, 'pki', 'ca.crt'), join(saDir, 'ca.crt'));
+    writeFileSync(join(saDir, 'namespace'), SA_NAMESPACE);
+    const server = new URL(
+      /server:\s*(\S+)/.exec(readFileSync(kubeconfig, 'utf8'))?.[1] ?? 'https://127.0.0.1:6443',
+    );
+    savedEnv = {
+      host: process.env.KUBERNETES_SERVICE_HOST,
+      port: process.env.KUBERNETES_SERVICE_PORT,
+    };
+    process.env.KUBERNETES_SERVICE_HOST = server.hostname;
+    process.env.KUBERNETES_SERVICE_PORT = server.port;
     const t1 = Date.now();
-    ctl = await runController({
-      kubeconfig,
-      nodeName: NODE,
-      stateDir,
-      metricsAddr: '127.0.0.1:0',
-      network,
-      logger,
-      images: { buildIdPrefix: `${NS}-build` },
-    });
+    ctl = await runController(agentOptions());
     console.info(
       `control plane up in ${upMs} ms; controller started and synced in ${Date.now() - t1} ms`,
     );
@@ -207,6 +254,13 @@ describe('Kubernetes mode against a real API server', () => {
 
   afterAll(async () => {
     await ctl?.stop();
+    for (const [k, v] of [
+      ['KUBERNETES_SERVICE_HOST', savedEnv.host],
+      ['KUBERNETES_SERVICE_PORT', savedEnv.port],
+    ] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
     if (stateDir && existsSync(stateDir)) {
       const core = await RuntimeCore.open({ stateDir, network });
       try {
@@ -220,6 +274,55 @@ describe('Kubernetes mode against a real API server', () => {
     if (base) rmSync(base, { recursive: true, force: true });
     assertNoLeaks(before, { idPrefix: NS });
   }, 120_000);
+
+  it("manifests/deploy/ passes a server-side dry run, the ServiceMonitor with prometheus-operator's CRD", async () => {
+    await kubectl(['apply', '-f', join(thirdPartyCrds(), SERVICE_MONITOR_CRD)]);
+    await kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=60s',
+      'crd/servicemonitors.monitoring.coreos.com',
+    ]);
+    const out = await kubectl(['apply', '--dry-run=server', '-f', DEPLOY]);
+    for (const what of [
+      'namespace/conductor-system',
+      'serviceaccount/conductor',
+      'clusterrole.rbac.authorization.k8s.io/conductor-agent',
+      'clusterrolebinding.rbac.authorization.k8s.io/conductor-agent',
+      'daemonset.apps/conductor',
+      'service/conductor-metrics',
+      'servicemonitor.monitoring.coreos.com/conductor',
+    ])
+      expect(out).toContain(what);
+    // A dry run stores nothing: the DaemonSet is not there.
+    await expect(kubectl(['get', 'daemonset', 'conductor', '-n', SA_NAMESPACE])).rejects.toThrow(
+      /NotFound|not found/,
+    );
+  }, 120_000);
+
+  it('the agent, as its ServiceAccount, cannot read Secrets or write specs', async () => {
+    const as = ['--as', `system:serviceaccount:${SA_NAMESPACE}:${SA_NAME}`];
+    // `can-i` prints yes or no, and exits 1 on no.
+    const can = (...what: string[]): Promise<string> =>
+      new Promise((resolve) => {
+        execFile(
+          KUBECTL,
+          ['--kubeconfig', kubeconfig, 'auth', 'can-i', ...what, ...as],
+          (_err, stdout) => resolve(stdout.trim()),
+        );
+      });
+    expect(await can('get', 'secrets', '-A')).toBe('no');
+    expect(await can('list', 'secrets', '-A')).toBe('no');
+    expect(await can('update', 'containers.conductor.dev', '-n', NS)).toBe('no');
+    expect(await can('delete', 'containers.conductor.dev', '-n', NS)).toBe('no');
+    expect(await can('create', 'pods', '-n', NS)).toBe('no');
+    // What it does need.
+    expect(await can('watch', 'containers.conductor.dev', '-A')).toBe('yes');
+    expect(await can('patch', 'containers.conductor.dev', '--subresource=status', '-n', NS)).toBe(
+      'yes',
+    );
+    expect(await can('create', 'events.events.k8s.io', '-n', NS)).toBe('yes');
+  });
 
   it('builds an Image applied with kubectl, status through the status subresource', async () => {
     if (!registry) throw new Error('no registry');
@@ -445,15 +548,7 @@ describe('Kubernetes mode against a real API server', () => {
     await kubectl(['delete', 'services.conductor.dev', 'late', '-n', NS, '--wait=false']);
     const held = await getObject<Container>('containers', 'late');
     expect(held?.metadata.deletionTimestamp).toBeDefined();
-    ctl = await runController({
-      kubeconfig,
-      nodeName: NODE,
-      stateDir,
-      metricsAddr: '127.0.0.1:0',
-      network,
-      logger,
-      images: { buildIdPrefix: `${NS}-build` },
-    });
+    ctl = await runController(agentOptions());
     await waitFor<Container>('containers', 'late', (o) => o === undefined, 30_000);
     await waitFor('services.conductor.dev', 'late', (o) => o === undefined, 30_000);
     expect(await ctl.runtime.find(id)).toBeUndefined();

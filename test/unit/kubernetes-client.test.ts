@@ -4,6 +4,10 @@
  * the `conductor up` flags that choose it.
  * The source against a real API server is test/integration/kubernetes-client.test.ts.
  */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { describe, expect, it } from '@jest/globals';
 import { ApiException, type EventsV1Event } from '@kubernetes/client-node';
 
@@ -300,8 +304,18 @@ describe('conductor up --kubeconfig', () => {
       '--watch and --kubeconfig exclude each other',
     );
     expect(() => parseUpArgs(['--node-name', 'a'], '/')).toThrow(
-      '--node-name is for Kubernetes mode (with --kubeconfig)',
+      '--node-name is for Kubernetes mode (with --kubeconfig or --in-cluster)',
     );
+    expect(() => parseUpArgs(['--in-cluster', '--watch', 'dir'], '/')).toThrow(
+      '--watch and --in-cluster exclude each other',
+    );
+    expect(() => parseUpArgs(['--in-cluster', '--kubeconfig', 'kc'], '/')).toThrow(
+      '--kubeconfig and --in-cluster exclude each other',
+    );
+    // The DaemonSet's arguments.
+    expect(
+      parseUpArgs(['--in-cluster', '--node-name=node-1', '--metrics-addr=0.0.0.0:9464'], '/'),
+    ).toMatchObject({ inCluster: {}, nodeName: 'node-1', metricsAddr: '0.0.0.0:9464' });
     expect(() => parseUpArgs(['--kubeconfig', ''], '/')).toThrow('--kubeconfig needs a path');
     for (const bad of ['Node1', 'node_1', '-node', 'node.', 'a'.repeat(254)]) {
       expect(() => parseUpArgs(['--kubeconfig', 'kc', `--node-name=${bad}`], '/')).toThrow(
@@ -320,5 +334,43 @@ describe('KubernetesClient.open', () => {
         logger: silentLogger,
       }),
     ).rejects.toThrow(/^--kubeconfig \/nonexistent\/kubeconfig: ENOENT/);
+  });
+
+  it('in-cluster: names what a Pod would have and is missing', async () => {
+    const saved = [process.env.KUBERNETES_SERVICE_HOST, process.env.KUBERNETES_SERVICE_PORT];
+    const open = (root: string) =>
+      KubernetesClient.open({ inCluster: { root }, nodeName: 'n', logger: silentLogger });
+    const root = mkdtempSync(join(tmpdir(), 'in-cluster-'));
+    try {
+      delete process.env.KUBERNETES_SERVICE_HOST;
+      delete process.env.KUBERNETES_SERVICE_PORT;
+      await expect(open(root)).rejects.toThrow(
+        '--in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set',
+      );
+      process.env.KUBERNETES_SERVICE_HOST = '127.0.0.1';
+      process.env.KUBERNETES_SERVICE_PORT = '6443';
+      const dir = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
+      await expect(open(root)).rejects.toThrow(`--in-cluster: no ServiceAccount token in ${dir}`);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'token'), 't');
+      await expect(open(root)).rejects.toThrow(`no ServiceAccount ca.crt in ${dir}`);
+      writeFileSync(join(dir, 'ca.crt'), '');
+      await expect(open(root)).resolves.toBeInstanceOf(KubernetesClient);
+      await expect(
+        KubernetesClient.open({
+          inCluster: { root },
+          kubeconfig: '/x',
+          nodeName: 'n',
+          logger: silentLogger,
+        }),
+      ).rejects.toThrow('--kubeconfig and --in-cluster exclude each other');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      const [host, port] = saved;
+      if (host === undefined) delete process.env.KUBERNETES_SERVICE_HOST;
+      else process.env.KUBERNETES_SERVICE_HOST = host;
+      if (port === undefined) delete process.env.KUBERNETES_SERVICE_PORT;
+      else process.env.KUBERNETES_SERVICE_PORT = port;
+    }
   });
 });
