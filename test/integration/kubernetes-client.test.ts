@@ -254,13 +254,10 @@ describe('Kubernetes mode against a real API server', () => {
 
   afterAll(async () => {
     await ctl?.stop();
-    for (const [k, v] of [
-      ['KUBERNETES_SERVICE_HOST', savedEnv.host],
-      ['KUBERNETES_SERVICE_PORT', savedEnv.port],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    if (savedEnv.host === undefined) delete process.env.KUBERNETES_SERVICE_HOST;
+    else process.env.KUBERNETES_SERVICE_HOST = savedEnv.host;
+    if (savedEnv.port === undefined) delete process.env.KUBERNETES_SERVICE_PORT;
+    else process.env.KUBERNETES_SERVICE_PORT = savedEnv.port;
     if (stateDir && existsSync(stateDir)) {
       const core = await RuntimeCore.open({ stateDir, network });
       try {
