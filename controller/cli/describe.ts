@@ -2,14 +2,17 @@
  * `conductor describe KIND NAME`: one object for people, in kubectl describe's layout — name,
  * labels, the file that defines it, spec and status as indented fields, a Conditions table,
  * Events from events/…jsonl, and the errors of its file (a manifest that no longer loads leaves
- * the object as it was; the errors say why a change did not take).
+ * the object as it was; the errors say why a change did not take). With --kubeconfig, the
+ * object and its events.k8s.io Events from the API server.
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { loadCrd, schemaOf, type JSONSchemaProps } from '../api/crd.js';
 import { formatManifestError } from '../source/manifests.js';
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { age, formatTable, pluralResourceName } from './format.js';
+import { ClusterReader } from './cluster.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { resolveKind } from './resources.js';
 import {
@@ -24,18 +27,20 @@ import {
 export const DESCRIBE_USAGE = `Show details of a resource: spec, status, conditions, events and file errors.
 
 Usage:
-  conductor describe KIND NAME [-n NS]
+  conductor describe KIND NAME [-n NS] [--state-dir DIR | --kubeconfig PATH]
 
 Options:
   -n, --namespace NS      namespace (default "default")
       --state-dir DIR     state directory (default /var/lib/conductor)
+      --kubeconfig PATH   Kubernetes mode: the object and its Events from the API server of
+                          PATH's current context
 `;
 
 export async function describe(argv: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parseCommand('describe', () =>
     parseArgs({
       args: argv,
-      options: { ...COMMON_OPTIONS, ...NAMESPACE_OPTION },
+      options: { ...COMMON_OPTIONS, ...NAMESPACE_OPTION, kubeconfig: { type: 'string' } },
       allowPositionals: true,
       strict: true,
     }),
@@ -50,15 +55,18 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
   }
   const kind = resolveKind(resource);
   const namespace = values.namespace;
-  const state = new StateDir(values['state-dir']);
-  await checkController(state, io);
-  const obj = await state.getObject(kind, namespace, name);
-  const sources = await state.readSources();
+  const kubeconfig = values.kubeconfig;
+  const state = kubeconfig === undefined ? new StateDir(values['state-dir']) : undefined;
+  const reader = state ?? (await ClusterReader.open(resolve(io.cwd, kubeconfig ?? '')));
+  if (state) await checkController(state, io);
+  const obj = await reader.getObject(kind, namespace, name);
+  // Only a watch dir has files (and their errors).
+  const sources = state ? await state.readSources() : undefined;
   const file = fileDefining(sources, { kind, namespace, name });
   if (!obj) {
     throw new CliError(`${pluralResourceName(kind)} ${JSON.stringify(name)} not found`);
   }
-  const events = await state.readEvents(kind, namespace, name);
+  const events = await reader.readEvents(kind, namespace, name);
   io.stdout(
     describeObject(obj, {
       events,

@@ -1,14 +1,17 @@
 /**
- * `conductor get`: objects from <state>/objects as a table or as JSON/YAML, and the errors of
- * files that failed to load (from sources.json) on stderr, so a typo in a manifest is visible
- * where the user looks for the object it should have created.
+ * `conductor get`: objects from <state>/objects (or, with --kubeconfig, from the API server) as
+ * a table or as JSON/YAML, and the errors of files that failed to load (from sources.json) on
+ * stderr, so a typo in a manifest is visible where the user looks for the object it should
+ * have created.
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import type { Kind } from '../api/kinds.js';
 import { formatManifestError } from '../source/manifests.js';
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { formatTable, listOf, objectTable, pluralResourceName, toJSON, toYAML } from './format.js';
+import { ClusterReader } from './cluster.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { printerColumns, resolveResources } from './resources.js';
 import { checkController, StateDir, type SourcesState, type StoredObject } from './state.js';
@@ -17,6 +20,7 @@ export const GET_USAGE = `Display one or many resources.
 
 Usage:
   conductor get images|containers|services|all [NAME] [-n NS | -A] [-o wide|json|yaml]
+                [--state-dir DIR | --kubeconfig PATH]
 
 Resources may be given as plural, singular, kind or short name (cimg, cctr, csvc), or as a
 comma-separated list. Files in the watch dir that failed to load are listed on stderr.
@@ -26,6 +30,8 @@ Options:
   -A, --all-namespaces    list objects in every namespace
   -o, --output FORMAT     wide, json or yaml
       --state-dir DIR     state directory (default /var/lib/conductor)
+      --kubeconfig PATH   Kubernetes mode: the objects from the API server of PATH's current
+                          context, as the agents wrote them
 `;
 
 const OUTPUTS = ['', 'wide', 'json', 'yaml'] as const;
@@ -40,6 +46,7 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
         ...NAMESPACE_OPTION,
         'all-namespaces': { type: 'boolean', short: 'A', default: false },
         output: { type: 'string', short: 'o', default: '' },
+        kubeconfig: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -64,15 +71,22 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
   const kinds = resolveResources(resource);
   const allNamespaces = values['all-namespaces'] && name === undefined;
   const namespace = allNamespaces ? undefined : values.namespace;
-  const state = new StateDir(values['state-dir']);
-  await checkController(state, io);
+  // From a cluster's API server (--kubeconfig), or from the state dir: files failing to load
+  // exist only in the latter.
+  const kubeconfig = values.kubeconfig;
+  const state = kubeconfig === undefined ? new StateDir(values['state-dir']) : undefined;
+  const reader = state ?? (await ClusterReader.open(resolve(io.cwd, kubeconfig ?? '')));
+  if (state) await checkController(state, io);
+  const fileErrors = async (): Promise<void> => {
+    if (state) writeFileErrors(await state.readSources(), io);
+  };
 
   const found: { kind: Kind; objects: StoredObject[] }[] = [];
   for (const kind of kinds) {
     const objects =
       name === undefined
-        ? await state.listObjects(kind, namespace)
-        : [await state.getObject(kind, values.namespace, name)].filter(
+        ? await reader.listObjects(kind, namespace)
+        : [await reader.getObject(kind, values.namespace, name)].filter(
             (o): o is StoredObject => o !== undefined,
           );
     found.push({ kind, objects });
@@ -81,7 +95,7 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
 
   if (name !== undefined && all.length === 0) {
     const kind = kinds[0] as Kind;
-    writeFileErrors(await state.readSources(), io);
+    await fileErrors();
     throw new CliError(`${pluralResourceName(kind)} ${JSON.stringify(name)} not found`);
   }
 
@@ -109,7 +123,7 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
     );
     io.stdout(tables.join('\n'));
   }
-  writeFileErrors(await state.readSources(), io);
+  await fileErrors();
   return 0;
 }
 

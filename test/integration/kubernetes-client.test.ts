@@ -28,6 +28,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
+import { describe as describeCommand } from '../../controller/cli/describe.js';
+import { get as getCommand } from '../../controller/cli/get.js';
+import type { CliIO } from '../../controller/cli/io.js';
 import { ConflictError } from '../../controller/client/client.js';
 import { containerIdFor } from '../../controller/controllers/container.js';
 import { runController, type RunningController } from '../../controller/manager.js';
@@ -396,6 +399,49 @@ describe('Kubernetes mode against a real API server', () => {
     const table = await kubectl(['get', 'events', '-n', NS]);
     expect(table).toMatch(/Started\s+container\/web/);
   }, 90_000);
+
+  it('conductor get and describe --kubeconfig read the API: status, and the Events', async () => {
+    const run = async (
+      cmd: (argv: string[], io: CliIO) => Promise<number>,
+      argv: string[],
+    ): Promise<string> => {
+      const out: string[] = [];
+      const io: CliIO = {
+        stdout: (t) => out.push(t),
+        stderr: (t) => out.push(t),
+        cwd: process.cwd(),
+        now: () => new Date(),
+        signals: process,
+      };
+      expect(await cmd([...argv, '--kubeconfig', kubeconfig], io)).toBe(0);
+      return out.join('');
+    };
+    const web = await getObject<Container>('containers', 'web');
+    const table = await run(getCommand, ['containers', '-n', NS, '-o', 'wide']);
+    expect(table).toMatch(
+      new RegExp(`^web\\s+Running\\s+busybox\\s+${web?.status?.ip ?? 'none'}`, 'm'),
+    );
+    const json = JSON.parse(
+      await run(getCommand, ['container', 'web', '-n', NS, '-o', 'json']),
+    ) as Container;
+    expect(json.status?.containerID).toBe(web?.status?.containerID);
+    const all = await run(getCommand, ['all', '-A']);
+    expect(all).toContain('image.conductor.dev/busybox');
+    const described = await run(describeCommand, ['container', 'web', '-n', NS]);
+    expect(described).toMatch(/^Name:\s+web$/m);
+    expect(described).toMatch(/Normal\s+Started\s+/);
+    // Not there: kubectl's words, exit 1.
+    const io: CliIO = {
+      stdout: () => undefined,
+      stderr: () => undefined,
+      cwd: process.cwd(),
+      now: () => new Date(),
+      signals: process,
+    };
+    await expect(
+      getCommand(['container', 'nope', '-n', NS, '--kubeconfig', kubeconfig], io),
+    ).rejects.toThrow('containers.conductor.dev "nope" not found');
+  });
 
   it('refuses a status write from a stale object with ConflictError (409 from the server)', async () => {
     // A client of its own whose informers are then stopped: its cache keeps the object as read,

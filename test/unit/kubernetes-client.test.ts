@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { ApiException, type EventsV1Event } from '@kubernetes/client-node';
 
+import { eventRecord } from '../../controller/cli/cluster.js';
 import { parseUpArgs } from '../../controller/cli/up.js';
 import { ConflictError, NotFoundError } from '../../controller/client/client.js';
 import {
@@ -372,5 +373,35 @@ describe('KubernetesClient.open', () => {
       if (port === undefined) delete process.env.KUBERNETES_SERVICE_PORT;
       else process.env.KUBERNETES_SERVICE_PORT = port;
     }
+  });
+});
+
+describe('eventRecord (conductor describe --kubeconfig)', () => {
+  it('shows a series as one event: its count, first and latest times', () => {
+    expect(
+      eventRecord({
+        type: 'Warning',
+        reason: 'BackOff',
+        note: 'Back-off restarting failed container',
+        eventTime: '2026-12-04T10:00:00.000000Z',
+        series: { count: 18, lastObservedTime: '2026-12-04T10:00:40.000000Z' },
+      }),
+    ).toEqual({
+      time: '2026-12-04T10:00:40.000000Z',
+      type: 'Warning',
+      reason: 'BackOff',
+      message: 'Back-off restarting failed container',
+      count: 18,
+      firstTime: '2026-12-04T10:00:00.000000Z',
+    });
+    // A single event: no count; client-node's Dates are taken too.
+    expect(
+      eventRecord({ type: 'Normal', reason: 'Started', note: 'x', eventTime: new Date(0) }),
+    ).toEqual({
+      time: '1970-01-01T00:00:00.000Z',
+      type: 'Normal',
+      reason: 'Started',
+      message: 'x',
+    });
   });
 });
