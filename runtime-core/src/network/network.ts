@@ -669,6 +669,14 @@ export class NodeNetwork {
    */
   async gc(live: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];
+    // Half-written records of a process killed mid-write (writeJsonAtomic's `.PID.N.tmp`): no
+    // other process writes here while this one holds the installation.
+    const records = join(this.dir, 'attachments');
+    for (const f of await readdir(records).catch((): string[] => [])) {
+      if (!/^\.\d+\.\d+\.tmp$/.test(f)) continue;
+      await rm(join(records, f), { force: true });
+      removed.push(`temporary file ${f}`);
+    }
     const known = new Set<string>();
     for (const a of await this.attachments()) {
       if (live.has(a.id)) {
