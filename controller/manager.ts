@@ -45,6 +45,9 @@ export const DEFAULT_WATCH_DIR = '/etc/conductor/manifests';
 export const DEFAULT_STATE_DIR = '/var/lib/conductor';
 export const VERSION = '0.1.0';
 
+/** controller-runtime reconciles everything every SyncPeriod; ours is shorter than its 10 h. */
+export const DEFAULT_RESYNC_PERIOD_MS = 10 * 60 * 1000;
+
 export interface RunControllerOptions {
   watchDir?: string;
   stateDir?: string;
@@ -58,6 +61,12 @@ export interface RunControllerOptions {
   settleMs?: number;
   /** CrashLoopBackOff timing; the kubelet's (10 s doubling to 5 min, reset after 10 min). */
   restartBackoff?: RestartBackoff;
+  /**
+   * Every object is reconciled again this often even when nothing changed (controller-runtime's
+   * SyncPeriod): what a missed event or a change on the host behind the controller's back left
+   * is mended then. Default 10 minutes; 0 turns it off.
+   */
+  resyncPeriodMs?: number;
   /** Image builds: a shared cache for debootstrap bases, distribution mirrors. */
   images?: RuntimeCoreOptions['images'];
   /**
@@ -230,6 +239,15 @@ async function startController(
   // Objects deleted while we were down: reconciling their keys removes what they owned.
   for (const { kind, key } of client.leftoverKeys()) controllers[kind].queue.add(key);
   for (const ctl of Object.values(controllers)) ctl.start();
+  const resyncMs = opts.resyncPeriodMs ?? DEFAULT_RESYNC_PERIOD_MS;
+  if (resyncMs > 0) {
+    const resync = setInterval(() => {
+      for (const kind of Object.keys(controllers) as Kind[])
+        for (const o of client.list(kind)) controllers[kind].queue.add(objectKey(o));
+    }, resyncMs);
+    resync.unref();
+    owned.defer(() => clearInterval(resync));
+  }
   server.markReady();
   // Disposed first: /readyz fails as soon as stopping begins.
   owned.defer(() => server.markNotReady());

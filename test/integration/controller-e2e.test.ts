@@ -369,4 +369,38 @@ describe('scale and metrics', () => {
     expect(text).not.toContain('file="many.yaml"');
     expect((await fetch(`http://${host}:${port}/readyz`)).status).toBe(200);
   });
+
+  it('reconciles every object again each resync period, with nothing changed', async () => {
+    const reconciles = async (): Promise<number> => {
+      const { host, port } = ctl().metricsAddress;
+      const text = await (await fetch(`http://${host}:${port}/metrics`)).text();
+      const line = text
+        .split('\n')
+        .find((l) =>
+          l.startsWith('controller_runtime_reconcile_total{controller="image",result="success"}'),
+        );
+      return Number(line?.split(' ').pop() ?? 0);
+    };
+    const opts = { restartBackoff: { initialMs: 300, maxMs: 1200, resetMs: 60_000 } };
+    await h.stop();
+    try {
+      await h.start({ ...opts, resyncPeriodMs: 200 });
+      await h.waitFor<Image>('Image', 'busybox', (o) => o?.status?.phase === 'Ready');
+      const first = await reconciles();
+      await new Promise((r) => setTimeout(r, 1000));
+      // About five periods: the one Image was reconciled again without any change.
+      expect((await reconciles()) - first).toBeGreaterThanOrEqual(3);
+      await h.stop();
+      // Off: nothing is reconciled when nothing changes.
+      await h.start({ ...opts, resyncPeriodMs: 0 });
+      await h.waitFor<Image>('Image', 'busybox', (o) => o?.status?.phase === 'Ready');
+      await new Promise((r) => setTimeout(r, 300)); // the start-up reconciles done
+      const quiet = await reconciles();
+      await new Promise((r) => setTimeout(r, 700));
+      expect(await reconciles()).toBe(quiet);
+    } finally {
+      await h.stop();
+      await h.start(opts);
+    }
+  }, 60_000);
 });
