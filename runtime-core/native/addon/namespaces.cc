@@ -96,6 +96,21 @@ void netns_remove(const std::string& path) {
   if (::unlink(path.c_str()) < 0 && errno != ENOENT) throw_errno("unlink `" + path + "`");
 }
 
+// NAME(path) → a promise settled when Fn(path) has run on Node's thread pool.
+template <void (*Fn)(const std::string&)>
+Napi::Function path_function(Napi::Env env, const char* name) {
+  return Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
+    std::string path = string_arg(info[0], std::string(name) + ": path");
+    return PromiseWorker<Done>::start(
+        info.Env(), name,
+        [path]() {
+          Fn(path);
+          return Done{};
+        },
+        [](Napi::Env e, const Done&) { return e.Undefined(); });
+  });
+}
+
 }  // namespace
 
 void register_namespaces(Napi::Env env, Napi::Object exports) {
@@ -112,27 +127,8 @@ void register_namespaces(Napi::Env env, Napi::Object exports) {
                 });
               }));
 
-  exports.Set("netnsCreate", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                std::string path = string_arg(info[0], "netnsCreate: path");
-                return PromiseWorker<Done>::start(
-                    info.Env(), "conductor.netnsCreate",
-                    [path]() {
-                      netns_create(path);
-                      return Done{};
-                    },
-                    [](Napi::Env env, const Done&) { return env.Undefined(); });
-              }));
-
-  exports.Set("netnsRemove", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                std::string path = string_arg(info[0], "netnsRemove: path");
-                return PromiseWorker<Done>::start(
-                    info.Env(), "conductor.netnsRemove",
-                    [path]() {
-                      netns_remove(path);
-                      return Done{};
-                    },
-                    [](Napi::Env env, const Done&) { return env.Undefined(); });
-              }));
+  exports.Set("netnsCreate", path_function<netns_create>(env, "netnsCreate"));
+  exports.Set("netnsRemove", path_function<netns_remove>(env, "netnsRemove"));
 }
 
 }  // namespace conductor::addon
