@@ -4,6 +4,8 @@
  * subresource, events.k8s.io Events), as kubectl would read it. @kubernetes/client-node is
  * loaded only for these (about 0.5 s to import).
  */
+import type { CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
+
 import { GROUP, KINDS, VERSION, type Kind } from '../api/kinds.js';
 import { CliError } from './io.js';
 import type { EventRecord, StoredObject } from './state.js';
@@ -48,56 +50,27 @@ interface HttpError {
 export class ClusterReader {
   private constructor(
     private readonly kubeconfig: string,
-    private readonly objects: {
-      list(kind: Kind, namespace: string | undefined): Promise<StoredObject[]>;
-      get(kind: Kind, namespace: string, name: string): Promise<StoredObject | undefined>;
-      events(namespace: string): Promise<ApiEvent[]>;
-    },
+    private readonly custom: CustomObjectsApi,
+    private readonly events: EventsV1Api,
   ) {}
 
   static async open(kubeconfig: string): Promise<ClusterReader> {
-    const k8s = await import('@kubernetes/client-node');
-    const kc = new k8s.KubeConfig();
+    // The agent's own loading (same errors); client-node comes with it, only for these commands.
+    const [{ loadKubeconfig }, k8s] = await Promise.all([
+      import('../source/kubernetes-client.js'),
+      import('@kubernetes/client-node'),
+    ]);
+    let kc;
     try {
-      kc.loadFromFile(kubeconfig);
+      kc = loadKubeconfig(kubeconfig);
     } catch (err) {
-      throw new CliError(`--kubeconfig ${kubeconfig}: ${(err as Error).message}`);
+      throw new CliError((err as Error).message);
     }
-    if (!kc.getCurrentCluster())
-      throw new CliError(`--kubeconfig ${kubeconfig}: no current context with a cluster`);
-    const custom = kc.makeApiClient(k8s.CustomObjectsApi);
-    const events = kc.makeApiClient(k8s.EventsV1Api);
-    const plural = (kind: Kind): string => KINDS[kind].plural;
-    return new ClusterReader(kubeconfig, {
-      async list(kind, namespace) {
-        const r = (await (namespace === undefined
-          ? custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: plural(kind) })
-          : custom.listNamespacedCustomObject({
-              group: GROUP,
-              version: VERSION,
-              namespace,
-              plural: plural(kind),
-            }))) as { items?: StoredObject[] };
-        return r.items ?? [];
-      },
-      async get(kind, namespace, name) {
-        try {
-          return (await custom.getNamespacedCustomObject({
-            group: GROUP,
-            version: VERSION,
-            namespace,
-            plural: plural(kind),
-            name,
-          })) as StoredObject;
-        } catch (err) {
-          if ((err as HttpError).code === 404) return undefined;
-          throw err;
-        }
-      },
-      async events(namespace) {
-        return ((await events.listNamespacedEvent({ namespace })).items ?? []) as ApiEvent[];
-      },
-    });
+    return new ClusterReader(
+      kubeconfig,
+      kc.makeApiClient(k8s.CustomObjectsApi),
+      kc.makeApiClient(k8s.EventsV1Api),
+    );
   }
 
   /** What went wrong talking to the API server, said as kubectl says it. */
@@ -113,17 +86,46 @@ export class ClusterReader {
     throw new CliError(`${this.kubeconfig}: ${why}`);
   }
 
-  listObjects(kind: Kind, namespace?: string): Promise<StoredObject[]> {
-    return this.objects.list(kind, namespace).catch((err: unknown) => this.fail(err));
+  async listObjects(kind: Kind, namespace?: string): Promise<StoredObject[]> {
+    const plural = KINDS[kind].plural;
+    try {
+      const r = (await (namespace === undefined
+        ? this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })
+        : this.custom.listNamespacedCustomObject({
+            group: GROUP,
+            version: VERSION,
+            namespace,
+            plural,
+          }))) as { items?: StoredObject[] };
+      return r.items ?? [];
+    } catch (err) {
+      return this.fail(err);
+    }
   }
 
-  getObject(kind: Kind, namespace: string, name: string): Promise<StoredObject | undefined> {
-    return this.objects.get(kind, namespace, name).catch((err: unknown) => this.fail(err));
+  async getObject(kind: Kind, namespace: string, name: string): Promise<StoredObject | undefined> {
+    try {
+      return (await this.custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: KINDS[kind].plural,
+        name,
+      })) as StoredObject;
+    } catch (err) {
+      if ((err as HttpError).code === 404) return undefined;
+      return this.fail(err);
+    }
   }
 
   /** The object's Events (regarding it), oldest first. */
   async readEvents(kind: Kind, namespace: string, name: string): Promise<EventRecord[]> {
-    const all = await this.objects.events(namespace).catch((err: unknown) => this.fail(err));
+    let all: ApiEvent[];
+    try {
+      all = ((await this.events.listNamespacedEvent({ namespace })).items ?? []) as ApiEvent[];
+    } catch (err) {
+      return this.fail(err);
+    }
     return all
       .filter((e) => e.regarding?.kind === kind && e.regarding.name === name)
       .map(eventRecord)

@@ -657,24 +657,15 @@ export class KubernetesClient implements SourceClient {
 
   /** Reads the kubeconfig; nothing talks to the API server before start(). */
   static async open(opts: KubernetesClientOptions): Promise<KubernetesClient> {
-    const kc = new KubeConfig();
     if (opts.inCluster !== undefined) {
       if (opts.kubeconfig !== undefined)
         throw new Error('--kubeconfig and --in-cluster exclude each other');
+      const kc = new KubeConfig();
       loadInCluster(kc, opts.inCluster);
       return new KubernetesClient(kc, opts);
     }
     if (opts.kubeconfig === undefined) throw new Error('needs --kubeconfig PATH or --in-cluster');
-    try {
-      kc.loadFromFile(opts.kubeconfig);
-    } catch (err) {
-      throw new Error(`--kubeconfig ${opts.kubeconfig}: ${(err as Error).message}`, { cause: err });
-    }
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) {
-      throw new Error(`--kubeconfig ${opts.kubeconfig}: no current context with a cluster`);
-    }
-    return new KubernetesClient(kc, opts);
+    return new KubernetesClient(loadKubeconfig(opts.kubeconfig), opts);
   }
 
   // --- Source ---
@@ -1020,6 +1011,19 @@ export class KubernetesClient implements SourceClient {
     );
     return p;
   }
+}
+
+/** A kubeconfig file with a current context naming a cluster; errors name the flag and file. */
+export function loadKubeconfig(path: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    kc.loadFromFile(path);
+  } catch (err) {
+    throw new Error(`--kubeconfig ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!kc.getCurrentCluster())
+    throw new Error(`--kubeconfig ${path}: no current context with a cluster`);
+  return kc;
 }
 
 /**

@@ -15,6 +15,7 @@ import { basename, join } from 'node:path';
 
 import { readCriLog, type LogEntry } from './cri-log.js';
 import * as addon from './native.js';
+import { allSettled } from './promises.js';
 import type { CgroupStats } from './native.js';
 import { silentLogger, type Logger } from './logger.js';
 import {
@@ -181,11 +182,6 @@ function abortError(): Error {
 
 function isZombie(pid: number): boolean {
   return procStatFields(pid)?.[0] === 'Z';
-}
-
-/** Waits for every promise; then throws the first failure, if any (in the given order). */
-async function allSettled(promises: Promise<unknown>[]): Promise<void> {
-  for (const r of await Promise.allSettled(promises)) if (r.status === 'rejected') throw r.reason;
 }
 
 /** `promise`, or 'timeout' after `ms`; the timer never outlives the race. */

@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import { errCode, readJson, writeFileAtomic, writeJsonAtomic } from '../files.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { netnsCreate, netnsRemove } from '../native.js';
+import { allSettled } from '../promises.js';
 import { CNI_VERSION, CniNetwork, parseConfList, type CniConfList, type CniResult } from './cni.js';
 import { containerHosts, containerResolvConf, DnsServer, type DnsRecord } from './dns.js';
 import {
@@ -571,32 +572,23 @@ export class NodeNetwork {
   private async cniAdd(req: AttachRequest, att: Attachment): Promise<CniResult> {
     if (!this.cni || !this.lo) throw new NetworkError('the node network is not set up');
     const cni = this.cniAttachment(att, req.namespace, req.name);
-    const [main, lo] = await Promise.allSettled([
-      this.cni.add(cni),
-      this.lo.add({ ...cni, ifName: 'lo' }),
-    ]);
     // Whichever failed, detach() (the caller's undo) DELs both.
-    if (main.status === 'rejected') throw main.reason;
-    if (lo.status === 'rejected') throw lo.reason;
-    return main.value;
+    const [main] = await allSettled([this.cni.add(cni), this.lo.add({ ...cni, ifName: 'lo' })]);
+    return main;
   }
 
   private async cniDel(att: Attachment): Promise<void> {
     if (!this.cni || !this.lo) throw new NetworkError('the node network is not set up');
     const cni = this.cniAttachment(att);
-    const [main, lo] = await Promise.allSettled([
-      this.cni.del(cni),
-      this.lo.del({ ...cni, ifName: 'lo' }),
-    ]);
-    if (main.status === 'rejected') throw main.reason;
-    if (lo.status === 'rejected') throw lo.reason;
-    const skipped = [...main.value, ...lo.value];
+    const skipped = (
+      await allSettled([this.cni.del(cni), this.lo.del({ ...cni, ifName: 'lo' })])
+    ).flat();
     if (skipped.length)
       this.log.warn('CNI DEL skipped plugins that are not installed', { id: att.id, skipped });
   }
 
+  /** Fills the /etc files begin() made (in place: the container's config names them). */
   private async writeFiles(req: AttachRequest, att: Attachment): Promise<void> {
-    await mkdir(this.filesDir(req.id), { recursive: true, mode: 0o755 });
     const info = this.info;
     let hosts: string;
     let resolv: string;
@@ -635,7 +627,7 @@ export class NodeNetwork {
       };
       a.netns ??= netnsPath(this.netnsName(id));
       await this.cniDel(a);
-      if (netnsExists(this.netnsName(id))) await netnsRemove(netnsPath(this.netnsName(id)));
+      await netnsRemove(netnsPath(this.netnsName(id))); // gone already is fine
     }
     if (att) this.held.delete(att.owner);
     await rm(this.filesDir(id), { recursive: true, force: true });
