@@ -65,6 +65,41 @@ export interface UnpackLayerResult {
   diffId: string;
 }
 
+export type NativeStdio = 'pipe' | 'ignore' | 'inherit';
+
+export interface NativeSpawnOptions {
+  /** The program: a path, or a bare name looked up in PATH. */
+  file: string;
+  /** argv, argv[0] included. */
+  args: string[];
+  /** `KEY=value` entries; default: this process's environment. */
+  env?: string[];
+  cwd?: string;
+  /** stdin, stdout, stderr; default all 'ignore' (/dev/null). */
+  stdio?: [NativeStdio, NativeStdio, NativeStdio];
+  /** Run the child in a session of its own (setsid). */
+  setsid?: boolean;
+}
+
+export interface NativeExit {
+  /** The exit code, or null when a signal ended it. */
+  code: number | null;
+  /** The signal number that ended it, or null. */
+  signal: number | null;
+}
+
+export interface NativeSpawned {
+  pid: number;
+  /** For killChild(). */
+  id: number;
+  /** Our ends of the pipes (file descriptors), null where stdio was not 'pipe'. */
+  stdin: number | null;
+  stdout: number | null;
+  stderr: number | null;
+  /** Settles once the child has exited and been reaped. */
+  exited: Promise<NativeExit>;
+}
+
 /** An error from the addon: `code`/`errno` are set when a syscall failed. */
 export interface NativeError extends Error {
   code?: string;
@@ -75,6 +110,8 @@ interface Addon {
   /** `exited` settles when the process exits; cancelWait(id) rejects it (ECANCELED). */
   waitForExit(pid: number): { id: number; exited: Promise<void> };
   cancelWait(id: number): void;
+  spawn(opts: NativeSpawnOptions): Promise<NativeSpawned>;
+  killChild(id: number, signal: number): boolean;
   pidStartTime(pid: number): bigint | null;
   mountOverlay(opts: OverlayOptions): Promise<void>;
   unmount(target: string, opts?: UnmountOptions): Promise<void>;
@@ -127,6 +164,21 @@ function abortError(pid: number, signal: AbortSignal): Error {
     name: 'AbortError',
     code: 'ABORT_ERR',
   });
+}
+
+/**
+ * Starts a program with posix_spawn on the libuv pool, without forking this process
+ * (runtime-core/native/addon/spawn.cc): the JS thread never waits for it, where Node's
+ * child_process blocks it while the controller's page tables are copied. Rejects (code ENOENT,
+ * EACCES, ...) when the program cannot be run. Use it through spawn.ts.
+ */
+export function spawnNative(opts: NativeSpawnOptions): Promise<NativeSpawned> {
+  return addon().spawn(opts);
+}
+
+/** Sends `signal` to a spawnNative() child through its pidfd; false once it has been reaped. */
+export function killChild(id: number, signal: number): boolean {
+  return addon().killChild(id, signal);
 }
 
 /**

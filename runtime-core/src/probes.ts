@@ -5,9 +5,10 @@
  * conductor-probe, so they work before and without container networking. Every attempt is
  * bounded by its timeout and by the caller's signal; nothing is left running after it.
  */
-import { execFile, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 
 import { buildOutput } from './paths.js';
+import { runProcess, type ExitStatus } from './spawn.js';
 
 export type ProbeAction =
   | { type: 'exec'; command: string[] }
@@ -93,16 +94,27 @@ export class ProbeRunner {
           : [];
     // Host-network containers share our namespace; the others are probed inside their own.
     const where = req.hostNetwork ? [] : ['--pid', String(req.pid)];
-    return new Promise((resolve) => {
-      execFile(
-        this.probeBinary,
-        [...where, '--timeout-ms', String(req.timeoutMs), ...args],
-        { timeout: req.timeoutMs + 1000, ...(req.signal ? { signal: req.signal } : {}) },
-        (err, stdout) => {
-          if (err?.name === 'AbortError') resolve({ ok: false, message: 'probe cancelled' });
-          else resolve({ ok: !err, message: stdout.trim() || (err?.message ?? '') });
-        },
-      );
-    });
+    return runProcess(
+      this.probeBinary,
+      [...where, '--timeout-ms', String(req.timeoutMs), ...args],
+      {
+        timeoutMs: req.timeoutMs + 1000,
+        ...(req.signal ? { signal: req.signal } : {}),
+        stderr: 'ignore',
+      },
+    ).then(
+      (r) => {
+        if (r.aborted) return { ok: false, message: 'probe cancelled' };
+        if (r.timedOut) return { ok: false, message: `timed out after ${req.timeoutMs / 1000}s` };
+        const text = r.stdout.trim();
+        if (r.code === 0) return { ok: true, message: text };
+        return { ok: false, message: text || `conductor-probe: ${exitText(r)}` };
+      },
+      (err: unknown) => ({ ok: false, message: (err as Error).message }),
+    );
   }
+}
+
+function exitText(s: ExitStatus): string {
+  return s.signal ? `killed by ${s.signal}` : `exit code ${String(s.code)}`;
 }

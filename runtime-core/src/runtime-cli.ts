@@ -2,8 +2,10 @@
  * The OCI runtime command line (conductor-runtime, runc or crun), called asynchronously.
  * Failures carry the command and the runtime's stderr.
  */
-import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { basename } from 'node:path';
+
+import { runProcess, type RunResult } from './spawn.js';
 
 export class RuntimeCommandError extends Error {
   constructor(
@@ -49,23 +51,21 @@ export class OciRuntimeCli {
     return basename(this.path) !== 'runc';
   }
 
-  run(args: string[], timeoutMs = 60000): Promise<{ stdout: string; stderr: string }> {
-    const argv = ['--root', this.root, ...args];
-    return new Promise((resolve, reject) => {
-      execFile(
-        this.path,
-        argv,
-        { timeout: timeoutMs, maxBuffer: 16 << 20 },
-        (err, stdout, stderr) => {
-          if (err) {
-            const code = typeof err.code === 'number' ? err.code : null;
-            reject(new RuntimeCommandError([basename(this.path), ...args], code, stderr, err));
-          } else {
-            resolve({ stdout, stderr });
-          }
-        },
-      );
-    });
+  async run(args: string[], timeoutMs = 60000): Promise<{ stdout: string; stderr: string }> {
+    const command = [basename(this.path), ...args];
+    let r: RunResult;
+    try {
+      r = await runProcess(this.path, ['--root', this.root, ...args], { timeoutMs });
+    } catch (err) {
+      throw new RuntimeCommandError(command, null, '', err);
+    }
+    if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr };
+    const how = r.timedOut
+      ? new Error(`killed after ${timeoutMs} ms`)
+      : r.signal
+        ? new Error(`killed by ${r.signal}`)
+        : undefined;
+    throw new RuntimeCommandError(command, r.code, r.stderr, how);
   }
 
   async kill(id: string, signal: string): Promise<void> {

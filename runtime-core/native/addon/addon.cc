@@ -32,7 +32,8 @@ std::string string_arg(Napi::Value v, const std::string& what) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace conductor::addon;
-  register_pidfd(env, exports);
+  ExitWatcher* watcher = register_pidfd(env, exports);
+  register_spawn(env, exports, *watcher);
   register_mounts(env, exports);
   register_cgroups(env, exports);
   register_namespaces(env, exports);

@@ -12,10 +12,19 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace conductor::addon {
 
-void register_pidfd(Napi::Env env, Napi::Object exports);
+// Waits for process exits by pidfd on one epoll thread (pidfd.cc); spawn.cc hands it children.
+class ExitWatcher;
+ExitWatcher* register_pidfd(Napi::Env env, Napi::Object exports);
+void register_spawn(Napi::Env env, Napi::Object exports, ExitWatcher& watcher);
+// {id, exited}: `exited` resolves with {code, signal} once the child (ours, not yet reaped)
+// that `pidfd` refers to has exited and been reaped.
+Napi::Object watch_child(Napi::Env env, ExitWatcher& w, UniqueFd pidfd);
+// Signals the process of wait `id` through its pidfd; false when it is already gone.
+bool kill_waited(Napi::Env env, ExitWatcher& w, uint64_t id, int sig);
 void register_mounts(Napi::Env env, Napi::Object exports);
 void register_cgroups(Napi::Env env, Napi::Object exports);
 void register_namespaces(Napi::Env env, Napi::Object exports);

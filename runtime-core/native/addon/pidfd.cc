@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -25,12 +26,12 @@ namespace conductor::addon {
 
 namespace {
 
-class ExitWatcher;
-
 [[noreturn]] void throw_js_errno(Napi::Env env, const std::string& what) {
   int e = errno;
   throw make_error(env, Error(what, e).what(), e);
 }
+
+}  // namespace
 
 void deliver_exit(Napi::Env env, Napi::Function, ExitWatcher* w, uint64_t* id);
 using ExitTsfn = Napi::TypedThreadSafeFunction<ExitWatcher, uint64_t, deliver_exit>;
@@ -39,36 +40,43 @@ class ExitWatcher {
  public:
   // {id, exited}: `exited` settles when the process exits; cancelWait(id) ends the wait.
   Napi::Value wait(Napi::Env env, pid_t pid) {
-    auto deferred = Napi::Promise::Deferred::New(env);
-    auto result = Napi::Object::New(env);
-    result.Set("exited", deferred.Promise());
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (!pidfd) {
       int e = errno;
       std::string msg = "waitForExit(" + std::to_string(pid) + "): pidfd_open";
       if (e == ESRCH) msg += ": process " + std::to_string(pid) + " does not exist";
+      auto deferred = Napi::Promise::Deferred::New(env);
       deferred.Reject(make_error(env, Error(msg, e).what(), e).Value());
+      auto result = Napi::Object::New(env);
+      result.Set("exited", deferred.Promise());
       result.Set("id", Napi::Number::New(env, 0));
       return result;
     }
-    start(env);
-    uint64_t id = next_id_++;
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLONESHOT;
-    ev.data.u64 = id;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev) < 0)
-      throw_js_errno(env, "epoll_ctl(ADD) pidfd of " + std::to_string(pid));
-    if (pending_.empty()) tsfn_.Ref(env);
-    pending_.emplace(id, Pending{std::move(pidfd), deferred});
-    result.Set("id", Napi::Number::New(env, static_cast<double>(id)));
-    return result;
+    return add(env, std::move(pidfd), false);
+  }
+
+  // {id, exited} for a child of ours (spawn.cc) whose pidfd is `pidfd`: it is reaped when it
+  // exits, and `exited` resolves with {code, signal} (one of them null) as Node reports them.
+  // There is no cancelling such a wait (a child nobody reaps stays a zombie): kill it instead.
+  Napi::Object wait_child(Napi::Env env, UniqueFd pidfd) {
+    return add(env, std::move(pidfd), true);
+  }
+
+  // JS thread: sends `sig` to the child or process of wait `id` through its pidfd, so a pid
+  // reused after the exit is never hit. False when the wait is over (the process is gone).
+  bool kill(Napi::Env env, uint64_t id, int sig) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return false;
+    if (::syscall(SYS_pidfd_send_signal, it->second.pidfd.get(), sig, nullptr, 0) == 0) return true;
+    if (errno == ESRCH) return false;
+    throw_js_errno(env, "pidfd_send_signal(" + std::to_string(sig) + ")");
   }
 
   // JS thread: drops the wait `id` (if still pending) and rejects its promise with code
   // ECANCELED. An exit the watcher thread already queued for it is ignored when it arrives.
   void cancel(Napi::Env env, uint64_t id) {
     auto it = pending_.find(id);
-    if (it == pending_.end()) return;
+    if (it == pending_.end() || it->second.reap) return;
     Napi::Promise::Deferred deferred = it->second.deferred;
     (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd.get(), nullptr);
     pending_.erase(it);
@@ -81,9 +89,26 @@ class ExitWatcher {
     auto it = pending_.find(id);
     if (it == pending_.end()) return;
     Napi::Promise::Deferred deferred = it->second.deferred;
+    Napi::Env env = deferred.Env();
+    Napi::Value value = env.Undefined();
+    if (it->second.reap) {
+      // The pidfd is readable: the child is a zombie, and reaping it cannot block.
+      siginfo_t si{};
+      int r;
+      do
+        r = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(it->second.pidfd.get()), &si,
+                     WEXITED | WNOHANG);
+      while (r < 0 && errno == EINTR);
+      Napi::Object status = Napi::Object::New(env);
+      bool exited = r == 0 && si.si_code == CLD_EXITED;
+      bool killed = r == 0 && (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED);
+      status.Set("code", exited ? Napi::Number::New(env, si.si_status) : env.Null());
+      status.Set("signal", killed ? Napi::Number::New(env, si.si_status) : env.Null());
+      value = status;
+    }
     pending_.erase(it);  // closes the pidfd, which also drops it from the epoll set
-    if (pending_.empty()) tsfn_.Unref(deferred.Env());
-    deferred.Resolve(deferred.Env().Undefined());
+    if (pending_.empty()) tsfn_.Unref(env);
+    deferred.Resolve(value);
   }
 
   // Env teardown. Registered right after the ThreadSafeFunction is created, so it runs before
@@ -103,7 +128,25 @@ class ExitWatcher {
   struct Pending {
     UniqueFd pidfd;
     Napi::Promise::Deferred deferred;
+    bool reap;  // a child of ours: reaped at its exit (and never cancelled)
   };
+
+  Napi::Object add(Napi::Env env, UniqueFd pidfd, bool reap) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    auto result = Napi::Object::New(env);
+    result.Set("exited", deferred.Promise());
+    start(env);
+    uint64_t id = next_id_++;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.u64 = id;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, pidfd.get(), &ev) < 0)
+      throw_js_errno(env, "epoll_ctl(ADD) pidfd");
+    if (pending_.empty()) tsfn_.Ref(env);
+    pending_.emplace(id, Pending{std::move(pidfd), deferred, reap});
+    result.Set("id", Napi::Number::New(env, static_cast<double>(id)));
+    return result;
+  }
 
   void start(Napi::Env env) {
     if (thread_) return;
@@ -156,6 +199,16 @@ void deliver_exit(Napi::Env env, Napi::Function, ExitWatcher* w, uint64_t* id) {
   if (env != nullptr && w != nullptr) w->exited(*owned);
 }
 
+Napi::Object watch_child(Napi::Env env, ExitWatcher& w, UniqueFd pidfd) {
+  return w.wait_child(env, std::move(pidfd));
+}
+
+bool kill_waited(Napi::Env env, ExitWatcher& w, uint64_t id, int sig) {
+  return w.kill(env, id, sig);
+}
+
+namespace {
+
 // Field 22 of /proc/PID/stat: start time in clock ticks since boot. The command name (field 2)
 // may hold spaces and parentheses, so fields are counted from the last ')'.
 std::optional<uint64_t> start_time(pid_t pid) {
@@ -175,7 +228,7 @@ std::optional<uint64_t> start_time(pid_t pid) {
 
 }  // namespace
 
-void register_pidfd(Napi::Env env, Napi::Object exports) {
+ExitWatcher* register_pidfd(Napi::Env env, Napi::Object exports) {
   // Lives as long as the environment: freed by the last clean-up hook to run.
   auto* watcher = new ExitWatcher();
   env.AddCleanupHook([watcher]() { delete watcher; });
@@ -204,6 +257,7 @@ void register_pidfd(Napi::Env env, Napi::Object exports) {
                   return Napi::BigInt::New(info.Env(), *t);
                 });
               }));
+  return watcher;
 }
 
 }  // namespace conductor::addon

@@ -10,10 +10,11 @@
  * after the config file changed — DEL must succeed on whatever is half-made, as the kubelet
  * learnt: a DEL with no cache still runs the plugins, without a prevResult.
  */
-import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+
+import { runProcess } from '../spawn.js';
 
 export const CNI_VERSION = '1.0.0';
 
@@ -295,7 +296,13 @@ export class CniNetwork {
       CNI_PATH: this.opts.binDirs.join(':'),
     };
     const stdin = JSON.stringify(this.pluginConfig(conf, p, att, prev));
-    const { code, stdout, stderr } = await run(bin, env, stdin, this.opts.timeoutMs ?? 60_000);
+    const timeoutMs = this.opts.timeoutMs ?? 60_000;
+    const { code, stdout, stderr, timedOut } = await runProcess(bin, [], {
+      env,
+      input: stdin,
+      timeoutMs,
+    });
+    if (timedOut) throw new CniError(p.type, command, 0, `killed after ${timeoutMs} ms`);
     if (code === 0) {
       if (command !== 'ADD') return undefined;
       try {
@@ -329,33 +336,4 @@ function validateAttachment(att: CniAttachment): void {
   for (const [k, v] of Object.entries(att.args ?? {}))
     if (/[;=]/.test(k) || v.includes(';'))
       throw new Error(`CNI: argument ${k}=${v} may not contain ';' (or '=' in the key)`);
-}
-
-function run(
-  bin: string,
-  env: Record<string, string>,
-  stdin: string,
-  timeoutMs: number,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      stderr += `killed after ${timeoutMs} ms`;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.on('error', () => undefined); // a plugin that exits without reading
-    child.stdin.end(stdin);
-  });
 }

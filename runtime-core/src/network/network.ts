@@ -22,7 +22,6 @@
  * cached result (portMappings again, which portmap's DEL needs), the netns, host-local's
  * allocations of containers that are gone.
  */
-import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,6 +30,7 @@ import { errCode, readJson, writeFileAtomic, writeJsonAtomic } from '../files.js
 import { silentLogger, type Logger } from '../logger.js';
 import { netnsCreate, netnsRemove } from '../native.js';
 import { allSettled } from '../promises.js';
+import { runProcess } from '../spawn.js';
 import { CNI_VERSION, CniNetwork, parseConfList, type CniConfList, type CniResult } from './cni.js';
 import { containerHosts, containerResolvConf, DnsServer, type DnsRecord } from './dns.js';
 import {
@@ -158,14 +158,16 @@ export async function recordedNetwork(stateDir: string): Promise<NetworkOptions 
   };
 }
 
-const sh = (cmd: string, args: string[]): Promise<string> =>
-  new Promise((resolve, reject) => {
-    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err)
-        reject(new NetworkError(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`));
-      else resolve(stdout);
-    });
+async function sh(cmd: string, args: string[]): Promise<string> {
+  const r = await runProcess(cmd, args).catch((err: unknown) => {
+    throw new NetworkError(`${cmd} ${args.join(' ')}: ${(err as Error).message}`, { cause: err });
   });
+  if (r.code !== 0)
+    throw new NetworkError(
+      `${cmd} ${args.join(' ')}: ${r.stderr.trim() || (r.signal ? `killed by ${r.signal}` : `exit code ${String(r.code)}`)}`,
+    );
+  return r.stdout;
+}
 const ip = (...args: string[]): Promise<string> => sh('ip', args);
 
 const FORWARD = '/proc/sys/net/ipv4/ip_forward';

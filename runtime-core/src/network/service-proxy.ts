@@ -53,10 +53,10 @@
  * CVE-2020-8558 guard that route_localnet calls for: packets to 127.0.0.0/8 that did not come
  * from the host itself are dropped unless conntrack already knows them, as kube-proxy's fix does.
  */
-import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 
 import { silentLogger, type Logger } from '../logger.js';
+import { runProcess } from '../spawn.js';
 import { cidrContains, cidrsOverlap, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
 
 /** One ready endpoint of a service port. */
@@ -909,20 +909,12 @@ export function syncTransaction(
 // ---------------------------------------------------------------------------------------------
 // The proxy
 
-const defaultRunner: CommandRunner = (argv, stdin) =>
-  new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv;
-    if (cmd === undefined) throw new Error('no command');
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(stdin ?? '');
-  });
+const defaultRunner: CommandRunner = async (argv, stdin) => {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) throw new Error('no command');
+  const { code, stdout, stderr } = await runProcess(cmd, args, { input: stdin ?? '' });
+  return { code, stdout, stderr };
+};
 
 /**
  * Keeps the table at the services it is given. Calls are serialised: one transaction at a
