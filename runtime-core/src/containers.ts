@@ -8,7 +8,7 @@
  * restart) adopts running containers instead of restarting them; what this object keeps in
  * memory is only the exit watchers.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -30,6 +30,7 @@ import { errCode, isMounted, procStatFields, readJson, writeJsonAtomic } from '.
 import { buildOutput, DEFAULT_STATE_DIR, StateLayout, type ContainerPaths } from './paths.js';
 import { hostNames, installationOf, type HostNames } from './installation.js';
 import { OciRuntimeCli, type ExecOptions } from './runtime-cli.js';
+import { spawnChild } from './spawn.js';
 
 export { InvalidSpecError, type RunSpec } from './oci-config.js';
 export { RuntimeCommandError, type ExecOptions } from './runtime-cli.js';
@@ -236,8 +237,10 @@ export class ContainerRuntime {
    * a detached shim that runs it. On any failure everything made so far is undone and the
    * error names the step that failed.
    *
-   * `beforeStart`: the shim starts once it resolves (the bundle is made meanwhile); when it
-   * rejects, the create is undone.
+   * `beforeStart`: what the caller makes meanwhile (the container's network). The bundle is made
+   * and the runtime's `create` runs while it is pending; the container's program starts once it
+   * resolves. When it rejects, the created container is deleted, the create undone, and its
+   * error is the one reported.
    *
    * `upperDir` (image builds): the overlay's upper directory lives there instead of in the
    * container's state directory, so it outlives remove() and can become a layer. It must not
@@ -313,14 +316,12 @@ export class ContainerRuntime {
       step = 'write config.json';
       if (files.status === 'rejected') throw files.reason;
 
-      // What the container needs before it runs and the caller makes meanwhile (its network).
-      step = 'wait for the network';
-      await opts.beforeStart;
-
       step = 'start shim';
       // The shim undoes a failed start itself; this covers a shim that died half-way.
       undo.push(() => this.deleteRuntimeState(id));
-      const started = await this.startShim(id, p);
+      // What the container needs before it runs and the caller makes meanwhile (its network)
+      // gates the shim's `start`: the runtime's `create` runs at the same time.
+      const started = await this.startShim(id, p, opts.beforeStart);
       undo.push(() => this.killAndForget(id, started.shimPid));
 
       step = 'record shim';
@@ -385,22 +386,37 @@ export class ContainerRuntime {
     }
   }
 
-  /** Runs the shim and reads its one JSON line. */
-  private startShim(id: string, p: ContainerPaths): Promise<{ pid: number; shimPid: number }> {
+  /**
+   * Runs the shim and reads its one JSON line. With `gate`, the shim creates the container at
+   * once and starts it when `gate` resolves (one byte on its stdin, `--start-gate`); when `gate`
+   * rejects, stdin is closed unsaid, the shim deletes what it created, and this rejects with
+   * `gate`'s error.
+   */
+  private async startShim(
+    id: string,
+    p: ContainerPaths,
+    gate?: Promise<unknown>,
+  ): Promise<{ pid: number; shimPid: number }> {
     const args = ['--id', id, '--bundle', p.bundle, '--dir', p.dir, '--runtime', this.runtime.path];
+    if (gate) args.push('--start-gate');
     args.push('--runtime-root', this.layout.runtimeRoot);
     if (this.opts.logMaxSize !== undefined)
       args.push('--log-max-size', String(this.opts.logMaxSize));
     if (this.opts.logMaxFiles !== undefined)
       args.push('--log-max-files', String(this.opts.logMaxFiles));
+    const child = await spawnChild(this.shimPath, args, {
+      detached: true,
+      stdio: [gate ? 'pipe' : 'ignore', 'pipe', 'ignore'],
+    });
     return new Promise((resolve, reject) => {
-      let child: ChildProcess;
-      try {
-        child = spawn(this.shimPath, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
-      } catch (err) {
-        reject(err);
-        return;
-      }
+      let gateError: unknown;
+      gate?.then(
+        () => child.stdin?.end('s'),
+        (err: unknown) => {
+          gateError = err;
+          child.stdin?.end();
+        },
+      );
       let out = '';
       let settled = false;
       const finish = (err: Error | undefined, value?: { pid: number; shimPid: number }) => {
@@ -408,7 +424,9 @@ export class ContainerRuntime {
         settled = true;
         clearTimeout(timer);
         child.stdout?.destroy();
-        if (err) reject(err);
+        if (gateError !== undefined)
+          reject(gateError instanceof Error ? gateError : new Error(String(gateError)));
+        else if (err) reject(err);
         else if (value) resolve(value);
       };
       const timeoutMs = this.opts.startTimeoutMs ?? 60000;
@@ -432,16 +450,13 @@ export class ContainerRuntime {
           finish(new Error(msg.error ?? `shim said ${line}`));
         }
       };
-      child.on('error', (err) =>
-        finish(new Error(`spawn ${this.shimPath}: ${err.message}`, { cause: err })),
-      );
       child.stdout?.setEncoding('utf8');
       child.stdout?.on('data', (chunk: string) => {
         out += chunk;
         const nl = out.indexOf('\n');
         if (nl >= 0) parse(out.slice(0, nl));
       });
-      child.on('exit', (code, signal) => {
+      void child.exited.then(({ code, signal }) => {
         // Output written just before exit may still be in the pipe: give it a moment.
         setTimeout(() => {
           if (out.trim()) parse(out.trim());

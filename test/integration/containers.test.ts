@@ -476,4 +476,52 @@ describe(`ContainerRuntime with ${RUNTIME}`, () => {
     expect(existsSync(join(stateDir, 'containers', s.id))).toBe(false);
     expect(existsSync(join(runtimeRoot(), s.id))).toBe(false);
   });
+
+  it('creates while `beforeStart` is pending and runs the program only once it resolves', async () => {
+    const dir = mkdtempSync(join(FIXTURE_ROOT, `${PREFIX}-gate-`));
+    try {
+      const s = spec(['sh', '-c', 'touch /gate/ran; exec sleep 1000'], {
+        mounts: [{ type: 'bind', hostPath: dir, containerPath: '/gate' }],
+      });
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      const created = rt.create(s, { layers: [layer], beforeStart: gate });
+      // The runtime's create has run (its state says created) while the gate is shut.
+      await eventually(async () => {
+        const st = await rt.runtime.state(s.id).catch(() => undefined);
+        return st?.status === 'created' ? true : undefined;
+      }, 'the container created');
+      await sleep(100);
+      expect(existsSync(join(dir, 'ran'))).toBe(false);
+      open();
+      const c = await created;
+      await eventually(() => (existsSync(join(dir, 'ran')) ? true : undefined), 'the program');
+      expect((await rt.inspect(s.id)).status).toBe('running');
+      expect(c.pid).toBeGreaterThan(1);
+      await rt.remove(s.id, { force: true });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('undoes the created container and reports the error when `beforeStart` rejects', async () => {
+    const s = spec(['sleep', '1000']);
+    const err = await rt
+      .create(s, {
+        layers: [layer],
+        beforeStart: sleep(200).then(() => {
+          throw new Error('CNI ADD bridge: no address left');
+        }),
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(err).toBeInstanceOf(ContainerError);
+    expect((err as ContainerError).step).toBe('start shim');
+    expect((err as Error).message).toMatch(/CNI ADD bridge: no address left/);
+    expect(existsSync(join(stateDir, 'containers', s.id))).toBe(false);
+    expect(existsSync(join(runtimeRoot(), s.id))).toBe(false);
+    await expect(rt.runtime.state(s.id)).rejects.toThrow();
+  });
 });

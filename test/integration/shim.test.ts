@@ -19,6 +19,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import type { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
@@ -249,19 +250,25 @@ function newContainer(o: BundleOptions): Started & { bundle: string } {
   return s;
 }
 
+/**
+ * Runs the shim; with `gate`, its stdin is a pipe handed to `gate` (for --start-gate), else
+ * /dev/null.
+ */
 function runShim(
   c: { id: string; dir: string; bundle: string },
   extra: string[] = [],
   runtime = RUNTIME,
+  gate?: (stdin: Writable) => void,
 ): Promise<ShimRun> {
   const args = ['--id', c.id, '--bundle', c.bundle, '--dir', c.dir, '--runtime', runtime];
   args.push('--runtime-root', runtimeRoot, ...extra);
   return new Promise((res, rej) => {
-    const child = spawn(SHIM, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(SHIM, args, { stdio: [gate ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    if (gate && child.stdin) gate(child.stdin);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', rej);
     // 'close' waits for every holder of the stdio pipes: it only comes if the detached shim
     // let go of them.
@@ -490,6 +497,51 @@ describe(`conductor-shim (runtime: ${RUNTIME})`, () => {
     expect(existsSync(`/sys/fs/cgroup/memory${c.cgroup}`)).toBe(false);
   });
 
+  /** The runtime's view of a container: its status, or undefined when it does not know it. */
+  function runtimeStatus(id: string): string | undefined {
+    const r = spawnSync(RUNTIME, ['--root', runtimeRoot, 'state', id], { encoding: 'utf8' });
+    return r.status === 0 ? (JSON.parse(r.stdout) as { status: string }).status : undefined;
+  }
+
+  it('--start-gate: creates the container at once and starts it when the caller writes "s"', async () => {
+    const ctl = mkdtempSync(join(tmp, 'ctl-'));
+    const c = newContainer({ args: ['sh', '-c', 'touch /ctl/ran; exec sleep 1000'], ctlDir: ctl });
+    let stdin: Writable | undefined;
+    const report = runShim(c, ['--start-gate'], RUNTIME, (s) => (stdin = s));
+    // Created: its init waits in the container for `start`, and nothing of the program has run.
+    await waitFor('created', () => (runtimeStatus(c.id) === 'created' ? true : undefined));
+    await sleep(200);
+    expect(runtimeStatus(c.id)).toBe('created');
+    expect(existsSync(join(ctl, 'ran'))).toBe(false);
+    stdin?.end('s');
+    const r = await report;
+    expect(r.report).toEqual({ ok: true, pid: expect.any(Number), shimPid: expect.any(Number) });
+    c.containerPid = r.report.pid;
+    c.shimPid = r.report.shimPid;
+    await waitFor('the program ran', () => (existsSync(join(ctl, 'ran')) ? true : undefined));
+    expect(runtimeStatus(c.id)).toBe('running');
+  });
+
+  it('--start-gate: end of input instead of "s" cancels, and the created container is deleted', async () => {
+    const ctl = mkdtempSync(join(tmp, 'ctl-'));
+    const c = newContainer({ args: ['sh', '-c', 'touch /ctl/ran; exec sleep 1000'], ctlDir: ctl });
+    let stdin: Writable | undefined;
+    const report = runShim(c, ['--start-gate'], RUNTIME, (s) => (stdin = s));
+    await waitFor('created', () => (runtimeStatus(c.id) === 'created' ? true : undefined));
+    const initPid = Number(readFileSync(join(c.dir, 'container.pid'), 'utf8'));
+    stdin?.end(); // the caller went away, or its network failed
+    const r = await report;
+    expect(r.code).toBe(1);
+    expect(r.report).toEqual({ ok: false, error: 'start cancelled by the caller' });
+    await waitFor('container init gone', () => (running(initPid) ? undefined : true));
+    expect(runtimeStatus(c.id)).toBeUndefined();
+    expect(existsSync(join(runtimeRoot, c.id))).toBe(false);
+    expect(existsSync(`/sys/fs/cgroup/memory${c.cgroup}`)).toBe(false);
+    expect(existsSync(join(ctl, 'ran'))).toBe(false);
+    expect(existsSync(join(c.dir, 'status.json'))).toBe(false);
+    await waitFor('no processes', () => (processesFor(c.id).length === 0 ? true : undefined));
+  });
+
   it('rejects bad arguments without starting anything', async () => {
     const c = newContainer({ args: ['true'] });
     const r = await runShim({ ...c, id: '../escape' });
@@ -515,12 +567,12 @@ describe(`conductor-shim (runtime: ${RUNTIME})`, () => {
       [
         base,
         'usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH ' +
-          '--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]',
+          '--runtime-root DIR [--log-max-size BYTES] [--log-max-files N] [--start-gate]',
       ],
       [
         ['--id', 'a b', '--bundle', c.bundle, '--dir', c.dir, '--runtime', RUNTIME],
         'usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH ' +
-          '--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]',
+          '--runtime-root DIR [--log-max-size BYTES] [--log-max-files N] [--start-gate]',
       ],
       [
         [...base.slice(0, 6), '--runtime', RUNTIME, '--runtime-root', runtimeRoot, '--id', 'a b'],

@@ -43,6 +43,8 @@ struct Args {
   const char* runtime_root = nullptr;
   uint64_t log_max_size = 10 << 20;
   int log_max_files = 3;
+  // --start-gate: between create and start, wait for the caller to say go (see Shim::gate).
+  bool start_gate = false;
 };
 
 bool valid_id(const char* id) { return conductor::valid_container_id(id); }
@@ -70,6 +72,10 @@ void parse_args(int argc, char** argv, Args& a) {
   static char abs_bundle[PATH_MAX], abs_dir[PATH_MAX], abs_runtime[PATH_MAX], abs_root[PATH_MAX];
   for (int i = 1; i < argc; i++) {
     const char* flag = argv[i];
+    if (!strcmp(flag, "--start-gate")) {
+      a.start_gate = true;
+      continue;
+    }
     const char* value = nullptr;
     const char* eq = strchr(flag, '=');
     char name[32];
@@ -105,7 +111,7 @@ void parse_args(int argc, char** argv, Args& a) {
   if (!a.id || !a.bundle || !a.dir || !a.runtime || !a.runtime_root)
     fail(
         "usage: conductor-shim --id ID --bundle DIR --dir CTRDIR --runtime PATH "
-        "--runtime-root DIR [--log-max-size BYTES] [--log-max-files N]");
+        "--runtime-root DIR [--log-max-size BYTES] [--log-max-files N] [--start-gate]");
   if (!valid_id(a.id)) fail("invalid container id `%s`", a.id);
   a.bundle = absolute(a.bundle, abs_bundle);
   a.dir = absolute(a.dir, abs_dir);
@@ -192,17 +198,20 @@ char g_line_buffers[2][OutputStream::kLineMax];
 
 class Shim {
  public:
-  // Runs everything after detaching. Returns the exit code.
-  int run(const Args& a, UniqueFd report_fd);
+  // Runs everything after detaching. Returns the exit code. `gate`: the caller's stdin with
+  // --start-gate.
+  int run(const Args& a, UniqueFd report_fd, UniqueFd gate);
 
  private:
   void setup();
   void start_container();
+  void wait_at_gate();
   void delete_container();
   void loop();
   void reap();
 
   Args a_;
+  UniqueFd gate_;
   char runtime_log_[PATH_MAX] = "";
   char pid_file_[PATH_MAX] = "";
   UniqueFd sfd_;
@@ -267,6 +276,7 @@ void Shim::start_container() {
   char log_path[PATH_MAX + 16];
   snprintf(log_path, sizeof log_path, "%s/container.log", a_.dir);
   log_.open(log_path, a_.log_max_size, a_.log_max_files);
+  if (gate_) wait_at_gate();
 
   // `start` and `delete` get no --log (as in the contract): their errors come on stderr.
   int sp[2];
@@ -284,6 +294,20 @@ void Shim::start_container() {
   if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return;
   if (tail[0]) fail("start: %s", tail);
   exit_failure("start", st);
+}
+
+// --start-gate: the caller makes what the container needs before it runs (its network) while
+// `create` sets the container up, and writes one byte "s" to our stdin when the container may
+// start. End of file or anything else cancels: the created container is deleted and the
+// failure reported, so a caller that died meanwhile leaves nothing running.
+void Shim::wait_at_gate() {
+  char c = 0;
+  ssize_t r;
+  do r = read(gate_.get(), &c, 1);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) fail_errno("read the start gate");
+  gate_.reset();
+  if (r == 0 || c != 's') fail("start cancelled by the caller");
 }
 
 void Shim::delete_container() {
@@ -362,8 +386,9 @@ void Shim::loop() {
   err_.close_and_flush(log_);
 }
 
-int Shim::run(const Args& a, UniqueFd report_fd) {
+int Shim::run(const Args& a, UniqueFd report_fd, UniqueFd gate) {
   a_ = a;
+  gate_ = std::move(gate);
   out_.name = "stdout";
   out_.buf = g_line_buffers[0];
   err_.name = "stderr";
@@ -412,7 +437,13 @@ Shim g_shim;
 
 // The detached shim: its stdio must not keep the caller's pipes open (the caller waits for EOF).
 [[noreturn]] void become_shim(const Args& a, UniqueFd report_fd) {
+  UniqueFd gate;
   try {
+    // The gate is the caller's stdin, kept (close-on-exec) before stdin becomes /dev/null.
+    if (a.start_gate) {
+      gate.reset(fcntl(0, F_DUPFD_CLOEXEC, 3));
+      if (!gate) fail_errno("dup the start gate (stdin)");
+    }
     UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!null || dup2(null.get(), 0) < 0 || dup2(null.get(), 1) < 0 || dup2(null.get(), 2) < 0)
       fail_errno("open `/dev/null`");
@@ -423,7 +454,7 @@ Shim g_shim;
     report_failure(report_fd, e);
     _exit(1);
   }
-  _exit(g_shim.run(a, std::move(report_fd)));
+  _exit(g_shim.run(a, std::move(report_fd), std::move(gate)));
 }
 
 }  // namespace
