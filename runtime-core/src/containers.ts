@@ -237,9 +237,10 @@ export class ContainerRuntime {
    * a detached shim that runs it. On any failure everything made so far is undone and the
    * error names the step that failed.
    *
-   * `beforeStart`: what the caller makes meanwhile (the container's network). The bundle is made
-   * and the runtime's `create` runs while it is pending; the container's program starts once it
-   * resolves. When it rejects, the created container is deleted, the create undone, and its
+   * `beforeCreate`, `beforeStart`: what the caller makes meanwhile (the container's network: its
+   * namespace and files, then its address). The bundle is made while both are pending, the
+   * runtime's `create` runs once `beforeCreate` resolves, the program starts once `beforeStart`
+   * does. When either rejects, whatever was created is deleted, the create undone, and that
    * error is the one reported.
    *
    * `upperDir` (image builds): the overlay's upper directory lives there instead of in the
@@ -249,7 +250,12 @@ export class ContainerRuntime {
    */
   async create(
     spec: RunSpec,
-    opts: { layers: string[]; upperDir?: string; beforeStart?: Promise<unknown> },
+    opts: {
+      layers: string[];
+      upperDir?: string;
+      beforeCreate?: Promise<unknown>;
+      beforeStart?: Promise<unknown>;
+    },
   ): Promise<CreatedContainer> {
     const { id } = spec;
     const volumesDir = this.layout.volumes(validateContainerId(id));
@@ -315,6 +321,9 @@ export class ContainerRuntime {
       if (mount.status === 'rejected') throw mount.reason;
       step = 'write config.json';
       if (files.status === 'rejected') throw files.reason;
+
+      step = 'wait for the network';
+      await opts.beforeCreate;
 
       step = 'start shim';
       // The shim undoes a failed start itself; this covers a shim that died half-way.

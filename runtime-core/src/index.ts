@@ -134,7 +134,7 @@ const layerKey = (digest: string): string => digest.replace(/^sha256:/, '');
  * The spec as the runtime gets it: bridge mode joins the attachment's netns by path, and the
  * attachment's /etc files are bind-mounted, where the spec does not mount something there.
  */
-function withAttachment(spec: RunSpec, att: Attachment): RunSpec {
+function withAttachment(spec: RunSpec, att: Pick<Attachment, 'netns' | 'files'>): RunSpec {
   const own = new Set((spec.mounts ?? []).map((m) => m.containerPath));
   const etc: ContainerMount[] = (
     [
@@ -149,6 +149,7 @@ function withAttachment(spec: RunSpec, att: Attachment): RunSpec {
       type: 'bind',
       hostPath,
       readOnly: false,
+      madeByCore: true,
     }));
   const mode = spec.network?.mode ?? 'none';
   const given = spec.network?.netnsPath;
@@ -244,7 +245,10 @@ export class RuntimeCore {
     const [namespace, name] = (spec.name ?? '').includes('/')
       ? (spec.name ?? '').split('/', 2)
       : ['default', spec.name ?? spec.id];
-    const pending = await this.network.begin({
+    // The network (namespace, /etc files, then CNI ADD) is made while the container's bundle
+    // is: the runtime's `create` waits for the namespace and files, the program's start for the
+    // ADD. A failed ADD is the error reported, not the create it stopped.
+    const begun = this.network.begin({
       id: spec.id,
       mode,
       namespace: namespace ?? 'default',
@@ -252,18 +256,17 @@ export class RuntimeCore {
       hostname: spec.hostname ?? spec.id,
       portMappings: spec.network?.ports ?? [],
     });
-    // CNI ADD runs while the bundle is made (overlay, config.json); the container starts once
-    // its network is up. A failed ADD is the error reported, not the create it stopped.
-    const networkError = pending.ready.then(
+    const ready = begun.then((pending) => pending.ready);
+    const networkError = ready.then(
       () => undefined,
       (err: unknown) => err,
     );
     try {
-      const created = await this.containers.create(withAttachment(spec, pending.att), {
-        layers,
-        beforeStart: pending.ready,
-      });
-      const ip = (await pending.ready).ip;
+      const created = await this.containers.create(
+        withAttachment(spec, this.network.paths(spec.id, mode)),
+        { layers, beforeCreate: begun, beforeStart: ready },
+      );
+      const ip = (await ready).ip;
       return ip ? { ...created, ip } : created;
     } catch (err) {
       // Undone once the ADD has settled (it may still be running when the create failed).

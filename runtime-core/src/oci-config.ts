@@ -30,6 +30,11 @@ export interface ContainerMount {
   readOnly?: boolean;
   /** tmpfs only. */
   sizeBytes?: number;
+  /**
+   * `bind` only: a path the runtime core makes itself before the container is created (its
+   * network's /etc files), so it may not exist yet when the config is built.
+   */
+  madeByCore?: boolean;
 }
 
 /**
@@ -365,7 +370,7 @@ function buildUserMounts(mounts: ContainerMount[], volumesDir: string | undefine
         );
       }
       try {
-        statSync(src);
+        if (!m.madeByCore) statSync(src);
       } catch (err) {
         throw new InvalidSpecError(
           `${field}.hostPath`,

@@ -250,6 +250,21 @@ export class NodeNetwork {
     return `${this.installation}-${id}`;
   }
 
+  /**
+   * Where begin() puts a container's namespace (bridge) and /etc files: known before they are
+   * made, so the container's bundle can be made while they are.
+   */
+  paths(id: string, mode: AttachRequest['mode']): Pick<Attachment, 'netns' | 'files'> {
+    return {
+      files: {
+        hosts: join(this.filesDir(id), 'hosts'),
+        hostname: join(this.filesDir(id), 'hostname'),
+        resolvConf: join(this.filesDir(id), 'resolv.conf'),
+      },
+      ...(mode === 'bridge' ? { netns: netnsPath(this.netnsName(id)) } : {}),
+    };
+  }
+
   /** The node side, made once (again after a failure). */
   ensure(): Promise<void> {
     this.ready ??= this.setUp().catch((err: unknown) => {
@@ -502,11 +517,7 @@ export class NodeNetwork {
     }
     await this.ensure();
     this.reservePorts(owner, ports);
-    const files = {
-      hosts: join(this.filesDir(req.id), 'hosts'),
-      hostname: join(this.filesDir(req.id), 'hostname'),
-      resolvConf: join(this.filesDir(req.id), 'resolv.conf'),
-    };
+    const { files, netns } = this.paths(req.id, req.mode);
     const att: Attachment = {
       id: req.id,
       mode: req.mode,
@@ -514,9 +525,7 @@ export class NodeNetwork {
       portMappings: ports,
       files,
       state: 'adding',
-      ...(req.mode === 'bridge'
-        ? { netns: netnsPath(this.netnsName(req.id)), network: this.cni?.conf.name }
-        : {}),
+      ...(netns !== undefined ? { netns, network: this.cni?.conf.name } : {}),
     };
     const undo = async (err: unknown): Promise<never> => {
       await this.detach(req.id).catch((e: unknown) =>
@@ -532,16 +541,19 @@ export class NodeNetwork {
         if (netnsExists(name)) await netnsRemove(netnsPath(name));
         await netnsCreate(netnsPath(name));
       }
-      // Made now, empty, for the container's config to name; filled in before it starts.
-      await mkdir(this.filesDir(req.id), { recursive: true, mode: 0o755 });
-      await Promise.all(Object.values(files).map((f) => writeFile(f, '', { mode: 0o644 })));
     } catch (err) {
       return undo(err);
     }
-    const made = { ...att, files: { ...files } };
+    // CNI ADD starts as soon as the namespace exists; the /etc files are made meanwhile, empty,
+    // for the container's config to name (the runtime bind-mounts them at create), and filled
+    // in once the address is known, before the container starts.
+    const added = req.mode === 'bridge' ? this.cniAdd(req, att) : Promise.resolve(undefined);
+    const filesMade = mkdir(this.filesDir(req.id), { recursive: true, mode: 0o755 }).then(() =>
+      Promise.all(Object.values(files).map((f) => writeFile(f, '', { mode: 0o644 }))),
+    );
     const ready = (async (): Promise<Attachment> => {
-      if (req.mode === 'bridge') {
-        const result = await this.cniAdd(req, att);
+      const [result] = await allSettled([added, filesMade]);
+      if (result) {
         const addr = pickAddress(result);
         if (!addr)
           throw new NetworkError(`CNI ADD ${att.network ?? ''}: the result has no IPv4 address`);
@@ -553,7 +565,10 @@ export class NodeNetwork {
       await writeJsonAtomic(this.attachmentPath(req.id), att);
       return att;
     })().catch(undo);
-    return { att: made, ready };
+    // begin() answers once the files exist; a failure to make them is reported once the ADD has
+    // settled and everything was undone (by `ready`).
+    await filesMade.catch(() => ready);
+    return { att: { ...att, files: { ...files } }, ready };
   }
 
   private cniAttachment(att: Attachment, namespace?: string, name?: string) {
