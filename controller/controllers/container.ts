@@ -48,6 +48,12 @@ import {
 } from './restart-policy.js';
 
 export const SPEC_HASH_ANNOTATION = 'conductor.dev/spec-hash';
+/**
+ * How long a start waits for a readiness probe that runs at once (initialDelaySeconds 0) before
+ * writing Running: long enough for a local probe of a program that is already listening, short
+ * enough that a slow one only delays the Running status, never the container.
+ */
+export const FIRST_READINESS_WAIT_MS = 100;
 export const GRACE_ANNOTATION = 'conductor.dev/grace-seconds';
 export { containerIdFor, OWNER_ANNOTATION };
 
@@ -418,6 +424,8 @@ export class ContainerReconciler implements Reconciler {
     try {
       const created = await ctx.runtime.run(desired, { layers: image.status?.layers ?? [] });
       this.prober.ensure(key, container, desired.id, created.pid, created.ip);
+      // A container serving at once is written Running and Ready together.
+      await this.prober.firstReadiness(key, FIRST_READINESS_WAIT_MS);
       // Status first: the exit watch and the event read and write files too, and Running is
       // what users and Services wait for. An exit before the watch is still reported (the
       // watch starts by looking at the container).

@@ -26,6 +26,8 @@ interface Worker {
   inflight: Set<Promise<unknown>>;
   ready: boolean;
   streak: Record<Kind, { ok: number; fail: number }>;
+  /** Settles when the first readiness attempt has been counted (or the probes stopped). */
+  firstReadiness?: { done: Promise<void>; settle: () => void };
 }
 
 function resolvePort(c: Container, port: number | string): number {
@@ -77,14 +79,36 @@ export class Prober {
       ready: !readinessProbe || wasReady,
       streak: { readiness: { ok: 0, fail: 0 }, liveness: { ok: 0, fail: 0 } },
     };
+    if (readinessProbe && readinessProbe.initialDelaySeconds === 0) {
+      let settle!: () => void;
+      const done = new Promise<void>((resolve) => (settle = resolve));
+      w.firstReadiness = { done, settle };
+    }
     this.workers.set(key, w);
     if (readinessProbe) this.schedule(key, w, container, 'readiness', readinessProbe);
     if (livenessProbe) this.schedule(key, w, container, 'liveness', livenessProbe);
   }
 
+  /**
+   * Waits, at most `maxMs`, for the first readiness attempt of a container whose probe starts at
+   * once (initialDelaySeconds 0), so that a container ready at once is reported Running and
+   * Ready in one status write instead of two. Returns at once when there is no such attempt.
+   */
+  async firstReadiness(key: string, maxMs: number): Promise<void> {
+    const first = this.workers.get(key)?.firstReadiness;
+    if (!first) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([first.done, new Promise((r) => (timer = setTimeout(r, maxMs)))]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   stop(key: string): void {
     const w = this.workers.get(key);
     if (!w) return;
+    w.firstReadiness?.settle();
     for (const t of w.timers) clearTimeout(t);
     w.cancel.abort();
     this.workers.delete(key);
@@ -127,6 +151,8 @@ export class Prober {
             'Unhealthy',
             `Readiness probe failed: ${outcome.message}`,
           );
+        w.firstReadiness?.settle();
+        w.firstReadiness = undefined;
         if (before !== w.ready) this.changed(key);
       } else if (!outcome.ok) {
         this.ctx.client.recordEvent(

@@ -274,6 +274,70 @@ describe('ContainerReconciler (fakes)', () => {
   });
 });
 
+describe('ContainerReconciler: the first readiness probe (fakes)', () => {
+  const readiness = (initialDelaySeconds: number) => ({
+    readinessProbe: {
+      exec: { command: ['true'] },
+      initialDelaySeconds,
+      periodSeconds: 600,
+      timeoutSeconds: 1,
+      successThreshold: 1,
+      failureThreshold: 3,
+    },
+  });
+  /** The Ready condition of each status the Container was written with, in order. */
+  const readyWrites = (f: Awaited<ReturnType<typeof withImage>>): (string | undefined)[] =>
+    f.client.writes
+      .filter((w) => w.kind === 'Container')
+      .map((w) => (w.status as Container['status'])?.conditions?.find((c) => c.type === 'Ready'))
+      .map((c) => c?.status);
+
+  it('a container ready at once is written Running and Ready in one status write', async () => {
+    const f = await withImage();
+    f.client.apply(container(readiness(0)));
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    await r.reconcile(key);
+    expect(f.runtime.calls).toEqual([`run ${id}`, `probe ${id} exec`]);
+    expect(readyWrites(f)).toEqual(['True']);
+    expect(f.client.get('Container', key)?.status?.phase).toBe('Running');
+    await r.close();
+  });
+
+  it('a first probe that fails, or has not answered within the wait, is written Ready False', async () => {
+    const f = await withImage();
+    f.runtime.probeOutcome = { ok: false, message: 'connection refused' };
+    f.client.apply(container(readiness(0)));
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    await r.reconcile(key);
+    expect(readyWrites(f)).toEqual(['False']);
+    await r.close();
+
+    const g = await withImage();
+    let answer!: () => void;
+    g.runtime.probeHeld = new Promise((resolve) => (answer = resolve));
+    g.client.apply(container(readiness(0)));
+    const changed: string[] = [];
+    const slow = new ContainerReconciler(g.ctx, (k) => changed.push(k));
+    await slow.reconcile(key); // returns after the wait, the probe still in flight
+    expect(readyWrites(g)).toEqual(['False']);
+    answer();
+    for (let i = 0; i < 50 && changed.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(changed).toEqual([key]); // the reconcile that writes Ready True follows
+    await slow.close();
+  });
+
+  it('a probe with an initial delay does not hold the Running status', async () => {
+    const f = await withImage();
+    f.client.apply(container(readiness(600)));
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    await r.reconcile(key);
+    expect(f.runtime.calls).toEqual([`run ${id}`]);
+    expect(readyWrites(f)).toEqual(['False']);
+    await r.close();
+  });
+});
+
 describe('ServiceReconciler (fakes)', () => {
   it('lists the matching Containers of its namespace as endpoints, with their readiness', async () => {
     const f = await withImage();
