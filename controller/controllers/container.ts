@@ -423,11 +423,18 @@ export class ContainerReconciler implements Reconciler {
     const container = status.current;
     try {
       const created = await ctx.runtime.run(desired, { layers: image.status?.layers ?? [] });
+      ctx.client.recordEvent(
+        'Container',
+        container,
+        'Normal',
+        'Started',
+        `started container ${desired.id} (pid ${created.pid})`,
+      );
       this.prober.ensure(key, container, desired.id, created.pid, created.ip);
       // A container serving at once is written Running and Ready together.
       await this.prober.firstReadiness(key, FIRST_READINESS_WAIT_MS);
-      // Status first: the exit watch and the event read and write files too, and Running is
-      // what users and Services wait for. An exit before the watch is still reported (the
+      // Status before the exit watch, which reads and writes files too: Running is what users
+      // and Services wait for. An exit before the watch is still reported (the
       // watch starts by looking at the container).
       await this.setStatus(status, {
         ...carried,
@@ -445,13 +452,6 @@ export class ContainerReconciler implements Reconciler {
       });
       await this.publishName(status.current);
       this.watch(key, desired.id);
-      ctx.client.recordEvent(
-        'Container',
-        container,
-        'Normal',
-        'Started',
-        `started container ${desired.id} (pid ${created.pid})`,
-      );
       return done();
     } catch (err) {
       if (isStaleWrite(err)) throw err; // a status write lost to a change: not a failed start
