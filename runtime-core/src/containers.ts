@@ -16,7 +16,7 @@ import { basename, join } from 'node:path';
 import { readCriLog, type LogEntry } from './cri-log.js';
 import * as addon from './native.js';
 import { allSettled } from './promises.js';
-import type { CgroupStats } from './native.js';
+import type { CgroupStats, InterfaceStats } from './native.js';
 import { silentLogger, type Logger } from './logger.js';
 import {
   buildOciConfig,
@@ -36,12 +36,12 @@ export { InvalidSpecError, type RunSpec } from './oci-config.js';
 export { RuntimeCommandError, type ExecOptions } from './runtime-cli.js';
 export type { LogEntry } from './cri-log.js';
 export type { Logger } from './logger.js';
-export type { CgroupStats } from './native.js';
+export type { CgroupStats, InterfaceStats } from './native.js';
 
 /** What the facade uses of the addon; tests may inject their own. */
 export type NativeOps = Pick<
   typeof addon,
-  'waitForExit' | 'pidStartTime' | 'mountOverlay' | 'unmount' | 'cgroupStats'
+  'waitForExit' | 'pidStartTime' | 'mountOverlay' | 'unmount' | 'cgroupStats' | 'containerStats'
 >;
 
 export interface ContainerRuntimeOptions {
@@ -110,6 +110,18 @@ export interface CreatedContainer {
   startedAt: string;
   /** Its address on the container network (bridge mode, through the RuntimeCore facade). */
   ip?: string;
+}
+
+export interface StatsRequest {
+  id: string;
+  /** A pid in the container's network namespace: its interfaces are read too. */
+  network?: number;
+}
+
+/** A container's statistics: its cgroup's counters and, when asked, its interfaces. */
+export interface ContainerStats {
+  cgroup: CgroupStats;
+  interfaces?: InterfaceStats[];
 }
 
 export interface ExecResult {
@@ -869,5 +881,27 @@ export class ContainerRuntime {
     const config = await readJson<{ linux?: { cgroupsPath?: string } }>(this.paths(id).config);
     const path = config?.linux?.cgroupsPath ?? cgroupsPathFor(id, this.hostNames.cgroupParent);
     return this.native().cgroupStats(path);
+  }
+
+  /**
+   * Statistics of many running containers in one read (a metrics scrape, `conductor top`): each
+   * one's cgroup and, given its pid (`network`), its network namespace's interfaces. Containers
+   * gone meanwhile are left out of the map.
+   */
+  async statsMany(targets: readonly StatsRequest[]): Promise<Map<string, ContainerStats>> {
+    const results = await this.native().containerStats(
+      targets.map((t) => ({
+        cgroupsPath: cgroupsPathFor(validateContainerId(t.id), this.hostNames.cgroupParent),
+        ...(t.network !== undefined ? { pid: t.network } : {}),
+      })),
+    );
+    const out = new Map<string, ContainerStats>();
+    results.forEach((r, i) => {
+      const t = targets[i];
+      if (t && 'cgroup' in r) out.set(t.id, r);
+      else if (t && 'error' in r && r.code !== 'ENOENT' && r.code !== 'ESRCH')
+        this.log.warn('reading container statistics failed', { id: t.id, error: r.error });
+    });
+    return out;
   }
 }

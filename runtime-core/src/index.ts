@@ -22,6 +22,8 @@ import {
   type ExecOptions,
   type ExecResult,
   type LogEntry,
+  type ContainerStats,
+  type StatsRequest,
 } from './containers.js';
 import {
   ImageBuilder,
@@ -56,6 +58,8 @@ export {
   type ExecOptions,
   type ExecResult,
   type LogEntry,
+  type ContainerStats,
+  type StatsRequest,
 } from './containers.js';
 export {
   BuildError,
@@ -74,7 +78,7 @@ export { OciCache, pruneOciCache } from './images/skopeo.js';
 export type { ResolvedUser } from './images/users.js';
 export { INSTALLATION_PATTERN } from './installation.js';
 export { silentLogger, type LogFields, type Logger } from './logger.js';
-export type { CgroupStats } from './native.js';
+export type { CgroupStats, InterfaceStats } from './native.js';
 export { InvalidSpecError, type ContainerMount, type RunSpec } from './oci-config.js';
 export type { ProbeAction, ProbeOutcome, ProbeRequest } from './probes.js';
 export { HostPortConflictError, type PortMapping, type Protocol } from './network/host-ports.js';
@@ -439,6 +443,11 @@ export class RuntimeCore {
     return this.containers.stats(id);
   }
 
+  /** Many containers' statistics in one read (a scrape); the ones gone are left out. */
+  statsMany(targets: readonly StatsRequest[]): Promise<Map<string, ContainerStats>> {
+    return this.containers.statsMany(targets);
+  }
+
   /** One probe attempt (exec, tcp or http) against a running container. */
   probe(req: ProbeRequest): Promise<ProbeOutcome> {
     return this.probes.run(req);
@@ -515,6 +524,7 @@ export type RuntimeCoreApi = Pick<
   | 'run'
   | 'find'
   | 'inspect'
+  | 'statsMany'
   | 'stop'
   | 'remove'
   | 'removeVolumes'

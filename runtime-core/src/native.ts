@@ -30,20 +30,64 @@ export interface UnmountOptions {
   detach?: boolean;
 }
 
+/** A container's cgroup counters (runtime-core/native/cgroups/stats.cc), on v1, v2 and hybrid. */
 export interface CgroupStats {
   /** Total CPU time in nanoseconds (a bigint: it passes 2^53 after 104 days). */
   cpuUsageNs: bigint;
+  cpuUserNs: bigint;
+  cpuSystemNs: bigint;
+  /** CFS enforcement periods elapsed, and of those the ones where it was throttled. */
+  cpuPeriods: number;
+  cpuThrottledPeriods: number;
+  cpuThrottledNs: bigint;
+  /** µs of CPU per period; null = no quota. */
+  cpuQuotaUs: number | null;
+  /** µs; null = unknown (no cpu controller). */
+  cpuPeriodUs: number | null;
   /** Bytes in use, page cache included. */
   memoryUsage: number;
   /** Usage minus inactive file cache, as the kubelet reports it. */
   memoryWorkingSet: number;
+  /** Anonymous memory (v1 total_rss, v2 anon). */
+  memoryRss: number;
+  /** Page cache (v1 total_cache, v2 file). */
+  memoryCache: number;
+  /** Times usage hit the limit (v1 memory.failcnt, v2 memory.events max). */
+  memoryFailcnt: number;
   /** Bytes; null = unlimited. */
   memoryLimit: number | null;
   pidsCurrent: number;
   /** null = unlimited. */
   pidsLimit: number | null;
+  processes: number;
+  threads: number;
   oomKills: number;
 }
+
+/** One interface of a container's network namespace (/proc/PID/net/dev), `lo` left out. */
+export interface InterfaceStats {
+  name: string;
+  rxBytes: number;
+  rxPackets: number;
+  rxErrors: number;
+  rxDropped: number;
+  txBytes: number;
+  txPackets: number;
+  txErrors: number;
+  txDropped: number;
+}
+
+export interface StatsTarget {
+  /** linux.cgroupsPath. */
+  cgroupsPath: string;
+  /** A process in the container: its network namespace's interfaces are read too. */
+  pid?: number;
+}
+
+/** One target's statistics, or why there are none (`code` ENOENT: gone meanwhile). */
+export type StatsResult =
+  | { cgroup: CgroupStats; interfaces?: InterfaceStats[] }
+  | { error: string; code?: string };
 
 export type LayerCompression = 'auto' | 'gzip' | 'zstd' | 'none';
 
@@ -116,6 +160,7 @@ interface Addon {
   mountOverlay(opts: OverlayOptions): Promise<void>;
   unmount(target: string, opts?: UnmountOptions): Promise<void>;
   cgroupStats(cgroupsPath: string): Promise<CgroupStats>;
+  containerStats(targets: readonly StatsTarget[]): Promise<StatsResult[]>;
   nsInodes(pid: number): Record<NamespaceKind, string>;
   unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayerResult>;
   resolveInRoot(root: string, path: string): string;
@@ -209,6 +254,15 @@ export async function unmount(target: string, opts?: UnmountOptions): Promise<vo
  */
 export async function cgroupStats(cgroupsPath: string): Promise<CgroupStats> {
   return addon().cgroupStats(cgroupsPath);
+}
+
+/**
+ * Statistics of many containers in one job on the libuv pool (a scrape): each target's cgroup,
+ * and with a pid the interfaces of its network namespace. A target that cannot be read (its
+ * cgroup or process gone) gets an error in its place; the others are unaffected.
+ */
+export async function containerStats(targets: readonly StatsTarget[]): Promise<StatsResult[]> {
+  return addon().containerStats(targets);
 }
 
 /**

@@ -25,6 +25,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   addonPath,
   cgroupStats,
+  containerStats,
   mountOverlay,
   netnsCreate,
   netnsRemove,
@@ -452,6 +453,138 @@ describe('cgroupStats', () => {
     expect(s.pidsCurrent).toBeGreaterThanOrEqual(1);
     expect(s.pidsLimit).toBe(50);
     expect(s.oomKills).toBe(0);
+  });
+
+  it('reads what cAdvisor reports: cpu split and throttling, rss and cache, processes, threads', async () => {
+    // A CFS quota of 10 ms per 100 ms and a busy loop: throttled in every period it runs.
+    writeFileSync(`/sys/fs/cgroup/cpu/${name}/cpu.cfs_period_us`, '100000');
+    writeFileSync(`/sys/fs/cgroup/cpu/${name}/cpu.cfs_quota_us`, '10000');
+    const busy = spawn('sh', ['-c', 'read go; while :; do :; done'], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
+    const pid = busy.pid ?? 0;
+    started.push(pid);
+    try {
+      for (const dir of dirs) writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+      busy.stdin?.write('go\n');
+      let s = await cgroupStats(`/${name}`);
+      for (let i = 0; i < 100 && s.cpuThrottledPeriods < 3; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        s = await cgroupStats(`/${name}`);
+      }
+      expect(s.cpuQuotaUs).toBe(10000);
+      expect(s.cpuPeriodUs).toBe(100000);
+      expect(s.cpuPeriods).toBeGreaterThanOrEqual(s.cpuThrottledPeriods);
+      expect(s.cpuThrottledPeriods).toBeGreaterThanOrEqual(3);
+      expect(s.cpuThrottledNs).toBeGreaterThan(0n);
+      expect(s.cpuUserNs + s.cpuSystemNs).toBeGreaterThan(0n);
+      // User and system are measured apart from the total (tick-based on some kernels): close.
+      expect(Number(s.cpuUserNs + s.cpuSystemNs)).toBeLessThanOrEqual(
+        Number(s.cpuUsageNs) * 1.5 + 1e8,
+      );
+      // The sleeping shell from the first case and the busy loop: two processes, two threads.
+      expect(s.processes).toBe(2);
+      expect(s.threads).toBe(2);
+      expect(s.memoryRss).toBeGreaterThan(0);
+      expect(s.memoryCache).toBeGreaterThanOrEqual(0);
+      expect(s.memoryRss + s.memoryCache).toBeLessThanOrEqual(s.memoryUsage);
+      expect(s.memoryFailcnt).toBe(0);
+    } finally {
+      busy.kill('SIGKILL');
+      await exited(busy);
+      writeFileSync(`/sys/fs/cgroup/cpu/${name}/cpu.cfs_quota_us`, '-1');
+    }
+    expect((await cgroupStats(`/${name}`)).cpuQuotaUs).toBeNull();
+  });
+
+  it('reads many containers at once, with their network counters, and names the ones it cannot read', async () => {
+    const pid = child?.pid ?? 0;
+    const [ok, gone] = await containerStats([
+      { cgroupsPath: `/${name}`, pid },
+      { cgroupsPath: `/${PREFIX}-missing` },
+    ]);
+    if (!ok || !('cgroup' in ok)) throw new Error(`no statistics: ${JSON.stringify(ok)}`);
+    expect(ok.cgroup.processes).toBe(1);
+    // The child shares our network namespace: its interfaces are the host's, lo left out.
+    const names = (ok.interfaces ?? []).map((i) => i.name);
+    expect(names).not.toContain('lo');
+    const ours = readFileSync('/proc/net/dev', 'utf8')
+      .split('\n')
+      .slice(2)
+      .map((l) => l.split(':')[0]?.trim() ?? '')
+      .filter((n) => n !== '' && n !== 'lo');
+    expect(names.sort()).toEqual(ours.sort());
+    expect(gone).toMatchObject({
+      code: 'ENOENT',
+      error: expect.stringContaining(`/${PREFIX}-missing`),
+    });
+  });
+
+  it('reads the cgroup v2 files (stand-in tree: this host has v1 controllers)', () => {
+    const tree = mkdtempSync(join(tmpdir(), `${PREFIX}-v2-`));
+    try {
+      const dir = join(tree, 'conductor', 'c1');
+      mkdirSync(dir, { recursive: true });
+      const files: Record<string, string> = {
+        'cpu.stat':
+          'usage_usec 5000000\nuser_usec 3000000\nsystem_usec 2000000\nnr_periods 40\n' +
+          'nr_throttled 12\nthrottled_usec 700000\n',
+        'cpu.max': '50000 100000\n',
+        'memory.current': '10485760\n',
+        'memory.stat': 'anon 6291456\nfile 3145728\ninactive_file 1048576\nactive_file 2097152\n',
+        'memory.events': 'low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\n',
+        'memory.max': '67108864\n',
+        'pids.current': '5\n',
+        'pids.max': 'max\n',
+        'cgroup.procs': '100\n101\n',
+        'cgroup.threads': '100\n101\n102\n103\n104\n',
+      };
+      for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
+      // The addon reads the layout override from its process's environment: a child of its own.
+      const read = (): unknown => {
+        const r = spawnSync(
+          process.execPath,
+          [
+            '-e',
+            `require(${JSON.stringify(addonPath)}).cgroupStats('/conductor/c1').then(` +
+              `(s) => console.log(JSON.stringify(s, (k, v) => typeof v === 'bigint' ? String(v) : v)),` +
+              `(e) => { console.error(e.message); process.exit(1); })`,
+          ],
+          {
+            env: { ...process.env, CONDUCTOR_CGROUP_ROOT: tree, CONDUCTOR_CGROUP_MODE: 'v2' },
+            encoding: 'utf8',
+          },
+        );
+        if (r.status !== 0) throw new Error(r.stderr);
+        return JSON.parse(r.stdout) as unknown;
+      };
+      expect(read()).toEqual({
+        cpuUsageNs: '5000000000',
+        cpuUserNs: '3000000000',
+        cpuSystemNs: '2000000000',
+        cpuPeriods: 40,
+        cpuThrottledPeriods: 12,
+        cpuThrottledNs: '700000000',
+        cpuQuotaUs: 50000,
+        cpuPeriodUs: 100000,
+        memoryUsage: 10485760,
+        memoryWorkingSet: 10485760 - 1048576,
+        memoryRss: 6291456,
+        memoryCache: 3145728,
+        memoryFailcnt: 7,
+        memoryLimit: 67108864,
+        pidsCurrent: 5,
+        pidsLimit: null,
+        processes: 2,
+        threads: 5,
+        oomKills: 1,
+      });
+      writeFileSync(join(dir, 'cpu.max'), 'max 100000\n');
+      writeFileSync(join(dir, 'memory.max'), 'max\n');
+      expect(read()).toMatchObject({ cpuQuotaUs: null, cpuPeriodUs: 100000, memoryLimit: null });
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
   });
 
   it('reports no limit as null', async () => {

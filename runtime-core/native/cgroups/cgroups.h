@@ -66,15 +66,40 @@ struct CgroupResources {
   bool ebpf_devices_on_hybrid = false;
 };
 
+// What cAdvisor and docker stats read from a container's cgroup, on v1, v2 and hybrid hosts
+// (stats.cc). Counters are cumulative since the cgroup was made; a file a host lacks reads 0.
 struct CgroupStats {
   uint64_t cpu_usage_ns = 0;
-  uint64_t memory_usage = 0;        // bytes in use, page cache included
-  uint64_t memory_working_set = 0;  // usage minus inactive file cache (as the kubelet reports)
-  int64_t memory_limit = -1;        // -1 = unlimited
+  uint64_t cpu_user_ns = 0;    // v1 cpuacct.usage_user (or cpuacct.stat ticks), v2 user_usec
+  uint64_t cpu_system_ns = 0;  // v1 cpuacct.usage_sys (or cpuacct.stat ticks), v2 system_usec
+  uint64_t cpu_periods = 0;    // CFS enforcement periods elapsed (cpu.stat nr_periods)
+  uint64_t cpu_throttled_periods = 0;  // of which throttled (nr_throttled)
+  uint64_t cpu_throttled_ns = 0;       // time throttled (throttled_time, throttled_usec)
+  int64_t cpu_quota_us = -1;           // per period; -1 = no quota
+  uint64_t cpu_period_us = 0;          // 0 = unknown
+  uint64_t memory_usage = 0;           // bytes in use, page cache included
+  uint64_t memory_working_set = 0;     // usage minus inactive file cache (as the kubelet reports)
+  uint64_t memory_rss = 0;             // anonymous memory (v1 total_rss, v2 anon)
+  uint64_t memory_cache = 0;           // page cache (v1 total_cache, v2 file)
+  uint64_t memory_failcnt = 0;  // times usage hit the limit (v1 failcnt, v2 memory.events max)
+  int64_t memory_limit = -1;    // -1 = unlimited
   uint64_t pids_current = 0;
   int64_t pids_limit = -1;
+  uint64_t processes = 0;  // cgroup.procs
+  uint64_t threads = 0;    // v1 tasks, v2 cgroup.threads
   uint64_t oom_kills = 0;
 };
+
+// One interface of a network namespace, as /proc/PID/net/dev counts it.
+struct InterfaceStats {
+  std::string name;
+  uint64_t rx_bytes = 0, rx_packets = 0, rx_errors = 0, rx_dropped = 0;
+  uint64_t tx_bytes = 0, tx_packets = 0, tx_errors = 0, tx_dropped = 0;
+};
+
+// The interfaces of process `pid`'s network namespace but `lo` (cAdvisor leaves it out too).
+// Throws ENOENT/ESRCH when the process is gone.
+std::vector<InterfaceStats> net_dev_stats(pid_t pid);
 
 // One container's cgroup: `path` is linux.cgroupsPath (absolute, e.g. "/conductor/abc").
 class Cgroup {
