@@ -86,8 +86,7 @@ export interface StatsTarget {
 
 /** One target's statistics, or why there are none (`code` ENOENT: gone meanwhile). */
 export type StatsResult =
-  | { cgroup: CgroupStats; interfaces?: InterfaceStats[] }
-  | { error: string; code?: string };
+  { cgroup: CgroupStats; interfaces?: InterfaceStats[] } | { error: string; code?: string };
 
 export type LayerCompression = 'auto' | 'gzip' | 'zstd' | 'none';
 
