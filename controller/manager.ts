@@ -22,6 +22,8 @@ import { ImageReconciler } from './controllers/image.js';
 import type { RestartBackoff } from './controllers/restart-policy.js';
 import { allDnsGroups } from './controllers/dns-names.js';
 import { serviceRule, ServiceReconciler } from './controllers/service.js';
+import { scrapeContainers } from './metrics/containers.js';
+import { registerObjectMetrics } from './metrics/objects.js';
 import { ConductorMetrics } from './metrics/registry.js';
 import { DEFAULT_METRICS_ADDR, MetricsServer, type HostPort } from './metrics/server.js';
 import { Controller } from './reconcile/controller.js';
@@ -160,7 +162,26 @@ async function startController(
         });
   owned.defer(() => client.stop());
   const { caches } = client;
-  const ctx: ReconcileContext = { client, runtime, logger: log, now: () => new Date() };
+  const ctx: ReconcileContext = {
+    client,
+    runtime,
+    logger: log,
+    now: () => new Date(),
+    metrics: { images: metrics.images },
+  };
+  // Read at every scrape from the cache and the containers' cgroups.
+  registerObjectMetrics(metrics.registry, {
+    containers: () => caches.Container.list(),
+    images: () => caches.Image.list(),
+    services: () => caches.Service.list(),
+  });
+  metrics.addCollector(() =>
+    scrapeContainers(
+      () => caches.Container.list(),
+      runtime,
+      (err) => log.error('reading container statistics failed', { error: String(err) }),
+    ),
+  );
 
   const c = opts.concurrency ?? {};
   const controller = (name: string, reconciler: Reconciler, concurrency: number): Controller =>

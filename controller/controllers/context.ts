@@ -19,6 +19,18 @@ export interface ReconcileContext {
   runtime: RuntimeCoreApi;
   logger: Logger;
   now(): Date;
+  /** Where the reconcilers report what they measure (builds, pulls); absent in unit tests. */
+  metrics?: { images: ImageMetrics };
+}
+
+/** What the Image reconciler measures (controller/metrics/registry.ts exports it). */
+export interface ImageMetrics {
+  /** A build that pulled or ran something, from start to Ready. */
+  built(seconds: number): void;
+  /** The time from a build's Pulling phase to its end or its Building phase. */
+  pulled(seconds: number): void;
+  /** Steps found in the layer cache and steps that had to run. */
+  layerCache(hits: number, misses: number): void;
 }
 
 /**

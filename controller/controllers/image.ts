@@ -156,7 +156,19 @@ export class ImageReconciler implements Reconciler {
     // runs, a layer is unpacked or skopeo speaks.
     const recheck = old?.phase === 'Ready' && old.observedGeneration === generation;
     let deferred: 'Pulling' | 'Building' | undefined;
+    let pullingSince: number | undefined;
+    let pulled = false;
+    const pullDone = (): void => {
+      if (pullingSince === undefined) return;
+      ctx.metrics?.images.pulled((Date.now() - pullingSince) / 1000);
+      pullingSince = undefined;
+      pulled = true;
+    };
     const onProgress = (e: BuildProgress): void => {
+      if (e.type === 'phase') {
+        if (e.phase === 'Pulling') pullingSince = Date.now();
+        else pullDone();
+      }
       if (e.type === 'phase') {
         if (recheck) deferred = e.phase;
         else queuePhase(e.phase);
@@ -192,6 +204,9 @@ export class ImageReconciler implements Reconciler {
         onProgress,
       });
       await writes;
+      pullDone();
+      ctx.metrics?.images.layerCache(built.stepsCached, built.stepsRun);
+      if (built.stepsRun > 0 || pulled) ctx.metrics?.images.built((Date.now() - started) / 1000);
       // The files changed while the build read them: what it made may be from half-written
       // inputs. Not published; the watcher reconciles the Image again once they are quiet.
       await settled();

@@ -5,6 +5,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+import type { ImageMetrics } from '../controllers/context.js';
 import type { QueueMetricsProvider } from '../queue/metrics.js';
 import type { ReconcileMetrics } from '../reconcile/metrics.js';
 import { reconcileResultLabels, type ReconcileResultLabel } from '../reconcile/result.js';
@@ -79,6 +80,13 @@ export interface ConductorMetricsOptions {
   defaultMetrics?: boolean;
 }
 
+/** Image builds and pulls take from milliseconds (all cached) to many minutes (debootstrap). */
+const BUILD_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800];
+const PULL_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+
+/** Renders metrics a prom-client metric cannot hold cheaply (hundreds of containers' rows). */
+export type TextCollector = () => Promise<string>;
+
 export class ConductorMetrics {
   /** Conductor's registry: register more metrics here, or with counter()/gauge()/histogram(). */
   readonly registry = new Registry();
@@ -86,7 +94,10 @@ export class ConductorMetrics {
   readonly reconcileMetrics: ReconcileMetrics;
   /** conductor_manifest_errors_total{file}: manifest files that failed to parse or validate. */
   readonly manifestErrors: Counter<'file'>;
+  /** Builds, pulls and the layer cache, as the Image reconciler reports them. */
+  readonly images: ImageMetrics;
   private readonly defaultMetrics: boolean;
+  private readonly collectors: TextCollector[] = [];
 
   constructor(options: ConductorMetricsOptions = {}) {
     this.defaultMetrics = options.defaultMetrics ?? true;
@@ -97,6 +108,38 @@ export class ConductorMetrics {
       'Total number of times a manifest file failed to parse or validate, per file.',
       ['file'],
     );
+    const build = this.histogram(
+      'conductor_image_build_duration_seconds',
+      'Time an Image build took, from its start to Ready, for builds that pulled or ran a step.',
+      [],
+      BUILD_BUCKETS,
+    );
+    const pull = this.histogram(
+      'conductor_image_pull_duration_seconds',
+      'Time an Image build spent pulling or importing its base (skopeo and unpacking).',
+      [],
+      PULL_BUCKETS,
+    );
+    const cache = this.counter(
+      'conductor_image_layer_cache_total',
+      'Image build steps found in the layer cache (result hit) or run (result miss).',
+      ['result'],
+    );
+    cache.inc({ result: 'hit' }, 0);
+    cache.inc({ result: 'miss' }, 0);
+    this.images = {
+      built: (seconds) => build.observe(seconds),
+      pulled: (seconds) => pull.observe(seconds),
+      layerCache: (hits, misses) => {
+        cache.inc({ result: 'hit' }, hits);
+        cache.inc({ result: 'miss' }, misses);
+      },
+    };
+  }
+
+  /** Adds text rendered at every scrape, after the registry's metrics. */
+  addCollector(collect: TextCollector): void {
+    this.collectors.push(collect);
   }
 
   counter<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
@@ -127,7 +170,8 @@ export class ConductorMetrics {
     const registry = this.defaultMetrics
       ? Registry.merge([processRegistry(), this.registry])
       : this.registry;
-    return registry.metrics();
+    const texts = await Promise.all([registry.metrics(), ...this.collectors.map((c) => c())]);
+    return texts.join('');
   }
 
   get contentType(): string {

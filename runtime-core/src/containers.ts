@@ -120,6 +120,8 @@ export interface StatsRequest {
 
 /** A container's statistics: its cgroup's counters and, when asked, its interfaces. */
 export interface ContainerStats {
+  /** linux.cgroupsPath of the container (`/conductor/<id>`). */
+  cgroupsPath: string;
   cgroup: CgroupStats;
   interfaces?: InterfaceStats[];
 }
@@ -889,16 +891,19 @@ export class ContainerRuntime {
    * gone meanwhile are left out of the map.
    */
   async statsMany(targets: readonly StatsRequest[]): Promise<Map<string, ContainerStats>> {
+    const paths = targets.map((t) =>
+      cgroupsPathFor(validateContainerId(t.id), this.hostNames.cgroupParent),
+    );
     const results = await this.native().containerStats(
-      targets.map((t) => ({
-        cgroupsPath: cgroupsPathFor(validateContainerId(t.id), this.hostNames.cgroupParent),
+      targets.map((t, i) => ({
+        cgroupsPath: paths[i] ?? '',
         ...(t.network !== undefined ? { pid: t.network } : {}),
       })),
     );
     const out = new Map<string, ContainerStats>();
     results.forEach((r, i) => {
       const t = targets[i];
-      if (t && 'cgroup' in r) out.set(t.id, r);
+      if (t && 'cgroup' in r) out.set(t.id, { cgroupsPath: paths[i] ?? '', ...r });
       else if (t && 'error' in r && r.code !== 'ENOENT' && r.code !== 'ESRCH')
         this.log.warn('reading container statistics failed', { id: t.id, error: r.error });
     });
