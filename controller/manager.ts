@@ -50,6 +50,13 @@ export const VERSION = '0.1.0';
 /** controller-runtime reconciles everything every SyncPeriod; ours is shorter than its 10 h. */
 export const DEFAULT_RESYNC_PERIOD_MS = 10 * 60 * 1000;
 
+/**
+ * /healthz fails when a worker has been in one reconcile this long without progress (the
+ * kubelet's PLEG threshold is 3 minutes; a container's stop may take its grace period, and a
+ * build reports progress as it goes).
+ */
+export const DEFAULT_STUCK_AFTER_MS = 5 * 60 * 1000;
+
 export interface RunControllerOptions {
   watchDir?: string;
   stateDir?: string;
@@ -69,6 +76,8 @@ export interface RunControllerOptions {
    * is mended then. Default 10 minutes; 0 turns it off.
    */
   resyncPeriodMs?: number;
+  /** /healthz fails when a reconcile runs this long without progress. Default 5 minutes. */
+  stuckAfterMs?: number;
   /** Image builds: a shared cache for debootstrap bases, distribution mirrors. */
   images?: RuntimeCoreOptions['images'];
   /**
@@ -193,7 +202,11 @@ async function startController(
       reconcileMetrics: metrics.reconcileMetrics,
       logger: log,
     });
-  const imageReconciler = new ImageReconciler(ctx, (key) => controllers.Image.queue.add(key));
+  const imageReconciler = new ImageReconciler(
+    ctx,
+    (key) => controllers.Image.queue.add(key),
+    (key) => controllers.Image.progress(key),
+  );
   const containerReconciler = new ContainerReconciler(
     ctx,
     (key) => controllers.Container.queue.add(key),
@@ -269,6 +282,14 @@ async function startController(
     resync.unref();
     owned.defer(() => clearInterval(resync));
   }
+  // /healthz: the source feeds the cache, and no worker is stuck in one reconcile.
+  server.addHealthCheck('source', () => client.health());
+  const stuckAfterMs = opts.stuckAfterMs ?? DEFAULT_STUCK_AFTER_MS;
+  for (const ctl of Object.values(controllers))
+    server.addHealthCheck(`controller-${ctl.name}`, () => {
+      const stuck = ctl.stuck(stuckAfterMs);
+      return stuck.length ? stuck.join('; ') : undefined;
+    });
   server.markReady();
   // Disposed first: /readyz fails as soon as stopping begins.
   owned.defer(() => server.markNotReady());

@@ -24,7 +24,7 @@ Usage:
   conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--state-dir DIR]
                [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
                [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
-               [--cluster-domain DOMAIN] [-v]
+               [--cluster-domain DOMAIN] [--stuck-after SECONDS] [-v]
 
 Options:
       --watch DIR               manifest directory to watch (default ${DEFAULT_WATCH_DIR})
@@ -49,6 +49,8 @@ Options:
       --cni-conf-dir DIR        use the first .conflist in DIR (as containerd's conf_dir)
                                 instead of Conductor's own (STATE/network/net.d/)
       --cluster-domain DOMAIN   DNS names are NAME.NAMESPACE.svc.DOMAIN (default cluster.local)
+      --stuck-after SECONDS     /healthz fails when a reconcile runs this long without progress
+                                (default 300)
   -v, --verbose                 debug logging
 `;
 
@@ -67,6 +69,8 @@ export interface RunControllerOptions {
   concurrency?: { Container?: number };
   installation?: string;
   network?: NetworkOptions;
+  /** /healthz fails when a reconcile runs this long without progress. */
+  stuckAfterMs?: number;
   /** Where the controller logs: stderr, debug lines only with -v. */
   logger?: Logger;
 }
@@ -98,6 +102,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         'service-cidr': { type: 'string' },
         'cni-conf-dir': { type: 'string' },
         'cluster-domain': { type: 'string' },
+        'stuck-after': { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -116,6 +121,14 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new UsageError(
       `--concurrency must be a whole number from 1 to 64, got ${JSON.stringify(values.concurrency)}`,
+      'up',
+    );
+  }
+  const stuckAfter = values['stuck-after'];
+  const stuckSeconds = Number(stuckAfter);
+  if (stuckAfter !== undefined && (!/^\d+$/.test(stuckAfter) || stuckSeconds < 1)) {
+    throw new UsageError(
+      `--stuck-after must be a whole number of seconds, at least 1, got ${JSON.stringify(stuckAfter)}`,
       'up',
     );
   }
@@ -187,6 +200,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     ...(inCluster ? { inCluster: {} } : {}),
     ...(nodeName !== undefined ? { nodeName } : {}),
     concurrency: { Container: concurrency },
+    ...(stuckAfter !== undefined ? { stuckAfterMs: stuckSeconds * 1000 } : {}),
     watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
     stateDir: resolve(cwd, values['state-dir']),
     metricsAddr: values['metrics-addr'],
@@ -215,6 +229,7 @@ export async function up(
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
   if (network) opts.network = network;
+  if (args.stuckAfterMs !== undefined) opts.stuckAfterMs = args.stuckAfterMs;
   const manager = await load();
 
   // Listening from before the start, so a signal during startup stops the controller as soon

@@ -70,6 +70,8 @@ export class ImageReconciler implements Reconciler {
   constructor(
     private readonly ctx: ReconcileContext,
     enqueue: (key: string) => void,
+    /** Told while a build of `key` progresses (output, layers, steps): it is not stuck. */
+    private readonly progress?: (key: string) => void,
   ) {
     this.inputs = new InputWatcher(
       (key) => {
@@ -180,6 +182,8 @@ export class ImageReconciler implements Reconciler {
       ) {
         queuePhase(deferred);
       }
+      // Output, layers and steps: the build is alive, however long it takes (/healthz).
+      this.progress?.(key);
       if (e.type === 'step')
         ctx.logger.debug('image step', {
           image: key,

@@ -1,6 +1,7 @@
 /**
  * The metrics and health endpoint (controller-runtime's metrics server and healthz probes on
- * one listener): GET /metrics (Prometheus text format), /healthz (200 while the process serves),
+ * one listener): GET /metrics (Prometheus text format), /healthz (200 while every health check
+ * passes, else 500 naming the failing ones and why, as the Kubernetes components' healthz does),
  * /readyz (503 until markReady(), called once the first full sync has been reconciled).
  * A bad request gets an error status; nothing a client sends can crash the controller.
  */
@@ -39,8 +40,12 @@ export interface MetricsServerOptions {
   logger?: { error(msg: string, fields?: Record<string, unknown>): void };
 }
 
+/** A health check: undefined while healthy, else why not (one line). */
+export type HealthCheck = () => string | undefined;
+
 export class MetricsServer {
   private readonly metrics: ConductorMetrics;
+  private readonly checks = new Map<string, HealthCheck>();
   private readonly addr: HostPort;
   private readonly logger: MetricsServerOptions['logger'];
   private server: Server | undefined;
@@ -84,6 +89,33 @@ export class MetricsServer {
     return { host: info.address, port: info.port };
   }
 
+  /** /healthz runs `check` from now on, reported under `name`. */
+  addHealthCheck(name: string, check: HealthCheck): void {
+    this.checks.set(name, check);
+  }
+
+  /**
+   * /healthz's answer: 200 "ok" when every check passes; else 500 with a line per check —
+   * `[+]name ok` or `[-]name failed: why` — and `healthz check failed`. `?verbose` lists the
+   * checks when they pass too.
+   */
+  private health(verbose: boolean): { status: number; body: string } {
+    const lines: string[] = [];
+    let failed = false;
+    for (const [name, check] of this.checks) {
+      let why: string | undefined;
+      try {
+        why = check();
+      } catch (err) {
+        why = `the check threw: ${String(err)}`;
+      }
+      if (why !== undefined) failed = true;
+      lines.push(why === undefined ? `[+]${name} ok` : `[-]${name} failed: ${why}`);
+    }
+    if (failed) return { status: 500, body: `${lines.join('\n')}\nhealthz check failed\n` };
+    return { status: 200, body: verbose ? `${lines.join('\n')}\nhealthz check passed\n` : 'ok\n' };
+  }
+
   /** /readyz answers 200 from now on. */
   markReady(): void {
     this.ready = true;
@@ -106,19 +138,23 @@ export class MetricsServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      let path: string;
+      let url: URL;
       try {
-        path = new URL(req.url ?? '/', 'http://localhost').pathname;
+        url = new URL(req.url ?? '/', 'http://localhost');
       } catch {
         return reply(res, 400, 'bad request\n');
       }
+      const path = url.pathname;
       const known = path === '/metrics' || path === '/healthz' || path === '/readyz';
       if (!known) return reply(res, 404, 'not found\n');
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('Allow', 'GET, HEAD');
         return reply(res, 405, 'method not allowed\n');
       }
-      if (path === '/healthz') return reply(res, 200, 'ok\n');
+      if (path === '/healthz') {
+        const { status, body } = this.health(url.searchParams.has('verbose'));
+        return reply(res, status, body);
+      }
       if (path === '/readyz') {
         return this.ready
           ? reply(res, 200, 'ok\n')

@@ -46,6 +46,8 @@ export class Controller<K = string> {
   private readonly abort = new AbortController();
   private readonly watches = new DisposableStore();
   private workers: Promise<void>[] = [];
+  /** Reconciles in flight: since when, and when their reconciler last said it progresses. */
+  private readonly inflight = new Set<{ key: K; since: number; progressAt: number }>();
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopped: Promise<void> | undefined;
 
@@ -134,8 +136,39 @@ export class Controller<K = string> {
     }
   }
 
+  /**
+   * A reconcile of `key` in flight is making progress (an image build printing, a pull
+   * receiving): it is not stuck however long it takes.
+   */
+  progress(key: K): void {
+    const now = this.clock.now();
+    for (const r of this.inflight) if (r.key === key) r.progressAt = now;
+  }
+
+  /**
+   * The reconciles that have been running without progress for longer than `deadlineMs`, in
+   * words (for /healthz); empty when none is. A worker stuck there reconciles nothing else.
+   */
+  stuck(deadlineMs: number): string[] {
+    const now = this.clock.now();
+    const out: string[] = [];
+    for (const r of this.inflight) {
+      if (now - r.progressAt <= deadlineMs) continue;
+      const running = Math.round((now - r.since) / 1000);
+      const quiet = Math.round((now - r.progressAt) / 1000);
+      out.push(
+        `controller ${this.name}: reconciling ${String(r.key)} for ${running} s` +
+          (quiet < running ? ` (no progress for ${quiet} s)` : '') +
+          `, past the ${Math.round(deadlineMs / 1000)} s deadline`,
+      );
+    }
+    return out;
+  }
+
   private async reconcileHandler(key: K): Promise<void> {
     const start = this.clock.now();
+    const running = { key, since: start, progressAt: start };
+    this.inflight.add(running);
     this.metrics.activeWorkers(this.name, 1);
     let result: Result;
     try {
@@ -148,6 +181,7 @@ export class Controller<K = string> {
           ? { kind: 'terminal', error: err }
           : { kind: 'retry', error: err instanceof Error ? err : new Error(String(err)) };
     } finally {
+      this.inflight.delete(running);
       this.metrics.activeWorkers(this.name, -1);
       this.metrics.reconcileTime(this.name, (this.clock.now() - start) / 1000);
     }

@@ -133,6 +133,10 @@ export class DirectoryClient implements SourceClient {
     return this.source.hasSynced();
   }
 
+  health(): string | undefined {
+    return this.source.health();
+  }
+
   /** Stops watching and writes what is pending (sources.json, objects, events). */
   async stop(): Promise<void> {
     await this.source.stop();

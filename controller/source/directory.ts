@@ -45,7 +45,7 @@
  * - Nothing a file contains makes start(), the watcher or the process throw.
  */
 import { randomUUID } from 'node:crypto';
-import type { Stats } from 'node:fs';
+import { statSync, type Stats } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -152,6 +152,8 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   private watcher: FSWatcher | undefined;
   private started = false;
   private stopped = false;
+  /** The directory the watch is on (its inode), for health(). */
+  private watchedDir: Stats | undefined;
   /** Until the initial scan is done, dirty paths are collected and processed in sorted order. */
   private initialScan = true;
   private readonly dirty = new Set<string>();
@@ -192,6 +194,7 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     }
     this.started = true;
     await mkdir(this.dir, { recursive: true });
+    this.watchedDir = await stat(this.dir);
     const watcher = watch(this.dir, {
       ignoreInitial: false,
       persistent: true,
@@ -238,6 +241,21 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
 
   hasSynced(): boolean {
     return this.isSynced;
+  }
+
+  health(): string | undefined {
+    if (this.stopped) return `watching ${this.dir} stopped`;
+    if (!this.watchedDir) return undefined;
+    let now: Stats;
+    try {
+      now = statSync(this.dir);
+    } catch (err) {
+      return `the watch directory ${this.dir} is gone (${errCodeOf(err)}): nothing in it can be seen`;
+    }
+    // The watch is on the directory that was there at the start, not on the path.
+    if (now.ino !== this.watchedDir.ino || now.dev !== this.watchedDir.dev)
+      return `the watch directory ${this.dir} was replaced: the new one is not watched (restart the controller)`;
+    return undefined;
   }
 
   /**
@@ -653,4 +671,8 @@ function withoutMetadata(obj: Record<string, unknown>): Record<string, unknown> 
 /** Kubernetes timestamps: RFC 3339 in UTC with second precision. */
 function rfc3339(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+function errCodeOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? String(err);
 }

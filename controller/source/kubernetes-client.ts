@@ -409,6 +409,17 @@ class KindWatch {
     return this.listedOnce;
   }
 
+  /**
+   * Why this kind is not being watched (backing off after errors for longer than the watchdog
+   * tolerates silence); undefined while its informer is up or merely restarting.
+   */
+  health(): string | undefined {
+    if (this.stopped) return `watching ${this.plural} stopped`;
+    const silentMs = Date.now() - this.lastActivity;
+    if (this.restartTimer === undefined || silentMs <= this.o.watchdogMs) return undefined;
+    return `watching ${this.plural} has failed for ${Math.round(silentMs / 1000)} s: ${this.lastError ?? 'no answer'}`;
+  }
+
   start(): void {
     this.open();
     const every = Math.max(10, Math.min(this.o.watchdogMs / 4, 10_000));
@@ -708,6 +719,12 @@ export class KubernetesClient implements SourceClient {
 
   hasSynced(): boolean {
     return this.synced_;
+  }
+
+  health(): string | undefined {
+    if (this.stopped) return 'the Kubernetes source stopped';
+    const failing = this.watches.map((w) => w.health()).filter((h) => h !== undefined);
+    return failing.length ? failing.join('; ') : undefined;
   }
 
   /** Stops the informers and waits for the writes in flight (events, finalizers). */

@@ -30,6 +30,11 @@ export interface Source {
   synced(): Promise<void>;
   /** Whether synced() has resolved: what /readyz asks. */
   hasSynced(): boolean;
+  /**
+   * Why the source is not feeding the cache any more (stopped, its directory gone, its watch
+   * failing for longer than it tolerates), for /healthz; undefined while it is.
+   */
+  health(): string | undefined;
 }
 
 /** An object as a source holds it, with the file (or other origin) that defines it. */

@@ -178,6 +178,32 @@ describe('metrics server', () => {
     await query.text();
   });
 
+  it('/healthz fails with a line per failing check, and passes again once they do', async () => {
+    const { server, base } = await startServer(new ConductorMetrics({ defaultMetrics: false }));
+    let why: string | undefined = 'the watch directory /x is gone (ENOENT)';
+    server.addHealthCheck('source', () => why);
+    server.addHealthCheck('controller-image', () => undefined);
+    server.addHealthCheck('broken', () => {
+      throw new Error('boom');
+    });
+    const failing = await fetch(`${base}/healthz`);
+    expect([failing.status, await failing.text()]).toEqual([
+      500,
+      '[-]source failed: the watch directory /x is gone (ENOENT)\n' +
+        '[+]controller-image ok\n' +
+        '[-]broken failed: the check threw: Error: boom\n' +
+        'healthz check failed\n',
+    ]);
+    why = undefined;
+    server.addHealthCheck('broken', () => undefined);
+    const ok = await fetch(`${base}/healthz`);
+    expect([ok.status, await ok.text()]).toEqual([200, 'ok\n']);
+    const verbose = await fetch(`${base}/healthz?verbose`);
+    expect(await verbose.text()).toBe(
+      '[+]source ok\n[+]controller-image ok\n[+]broken ok\nhealthz check passed\n',
+    );
+  });
+
   it('survives malformed requests', async () => {
     const { base, port } = await startServer(new ConductorMetrics({ defaultMetrics: false }));
     for (const garbage of ['\x00\x01\x02 nonsense\r\n\r\n', 'GET http://[bad/ HTTP/1.1\r\n\r\n']) {

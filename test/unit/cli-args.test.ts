@@ -191,6 +191,15 @@ describe('up', () => {
     );
   });
 
+  it('takes --stuck-after in whole seconds', () => {
+    expect(parseUpArgs(['--stuck-after', '90'], '/').stuckAfterMs).toBe(90_000);
+    expect(parseUpArgs([], '/').stuckAfterMs).toBeUndefined();
+    for (const bad of ['0', '1.5', '5m', ''])
+      expect(() => parseUpArgs(['--stuck-after', bad], '/')).toThrow(
+        `--stuck-after must be a whole number of seconds, at least 1, got "${bad}"`,
+      );
+  });
+
   it('runs the controller until SIGTERM, then stops it', async () => {
     const signals = new EventEmitter();
     const io = captureIO(signals);

@@ -281,6 +281,33 @@ describe('Controller', () => {
     expect(late).toBe(true);
   });
 
+  it('stuck(): a reconcile running past the deadline without progress, until it ends', async () => {
+    let finish!: () => void;
+    const r = new ScriptedReconciler({
+      slow: [() => new Promise<Result>((resolve) => (finish = () => resolve(done())))],
+    });
+    const { controller, clock } = newController(r);
+    controller.start();
+    controller.queue.add('slow');
+    await settle();
+    clock.step(60_000);
+    expect(controller.stuck(60_000)).toEqual([]);
+    clock.step(1_000);
+    expect(controller.stuck(60_000)).toEqual([
+      'controller test: reconciling slow for 61 s, past the 60 s deadline',
+    ]);
+    // Progress (a build printing) resets the clock; the whole running time is still said.
+    controller.progress('slow');
+    expect(controller.stuck(60_000)).toEqual([]);
+    clock.step(90_000);
+    expect(controller.stuck(60_000)).toEqual([
+      'controller test: reconciling slow for 151 s (no progress for 90 s), past the 60 s deadline',
+    ]);
+    finish();
+    await settle();
+    expect(controller.stuck(60_000)).toEqual([]);
+  });
+
   it('rejects a bad concurrency and a second start()', () => {
     const r = new ScriptedReconciler({});
     expect(() => new Controller({ name: 'x', reconciler: r, concurrency: 0 })).toThrow(RangeError);
