@@ -4,9 +4,10 @@
 # rebuilds and pulls against podman build / pull, the OCI validation suite against crun and
 # runc, and networking (wrk through a Service and host ports against the container's address,
 # network set-up against bare CNI; Service rule changes at scale against a whole-table
-# rewrite). Leading names choose benchmarks (default: all):
+# rewrite; a /metrics scrape of 200 containers against reading their files). Leading names
+# choose benchmarks (default: all):
 #   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [oci-validation]
-#                 [network] [service-rules] [--flags...]
+#                 [network] [service-rules] [metrics-scrape] [--flags...]
 # Flags go to every chosen benchmark, each reads its own: --iterations N (default 200),
 # --warmup N (5), --containers N (monitors per kind, 3); see each bench/*.ts for the rest.
 #
@@ -20,7 +21,7 @@ set -euo pipefail
 require_root "$0" "$@" # containers, cgroups, mount namespaces
 cd "$CONDUCTOR_REPO"
 
-ALL=(runtime-start shim-memory controller-start images oci-validation network service-rules)
+ALL=(runtime-start shim-memory controller-start images oci-validation network service-rules metrics-scrape)
 CHOSEN=()
 while [ $# -gt 0 ] && [[ "$1" != --* ]]; do
   case " ${ALL[*]} " in
