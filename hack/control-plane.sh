@@ -7,7 +7,7 @@
 #   hack/control-plane.sh up DIR       # start (builds first if needed), print DIR/kubeconfig
 #   hack/control-plane.sh status DIR   # what runs, and whether /readyz answers
 #   hack/control-plane.sh down DIR     # stop both, remove their data and DIR
-#   hack/control-plane.sh crds         # third-party CRDs the deploy manifests use, print their dir
+#   hack/control-plane.sh crds         # third-party CRDs the cluster manifests use, print their dir
 #
 # Build: k8s.io/kubernetes is used as a module by a throwaway module of our own: its staging
 # modules (k8s.io/api, apimachinery, client-go, ...) are required at v0.0.0 in its go.mod and
@@ -42,7 +42,8 @@ ETCD_MODULE=go.etcd.io/etcd/server/v3
 ETCD_VERSION=v3.7.3
 CACHE="${CONDUCTOR_TOOLS_CACHE:-/var/cache/conductor/tools}"
 BIN="$CACHE/kubernetes-$K8S_VERSION-etcd-$ETCD_VERSION"
-# manifests/deploy/'s ServiceMonitor: prometheus-operator's own CRD, from its module's example/.
+# The ServiceMonitor of manifests/observability/: prometheus-operator's CRD, from its module's
+# example/.
 PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
 PROM_OPERATOR_VERSION=v0.86.1
 CRDS="$CACHE/prometheus-operator-$PROM_OPERATOR_VERSION-crds"
@@ -229,9 +230,10 @@ cmd_build() {
   echo "$BIN"
 }
 
-# The CRDs of other projects that manifests/deploy/ uses (prometheus-operator's ServiceMonitor),
-# as their releases ship them: taken from the module zip on the Go module proxy (its example/
-# directory), cached in $CRDS; prints the directory.
+# The CRDs of other projects that the cluster manifests use (prometheus-operator's ServiceMonitor,
+# for manifests/observability/servicemonitor.yaml), as their releases ship them: taken from the
+# module zip on the Go module proxy (its example/ directory), cached in $CRDS; prints the
+# directory.
 cmd_crds() {
   [ $# -eq 0 ] || {
     usage >&2

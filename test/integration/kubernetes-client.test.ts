@@ -2,7 +2,8 @@
  * Kubernetes mode end to end: a real kube-apiserver and etcd (hack/control-plane.sh), the CRDs
  * applied, and an in-process controller (runController) as the node agent — configured as its
  * DaemonSet runs it (in-cluster, as manifests/deploy/'s ServiceAccount and RBAC, so every case
- * also proves the RBAC is enough), and manifests/deploy/ in a server-side dry run.
+ * also proves the RBAC is enough), and manifests/deploy/ in a server-side dry run (with and
+ * without prometheus-operator's CRD, and manifests/observability/'s ServiceMonitor).
  * Objects are made with kubectl, as users make them; what the agent writes is read back with
  * kubectl: status through the status subresource, events.k8s.io Events, the finalizer that
  * holds a deleted Container until its host state is gone. The Image comes from a local
@@ -183,6 +184,8 @@ function containerJson(name: string, spec: Record<string, unknown>): string {
 }
 
 const DEPLOY = join(REPO_ROOT, 'manifests', 'deploy');
+/** prometheus-operator's scrape of the agents' Service (manifests/deploy/metrics.yaml). */
+const SERVICE_MONITOR = join(REPO_ROOT, 'manifests', 'observability', 'servicemonitor.yaml');
 const SA_NAMESPACE = 'conductor-system';
 const SA_NAME = 'conductor';
 let inClusterRoot = '';
@@ -275,7 +278,11 @@ describe('Kubernetes mode against a real API server', () => {
     assertNoLeaks(before, { idPrefix: NS });
   }, 120_000);
 
-  it("manifests/deploy/ passes a server-side dry run, the ServiceMonitor with prometheus-operator's CRD", async () => {
+  it('manifests/deploy/ passes a server-side dry run without prometheus-operator, and the observability ServiceMonitor with its CRD', async () => {
+    // manifests/deploy/ must apply on a cluster without prometheus-operator's CRDs.
+    const plain = await kubectl(['apply', '--dry-run=server', '-f', DEPLOY]);
+    expect(plain).toContain('service/conductor-metrics');
+    expect(plain).not.toContain('servicemonitor');
     await kubectl(['apply', '-f', join(thirdPartyCrds(), SERVICE_MONITOR_CRD)]);
     await kubectl([
       'wait',
@@ -283,7 +290,7 @@ describe('Kubernetes mode against a real API server', () => {
       '--timeout=60s',
       'crd/servicemonitors.monitoring.coreos.com',
     ]);
-    const out = await kubectl(['apply', '--dry-run=server', '-f', DEPLOY]);
+    const out = await kubectl(['apply', '--dry-run=server', '-f', DEPLOY, '-f', SERVICE_MONITOR]);
     for (const what of [
       'namespace/conductor-system',
       'serviceaccount/conductor',
