@@ -156,7 +156,45 @@ export class ImageReconciler implements Reconciler {
     // runs, a layer is unpacked or skopeo speaks.
     const recheck = old?.phase === 'Ready' && old.observedGeneration === generation;
     let deferred: 'Pulling' | 'Building' | undefined;
+    // The kubelet's image events: Pulling once the base is really being fetched (skopeo or
+    // debootstrap speaks, a layer is unpacked), then Pulled when it is in (the next phase, or
+    // the end). A base found whole in the caches is "already present" — said for a new build,
+    // not for a restart's check of a Ready image, which is no transition.
+    let pull: { started: number; fetching: boolean } | undefined;
+    const pullEnded = (): void => {
+      if (!pull) return;
+      const { started, fetching } = pull;
+      pull = undefined;
+      if (!fetching && recheck) return;
+      ctx.client.recordEvent(
+        'Image',
+        image,
+        'Normal',
+        'Pulled',
+        fetching
+          ? `Successfully pulled image "${image.spec.from}" in ${((Date.now() - started) / 1000).toFixed(3)}s`
+          : `Container image "${image.spec.from}" already present on machine`,
+      );
+    };
     const onProgress = (e: BuildProgress): void => {
+      if (e.type === 'phase' && e.phase === 'Pulling')
+        pull = { started: Date.now(), fetching: false };
+      else if (e.type === 'phase') pullEnded();
+      else if (
+        pull &&
+        !pull.fetching &&
+        ((e.type === 'output' && e.step === undefined) ||
+          (e.type === 'layer' && e.state === 'unpacking'))
+      ) {
+        pull.fetching = true;
+        ctx.client.recordEvent(
+          'Image',
+          image,
+          'Normal',
+          'Pulling',
+          `Pulling image "${image.spec.from}"`,
+        );
+      }
       if (e.type === 'phase') {
         if (recheck) deferred = e.phase;
         else queuePhase(e.phase);
@@ -191,6 +229,7 @@ export class ImageReconciler implements Reconciler {
           builtFromStatus(ctx.client.get('Image', `${image.metadata.namespace}/${name}`)?.status),
         onProgress,
       });
+      pullEnded();
       await writes;
       // The files changed while the build read them: what it made may be from half-written
       // inputs. Not published; the watcher reconciles the Image again once they are quiet.
