@@ -66,7 +66,10 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
   if (!obj) {
     throw new CliError(`${pluralResourceName(kind)} ${JSON.stringify(name)} not found`);
   }
-  const events = await reader.readEvents(kind, namespace, name);
+  const events = eventsSince(
+    await reader.readEvents(kind, namespace, name),
+    obj.metadata.creationTimestamp,
+  );
   io.stdout(
     describeObject(obj, {
       events,
@@ -77,6 +80,20 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
     }),
   );
   return 0;
+}
+
+/**
+ * The events of this object, not of an earlier one of the same name (events outlive their
+ * object for an hour): those last seen since it was created, as kubectl describe shows only
+ * the Events whose involvedObject has its uid.
+ */
+export function eventsSince(
+  events: EventRecord[],
+  creationTimestamp: string | undefined,
+): EventRecord[] {
+  const created = creationTimestamp === undefined ? NaN : Date.parse(creationTimestamp);
+  if (Number.isNaN(created)) return events;
+  return events.filter((e) => !(Date.parse(e.time) < created));
 }
 
 export interface DescribeContext {

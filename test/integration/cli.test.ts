@@ -319,6 +319,20 @@ describe('conductor describe', () => {
     expect(out).toMatch(/Warning +BackOff +2m +Back-off restarting\n$/);
   });
 
+  it('shows only the events of this object, not those of a deleted one of the same name', async () => {
+    const path = join(stateDir, 'events', 'containers', 'default', 'web.jsonl');
+    const earlier = {
+      time: minutesAgo(30),
+      type: 'Normal',
+      reason: 'Killing',
+      message: 'Stopping container web',
+    };
+    writeFileSync(path, `${JSON.stringify(earlier)}\n${readFileSync(path, 'utf8')}`);
+    const r = await run('describe', 'cctr', 'web');
+    expect(r.stdout).toMatch(/Normal +Created +4m/);
+    expect(r.stdout).not.toContain('Stopping container web');
+  });
+
   it('shows the errors of the file that defines the object', async () => {
     const sources = JSON.parse(readFileSync(join(stateDir, 'sources.json'), 'utf8')) as {
       files: Record<string, { errors: unknown[] }>;
