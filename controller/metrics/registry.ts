@@ -86,6 +86,11 @@ export class ConductorMetrics {
   readonly reconcileMetrics: ReconcileMetrics;
   /** conductor_manifest_errors_total{file}: manifest files that failed to parse or validate. */
   readonly manifestErrors: Counter<'file'>;
+  /**
+   * conductor_events_total{kind,type,reason}: events recorded, each occurrence counted (a
+   * repeat folded into one Event still counts), whichever source records them.
+   */
+  readonly events: Counter<'kind' | 'type' | 'reason'>;
   private readonly defaultMetrics: boolean;
 
   constructor(options: ConductorMetricsOptions = {}) {
@@ -96,6 +101,11 @@ export class ConductorMetrics {
       'conductor_manifest_errors_total',
       'Total number of times a manifest file failed to parse or validate, per file.',
       ['file'],
+    );
+    this.events = this.counter(
+      'conductor_events_total',
+      'Total number of events recorded, per kind of object, type and reason.',
+      ['kind', 'type', 'reason'],
     );
   }
 

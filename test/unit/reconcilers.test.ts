@@ -6,9 +6,10 @@
 import { describe, expect, it } from '@jest/globals';
 
 import type { Container, Image, Service } from '../../controller/api/types.generated.js';
-import { ConflictError } from '../../controller/client/client.js';
+import { ConflictError, observeEvents } from '../../controller/client/client.js';
 import { ContainerReconciler, containerIdFor } from '../../controller/controllers/container.js';
 import { ImageReconciler } from '../../controller/controllers/image.js';
+import { ConductorMetrics } from '../../controller/metrics/registry.js';
 import { ServiceReconciler } from '../../controller/controllers/service.js';
 import { TerminalError } from '../../controller/reconcile/result.js';
 import { DependencyNotReadyError } from '../../runtime-core/src/index.js';
@@ -437,6 +438,46 @@ describe('ContainerReconciler: events, each transition once (fakes)', () => {
         message: 'Container web failed liveness probe, will be restarted',
       },
     ]);
+    await r.close();
+  });
+});
+
+describe('conductor_events_total (fakes)', () => {
+  it('counts every event recorded through the observed client, repeats included', async () => {
+    const f = await withImage();
+    const metrics = new ConductorMetrics({ defaultMetrics: false });
+    const ctx = {
+      ...f.ctx,
+      client: observeEvents(f.client, (kind, type, reason) =>
+        metrics.events.inc({ kind, type, reason }),
+      ),
+    };
+    const r = new ContainerReconciler(ctx, () => undefined);
+    f.client.apply(container({ restartPolicy: 'Always' }));
+    await r.reconcile(key);
+    for (let i = 0; i < 2; i++) {
+      f.clock.advance(1000);
+      f.runtime.exit(id, 1);
+      await r.reconcile(key); // back-off
+      f.clock.advance(60_000);
+      await r.reconcile(key); // restarted
+    }
+    const counts = Object.fromEntries(
+      (await metrics.events.get()).values.map((v) => [
+        `${v.labels.kind}/${v.labels.type}/${v.labels.reason}`,
+        v.value,
+      ]),
+    );
+    expect(counts).toEqual({
+      'Container/Normal/Created': 3,
+      'Container/Normal/Started': 3,
+      'Container/Warning/BackOff': 2,
+    });
+    // What the client recorded is what was counted.
+    expect(f.client.events).toHaveLength(8);
+    expect(await metrics.scrape()).toContain(
+      'conductor_events_total{kind="Container",type="Warning",reason="BackOff"} 2\n',
+    );
     await r.close();
   });
 });
