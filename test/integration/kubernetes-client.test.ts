@@ -430,6 +430,21 @@ describe('Kubernetes mode against a real API server', () => {
     const described = await run(describeCommand, ['container', 'web', '-n', NS]);
     expect(described).toMatch(/^Name:\s+web$/m);
     expect(described).toMatch(/Normal\s+Started\s+/);
+    // get events: the same events.k8s.io Events, as kubectl get events lists them.
+    const events = await run(getCommand, ['events', '-n', NS]);
+    expect(events).toMatch(/^LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE$/m);
+    expect(events).toMatch(/Normal\s+Created\s+container\/web\s+Created container: web$/m);
+    expect(events).toMatch(/Normal\s+Started\s+container\/web\s+Started container web$/m);
+    const forWeb = JSON.parse(
+      await run(getCommand, ['ev', '-A', '--for', 'container/web', '-o', 'json']),
+    ) as { items: { reason?: string; reportingController?: string; regarding?: object }[] };
+    expect(forWeb.items.map((e) => e.reason)).toEqual(
+      expect.arrayContaining(['Created', 'Started']),
+    );
+    expect(forWeb.items[0]).toMatchObject({
+      reportingController: REPORTING_CONTROLLER,
+      regarding: { kind: 'Container', name: 'web', namespace: NS },
+    });
     // Not there: kubectl's words, exit 1.
     const io: CliIO = {
       stdout: () => undefined,
