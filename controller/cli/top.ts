@@ -6,7 +6,8 @@
  * per sample.
  *
  * The containers are those the controller recorded in the state dir as running (their
- * status.containerID and pid); their counters come from the runtime core (RuntimeCore.statsMany:
+ * status.containerID and pid) — or, for an agent in Kubernetes mode, which records its objects
+ * in the API server, those its runtime core runs; their counters come from the runtime core (RuntimeCore.statsMany:
  * the cgroup, and the interfaces of the network namespace of their pid). CPU % needs two reads:
  * the CPU time used between them over the time between them. A container that is gone by the
  * next read is left out of it; one seen for the first time has no CPU % until the read after.
@@ -19,7 +20,12 @@ import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { formatTable, humanSize, pluralResourceName } from './format.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { checkController, StateDir, type StoredObject } from './state.js';
-import { RuntimeCore, type ContainerStats } from '../../runtime-core/src/index.js';
+import {
+  OWNER_ANNOTATION,
+  RuntimeCore,
+  type ContainerInfo,
+  type ContainerStats,
+} from '../../runtime-core/src/index.js';
 
 export const TOP_USAGE = `Display a live stream of running Containers' resource usage, as docker stats does.
 
@@ -30,7 +36,8 @@ Usage:
 Columns: NAME, CPU % (of one core: a container keeping two cores busy shows 200%), MEM USAGE /
 LIMIT (the working set, as docker shows it, and the memory limit, or the host's memory when it
 has none), MEM %, NET I/O (bytes received / sent on its interfaces), PIDS (/ the pids limit).
-At a terminal the table is redrawn every second until Ctrl-C.
+At a terminal the table is redrawn every second until Ctrl-C. On the state dir of an agent in
+Kubernetes mode (its objects are the API server's), the containers it runs on this node.
 
 Options:
   -n, --namespace NS      namespace (default "default")
@@ -176,6 +183,30 @@ export function topTable(rows: readonly TopRow[], allNamespaces: boolean): strin
 /** ESC[2J ESC[H: clear the screen, cursor home, as docker stats redraws. */
 const CLEAR = '\x1b[2J\x1b[H';
 
+const byName = (a: TopTarget, b: TopTarget): number =>
+  a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name);
+
+/**
+ * The running Containers as the runtime core knows them, by the owner annotation each carries
+ * (`Container/<namespace>/<name>`): for a state dir whose controller records no objects there —
+ * an agent in Kubernetes mode, whose objects are the API server's.
+ */
+export function runtimeTargets(
+  infos: readonly ContainerInfo[],
+  namespace: string | undefined,
+): TopTarget[] {
+  const out: TopTarget[] = [];
+  for (const info of infos) {
+    const owner = info.annotations?.[OWNER_ANNOTATION]?.split('/');
+    if (owner?.length !== 3 || owner[0] !== 'Container') continue;
+    const [, ns = '', name = ''] = owner;
+    if (info.status !== 'running' || info.pid === undefined) continue;
+    if (namespace !== undefined && ns !== namespace) continue;
+    out.push({ namespace: ns, name, id: info.id, pid: info.pid });
+  }
+  return out.sort(byName);
+}
+
 /** What the running Containers of the state dir are, by namespace then name. */
 function runningTargets(objects: readonly StoredObject[]): TopTarget[] {
   const out: TopTarget[] = [];
@@ -190,7 +221,7 @@ function runningTargets(objects: readonly StoredObject[]): TopTarget[] {
       pid: st.pid,
     });
   }
-  return out.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
+  return out.sort(byName);
 }
 
 export async function top(argv: string[], io: CliIO): Promise<number> {
@@ -221,13 +252,27 @@ export async function top(argv: string[], io: CliIO): Promise<number> {
   const state = new StateDir(values['state-dir']);
   await checkController(state, io);
 
-  const listTargets = async (): Promise<TopTarget[]> => {
-    const objects = await state.listObjects('Container', namespace);
-    if (names.length === 0) return runningTargets(objects);
-    return runningTargets(objects.filter((o) => names.includes(o.metadata.name)));
-  };
+  const runtime = new RuntimeCore({ stateDir: state.dir });
+  // A controller that records no objects here is an agent whose objects are an API server's:
+  // its containers are found through the runtime core instead.
+  const fromRuntime = !(await state.hasRecords());
+  const named = (targets: TopTarget[]): TopTarget[] =>
+    names.length === 0 ? targets : targets.filter((t) => names.includes(t.name));
+  const listTargets = async (): Promise<TopTarget[]> =>
+    named(
+      fromRuntime
+        ? runtimeTargets(await runtime.list(), namespace)
+        : runningTargets(await state.listObjects('Container', namespace)),
+    );
   // Named ones must exist; one that is not running is said once and left out.
-  if (names.length > 0) {
+  if (names.length > 0 && fromRuntime) {
+    const running = await listTargets();
+    for (const name of names)
+      if (!running.some((t) => t.name === name))
+        throw new CliError(
+          `${pluralResourceName('Container')} ${JSON.stringify(name)} not found (not running on this node)`,
+        );
+  } else if (names.length > 0) {
     const objects = await state.listObjects('Container', namespace);
     for (const name of names) {
       const o = objects.find((x) => x.metadata.name === name);
@@ -240,7 +285,6 @@ export async function top(argv: string[], io: CliIO): Promise<number> {
     }
   }
 
-  const runtime = new RuntimeCore({ stateDir: state.dir });
   const read = async (targets: readonly TopTarget[]): Promise<Reading> => {
     const start = process.hrtime.bigint();
     const stats = await runtime.statsMany(targets.map((t) => ({ id: t.id, network: t.pid })));

@@ -4,6 +4,7 @@ import { describe, expect, it } from '@jest/globals';
 import {
   binarySize,
   cpuPercent,
+  runtimeTargets,
   sampleRows,
   topTable,
   type Reading,
@@ -89,6 +90,35 @@ describe('binarySize (docker stats memory)', () => {
     expect(binarySize(1.5234 * MiB)).toBe('1.523MiB');
     expect(binarySize(64 * MiB)).toBe('64MiB');
     expect(binarySize(7.7751 * GiB)).toBe('7.775GiB');
+  });
+});
+
+describe('runtimeTargets (an agent in Kubernetes mode)', () => {
+  it("takes the running Containers' containers by their owner annotation", () => {
+    const info = (
+      id: string,
+      owner: string | undefined,
+      status: 'running' | 'stopped',
+      pid?: number,
+    ) => ({
+      id,
+      status,
+      shimAlive: status === 'running',
+      ...(pid !== undefined ? { pid } : {}),
+      ...(owner !== undefined ? { annotations: { 'conductor.dev/owner': owner } } : {}),
+    });
+    const infos = [
+      info('b_web', 'Container/b/web', 'running', 12),
+      info('a_db', 'Container/a/db', 'running', 11),
+      info('a_old', 'Container/a/old', 'stopped'),
+      info('build-1', 'Build/a/img', 'running', 13),
+      info('loose', undefined, 'running', 14),
+    ];
+    expect(runtimeTargets(infos, undefined)).toEqual([
+      { namespace: 'a', name: 'db', id: 'a_db', pid: 11 },
+      { namespace: 'b', name: 'web', id: 'b_web', pid: 12 },
+    ]);
+    expect(runtimeTargets(infos, 'b').map((t) => t.name)).toEqual(['web']);
   });
 });
 
