@@ -15,7 +15,7 @@ import type { Kind } from './api/kinds.js';
 import type { ObjectMetaLike } from './cache/cache.js';
 import { objectKey } from './cache/cache.js';
 import { enqueueForObject, enqueueFromMap, specChanged } from './cache/handlers.js';
-import type { SourceClient } from './client/client.js';
+import { observeEvents, type SourceClient } from './client/client.js';
 import { ContainerReconciler, OWNER_ANNOTATION } from './controllers/container.js';
 import type { ReconcileContext } from './controllers/context.js';
 import { ImageReconciler } from './controllers/image.js';
@@ -171,8 +171,12 @@ async function startController(
         });
   owned.defer(() => client.stop());
   const { caches } = client;
+  // Reconcilers (and their probes) record events through this one client, so every event of
+  // either source is counted once.
   const ctx: ReconcileContext = {
-    client,
+    client: observeEvents(client, (kind, type, reason) =>
+      metrics.events.inc({ kind, type, reason }),
+    ),
     runtime,
     logger: log,
     now: () => new Date(),

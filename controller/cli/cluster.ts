@@ -6,9 +6,9 @@
  */
 import type { CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
 
-import { GROUP, KINDS, VERSION, type Kind } from '../api/kinds.js';
+import { GROUP, isKind, KINDS, VERSION, type Kind } from '../api/kinds.js';
 import { CliError } from './io.js';
-import type { EventRecord, StoredObject } from './state.js';
+import type { EventRecord, ListedEvent, StoredObject } from './state.js';
 
 interface ApiEvent {
   type?: string;
@@ -19,8 +19,16 @@ interface ApiEvent {
   deprecatedLastTimestamp?: string | Date;
   deprecatedCount?: number;
   series?: { count?: number; lastObservedTime?: string | Date };
-  regarding?: { kind?: string; name?: string; namespace?: string; uid?: string };
-  metadata?: { creationTimestamp?: string | Date };
+  regarding?: {
+    apiVersion?: string;
+    kind?: string;
+    name?: string;
+    namespace?: string;
+    uid?: string;
+  };
+  reportingController?: string;
+  reportingInstance?: string;
+  metadata?: { name?: string; namespace?: string; creationTimestamp?: string | Date };
 }
 
 const iso = (t: string | Date | undefined): string | undefined =>
@@ -118,17 +126,46 @@ export class ClusterReader {
     }
   }
 
-  /** The object's Events (regarding it), oldest first. */
-  async readEvents(kind: Kind, namespace: string, name: string): Promise<EventRecord[]> {
+  /**
+   * The Events about Conductor's objects (regarding an Image, Container or Service of
+   * conductor.dev) in one namespace, or in all (`namespace` undefined); unsorted.
+   */
+  async listEvents(namespace?: string): Promise<ListedEvent[]> {
     let all: ApiEvent[];
     try {
-      all = ((await this.events.listNamespacedEvent({ namespace })).items ?? []) as ApiEvent[];
+      const list =
+        namespace === undefined
+          ? await this.events.listEventForAllNamespaces()
+          : await this.events.listNamespacedEvent({ namespace });
+      all = (list.items ?? []) as ApiEvent[];
     } catch (err) {
       return this.fail(err);
     }
-    return all
-      .filter((e) => e.regarding?.kind === kind && e.regarding.name === name)
-      .map(eventRecord)
+    const out: ListedEvent[] = [];
+    for (const e of all) {
+      const r = e.regarding;
+      if (!isKind(r?.kind) || (r.apiVersion !== undefined && !r.apiVersion.startsWith(`${GROUP}/`)))
+        continue;
+      const ns = e.metadata?.namespace ?? r.namespace ?? '';
+      const source = [e.reportingController, e.reportingInstance].filter(Boolean).join(', ');
+      out.push({
+        key: `${ns}/${e.metadata?.name ?? JSON.stringify(e)}`,
+        namespace: ns,
+        kind: r.kind,
+        name: r.name ?? '',
+        event: eventRecord(e),
+        ...(source ? { source } : {}),
+        object: e,
+      });
+    }
+    return out;
+  }
+
+  /** The object's Events (regarding it), oldest first. */
+  async readEvents(kind: Kind, namespace: string, name: string): Promise<EventRecord[]> {
+    return (await this.listEvents(namespace))
+      .filter((e) => e.kind === kind && e.name === name)
+      .map((e) => e.event)
       .sort((a, b) => a.time.localeCompare(b.time));
   }
 }

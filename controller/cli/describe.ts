@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { loadCrd, schemaOf, type JSONSchemaProps } from '../api/crd.js';
 import { formatManifestError } from '../source/manifests.js';
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
-import { age, formatTable, pluralResourceName } from './format.js';
+import { age, eventLastSeen, formatTable, pluralResourceName } from './format.js';
 import { ClusterReader } from './cluster.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { resolveKind } from './resources.js';
@@ -66,7 +66,10 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
   if (!obj) {
     throw new CliError(`${pluralResourceName(kind)} ${JSON.stringify(name)} not found`);
   }
-  const events = await reader.readEvents(kind, namespace, name);
+  const events = eventsSince(
+    await reader.readEvents(kind, namespace, name),
+    obj.metadata.creationTimestamp,
+  );
   io.stdout(
     describeObject(obj, {
       events,
@@ -77,6 +80,20 @@ export async function describe(argv: string[], io: CliIO): Promise<number> {
     }),
   );
   return 0;
+}
+
+/**
+ * The events of this object, not of an earlier one of the same name (events outlive their
+ * object for an hour): those last seen since it was created, as kubectl describe shows only
+ * the Events whose involvedObject has its uid.
+ */
+export function eventsSince(
+  events: EventRecord[],
+  creationTimestamp: string | undefined,
+): EventRecord[] {
+  const created = creationTimestamp === undefined ? NaN : Date.parse(creationTimestamp);
+  if (Number.isNaN(created)) return events;
+  return events.filter((e) => !(Date.parse(e.time) < created));
 }
 
 export interface DescribeContext {
@@ -277,7 +294,7 @@ function eventLines(events: EventRecord[], now: Date): string[] {
   const table = formatTable([
     ['Type', 'Reason', 'Age', 'Message'],
     ['----', '------', '----', '-------'],
-    ...events.map((e) => [e.type, e.reason, eventAge(e, now), e.message]),
+    ...events.map((e) => [e.type, e.reason, eventLastSeen(e, now), e.message]),
   ]);
   return [
     'Events:',
@@ -286,12 +303,4 @@ function eventLines(events: EventRecord[], now: Date): string[] {
       .split('\n')
       .map((l) => `  ${l}`),
   ];
-}
-
-/** kubectl's Age of an event: `3s`, or `3s (x18 over 40s)` for one that happened 18 times. */
-function eventAge(e: EventRecord, now: Date): string {
-  const last = age(e.time, now);
-  return e.count !== undefined && e.count > 1
-    ? `${last} (x${e.count} over ${age(e.firstTime ?? e.time, now)})`
-    : last;
 }

@@ -62,12 +62,40 @@ export function age(timestamp: unknown, now: Date): string {
   return Number.isNaN(t) ? '<unknown>' : humanDuration(now.getTime() - t);
 }
 
-/** Rows of cells → aligned text, one line per row, each ending in a newline. */
-export function formatTable(rows: readonly (readonly string[])[]): string {
-  const widths: number[] = [];
+/**
+ * kubectl's LAST SEEN (and describe's Age) of an event: `3s`, or `3s (x18 over 40s)` for one
+ * that happened 18 times, the first time 40 s ago.
+ */
+export function eventLastSeen(
+  e: { time: string; count?: number; firstTime?: string },
+  now: Date,
+): string {
+  const last = age(e.time, now);
+  return e.count !== undefined && e.count > 1
+    ? `${last} (x${e.count} over ${age(e.firstTime ?? e.time, now)})`
+    : last;
+}
+
+/** The widths formatTable() pads `rows` to (at least `min`, column by column). */
+export function columnWidths(
+  rows: readonly (readonly string[])[],
+  min: readonly number[] = [],
+): number[] {
+  const widths = [...min];
   for (const row of rows) {
     row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   }
+  return widths;
+}
+
+/**
+ * Rows of cells → aligned text, one line per row, each ending in a newline. `widths`: the
+ * columns' widths (columnWidths(), e.g. a watch's later rows under its first table's).
+ */
+export function formatTable(
+  rows: readonly (readonly string[])[],
+  widths: readonly number[] = columnWidths(rows),
+): string {
   return rows
     .map((row) => {
       const last = row.length - 1;

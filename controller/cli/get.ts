@@ -12,27 +12,40 @@ import { formatManifestError } from '../source/manifests.js';
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { formatTable, listOf, objectTable, pluralResourceName, toJSON, toYAML } from './format.js';
 import { ClusterReader } from './cluster.js';
+import { getEvents, isEventsResource, parseFor } from './events.js';
 import { CliError, UsageError, type CliIO } from './io.js';
 import { printerColumns, resolveResources } from './resources.js';
 import { checkController, StateDir, type SourcesState, type StoredObject } from './state.js';
 
-export const GET_USAGE = `Display one or many resources.
+export const GET_USAGE = `Display one or many resources, or events.
 
 Usage:
   conductor get images|containers|services|all [NAME] [-n NS | -A] [-o wide|json|yaml]
+                [--state-dir DIR | --kubeconfig PATH]
+  conductor get events [--for KIND/NAME] [-w] [-n NS | -A] [-o wide|json|yaml]
                 [--state-dir DIR | --kubeconfig PATH]
 
 Resources may be given as plural, singular, kind or short name (cimg, cctr, csvc), or as a
 comma-separated list. Files in the watch dir that failed to load are listed on stderr.
 
+Events (also \`get ev\`) are listed as kubectl get events lists them, oldest first: LAST SEEN
+(\`45s (x4 over 2m)\` for a repeat), TYPE, REASON, OBJECT, MESSAGE; a deleted object's are kept
+for an hour.
+
 Options:
   -n, --namespace NS      namespace (default "default")
   -A, --all-namespaces    list objects in every namespace
-  -o, --output FORMAT     wide, json or yaml
+  -o, --output FORMAT     wide, json or yaml (events: events.k8s.io/v1 Events)
+      --for KIND/NAME     events: only those of one object (e.g. container/web)
+  -w, --watch             events: after the listing, print each event recorded or repeated,
+                          until Ctrl-C
       --state-dir DIR     state directory (default /var/lib/conductor)
       --kubeconfig PATH   Kubernetes mode: the objects from the API server of PATH's current
-                          context, as the agents wrote them
+                          context, as the agents wrote them (events from events.k8s.io)
 `;
+
+/** How often `get events -w` reads the events again: the state dir's, an API server's. */
+const EVENTS_POLL_MS = { state: 500, cluster: 1000 };
 
 const OUTPUTS = ['', 'wide', 'json', 'yaml'] as const;
 type Output = (typeof OUTPUTS)[number];
@@ -47,6 +60,8 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
         'all-namespaces': { type: 'boolean', short: 'A', default: false },
         output: { type: 'string', short: 'o', default: '' },
         kubeconfig: { type: 'string' },
+        watch: { type: 'boolean', short: 'w', default: false },
+        for: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -68,7 +83,16 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
       'get',
     );
   }
-  const kinds = resolveResources(resource);
+  const events = isEventsResource(resource);
+  if (events && name !== undefined)
+    throw new UsageError(
+      'get events takes no NAME: use --for KIND/NAME for the events of one object',
+      'get',
+    );
+  if (!events && (values.watch || values.for !== undefined))
+    throw new UsageError(`--${values.watch ? 'watch' : 'for'} is for events only`, 'get');
+  const forObject = values.for === undefined ? undefined : parseFor(values.for);
+  const kinds = events ? [] : resolveResources(resource);
   const allNamespaces = values['all-namespaces'] && name === undefined;
   const namespace = allNamespaces ? undefined : values.namespace;
   // From a cluster's API server (--kubeconfig), or from the state dir: files failing to load
@@ -77,6 +101,18 @@ export async function get(argv: string[], io: CliIO): Promise<number> {
   const state = kubeconfig === undefined ? new StateDir(values['state-dir']) : undefined;
   const reader = state ?? (await ClusterReader.open(resolve(io.cwd, kubeconfig ?? '')));
   if (state) await checkController(state, io);
+  if (events)
+    return getEvents(
+      reader,
+      {
+        namespace,
+        output,
+        ...(forObject ? { for: forObject } : {}),
+        watch: values.watch,
+        pollMs: state ? EVENTS_POLL_MS.state : EVENTS_POLL_MS.cluster,
+      },
+      io,
+    );
   const fileErrors = async (): Promise<void> => {
     if (state) writeFileErrors(await state.readSources(), io);
   };

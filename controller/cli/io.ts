@@ -12,6 +12,8 @@ export interface CliIO {
   now(): Date;
   /** Where SIGINT/SIGTERM arrive (`conductor up`, `logs -f`); default the process. */
   signals: Pick<EventEmitter, 'on' | 'once' | 'removeListener'>;
+  /** stdout is a terminal (`top` redraws in place); absent: it is not. */
+  isTTY?: boolean;
 }
 
 /** The IO of the real command: the process's own streams, clock and signals. */
@@ -22,6 +24,7 @@ export function processIO(): CliIO {
     cwd: process.cwd(),
     now: () => new Date(),
     signals: process,
+    isTTY: process.stdout.isTTY === true,
   };
 }
 

@@ -68,6 +68,20 @@ const COMMANDS: Record<string, { load: () => Promise<Loaded>; summary: string }>
     },
     summary: 'Run a command in a Container',
   },
+  top: {
+    load: async () => {
+      const m = await import('./top.js');
+      return { run: m.top, usage: m.TOP_USAGE };
+    },
+    summary: "Display running Containers' resource usage (CPU, memory, network, pids)",
+  },
+  stats: {
+    load: async () => {
+      const m = await import('./top.js');
+      return { run: m.top, usage: m.TOP_USAGE };
+    },
+    summary: 'The same as top (docker stats)',
+  },
   images: {
     load: async () => {
       const m = await import('./images.js');

@@ -6,7 +6,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { KINDS, type Kind } from '../api/kinds.js';
+import { KIND_NAMES, KINDS, type Kind } from '../api/kinds.js';
 import { errCode, procStartTime, readJson } from '../../runtime-core/src/index.js';
 
 export { procStartTime };
@@ -42,6 +42,21 @@ export interface SourcesState {
 
 /** One line of events/<plural>/<namespace>/<name>.jsonl (written by store/state-store.ts). */
 export type EventRecord = StoredEvent;
+
+/** An event with the object it is about: a row of `conductor get events`. */
+export interface ListedEvent {
+  /** Tells an event from every other of the listing, and the same event updated (a repeat). */
+  key: string;
+  namespace: string;
+  /** The object's kind (Container, Image, Service) and name. */
+  kind: string;
+  name: string;
+  event: EventRecord;
+  /** Who recorded it (an API server's reportingController, reportingInstance). */
+  source?: string;
+  /** The events.k8s.io/v1 Event as the API server has it (--kubeconfig). */
+  object?: unknown;
+}
 
 /** A stored object: `kubectl get -o json` shape. Only what the CLI relies on is typed. */
 export interface StoredObject {
@@ -118,6 +133,28 @@ export class StateDir {
         if (!file.endsWith('.json') || file.startsWith('.')) continue;
         const obj = await readJson<StoredObject>(join(base, ns, file));
         if (obj) out.push(obj);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Every object's events in one namespace, or in all (`namespace` undefined), the objects that
+   * are gone included (their events are kept for an hour); unsorted.
+   */
+  async listEvents(namespace?: string): Promise<ListedEvent[]> {
+    const out: ListedEvent[] = [];
+    for (const kind of KIND_NAMES) {
+      const base = join(this.dir, 'events', KINDS[kind].plural);
+      for (const ns of namespace === undefined ? await listDir(base) : [namespace]) {
+        for (const file of await listDir(join(base, ns))) {
+          if (!file.endsWith('.jsonl') || file.startsWith('.')) continue;
+          const name = file.slice(0, -'.jsonl'.length);
+          for (const event of await this.readEvents(kind, ns, name)) {
+            const key = JSON.stringify([kind, ns, name, event.type, event.reason, event.message]);
+            out.push({ key, namespace: ns, kind, name, event });
+          }
+        }
       }
     }
     return out;

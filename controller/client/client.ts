@@ -89,6 +89,27 @@ export interface Client {
   contextDirOf(kind: Kind, key: string): string | undefined;
 }
 
+/**
+ * The client with every recorded event also told to `observe` (after the client has taken
+ * it), whatever the source: what the manager counts in conductor_events_total.
+ */
+export function observeEvents(
+  client: Client,
+  observe: (kind: Kind, type: EventType, reason: string) => void,
+): Client {
+  return {
+    get: client.get.bind(client),
+    list: client.list.bind(client),
+    updateStatus: client.updateStatus.bind(client),
+    recordEvent: (kind, object, type, reason, message) => {
+      client.recordEvent(kind, object, type, reason, message);
+      observe(kind, type, reason);
+    },
+    finalize: client.finalize.bind(client),
+    contextDirOf: client.contextDirOf.bind(client),
+  };
+}
+
 /** A source that serves objects into caches and implements the client over them. */
 export interface SourceClient extends Client, Source {
   readonly caches: Caches;

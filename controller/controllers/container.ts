@@ -202,6 +202,10 @@ function specHash(spec: RunSpec, image: Image): string {
     .slice(0, 16);
 }
 
+/** Whether the runtime's container is (still) running: stopping it is a kill. */
+const isLive = (info: ContainerInfo): boolean =>
+  info.status === 'running' || info.status === 'creating';
+
 export class ContainerReconciler implements Reconciler {
   /** CrashLoopBackOff streaks, by key. */
   readonly restarts: CrashLoopBackOff;
@@ -263,6 +267,15 @@ export class ContainerReconciler implements Reconciler {
       this.prober.stop(key);
       if (info) {
         const grace = Number(info.annotations?.[GRACE_ANNOTATION] ?? 30);
+        // Said only while it runs: a retried removal (or an exited container) stops nothing.
+        if (isLive(info))
+          ctx.client.recordEvent(
+            'Container',
+            { metadata: { namespace, name } },
+            'Normal',
+            'Killing',
+            `Stopping container ${name}`,
+          );
         await this.removeContainer(id, grace);
       }
       await ctx.runtime.removeVolumes(id);
@@ -309,13 +322,14 @@ export class ContainerReconciler implements Reconciler {
 
     // A spec change replaces the container (as a Pod's container is replaced).
     if (info && info.annotations?.[SPEC_HASH_ANNOTATION] !== hash) {
-      ctx.client.recordEvent(
-        'Container',
-        container,
-        'Normal',
-        'Replacing',
-        'spec changed: replacing the container',
-      );
+      if (isLive(info))
+        ctx.client.recordEvent(
+          'Container',
+          container,
+          'Normal',
+          'Killing',
+          `Container ${name} definition changed, will be restarted`,
+        );
       this.prober.stop(key);
       // Said before the grace period runs: the old container is going (not ready, whatever the
       // status said before), and the Ready condition changes when the new one is up.
@@ -331,7 +345,7 @@ export class ContainerReconciler implements Reconciler {
     }
     if (!info) return this.start(key, status, desired, image);
 
-    if (info.status === 'running' || info.status === 'creating') {
+    if (isLive(info)) {
       this.watch(key, id);
       if (info.pid !== undefined) {
         // The container the status describes (a controller restart adopting it): its
@@ -379,6 +393,26 @@ export class ContainerReconciler implements Reconciler {
       ...(info.startedAt ? { startedAt: info.startedAt } : {}),
       ...(info.finishedAt ? { finishedAt: info.finishedAt } : {}),
     };
+    // Whether an earlier pass already wrote this exit into status (a re-reconcile: a resync, a
+    // controller restart, another object's change): its events are not recorded again. A start
+    // clears exitCode, so a recorded exitCode is this run's.
+    const was = status.current.status;
+    const exitRecorded =
+      was?.containerID === id &&
+      was.exitCode === exitCode &&
+      was.finishedAt === finished.finishedAt;
+    const exitEvents = (): void => {
+      if (exitRecorded || !info.oomKilled) return;
+      const limit = container.spec.resources?.limits?.memory;
+      ctx.client.recordEvent(
+        'Container',
+        container,
+        'Warning',
+        'OOMKilling',
+        `Memory cgroup out of memory: container ${name} was OOM-killed` +
+          (limit !== undefined ? ` (memory limit ${limit})` : ''),
+      );
+    };
     if (!shouldRestart(container.spec.restartPolicy, exitCode)) {
       await this.setStatus(status, {
         phase: exitCode === 0 ? 'Succeeded' : 'Failed',
@@ -390,6 +424,7 @@ export class ContainerReconciler implements Reconciler {
         ready: false,
         ...finished,
       });
+      exitEvents();
       return done();
     }
     const decision = this.restarts.exited(key, {
@@ -397,6 +432,7 @@ export class ContainerReconciler implements Reconciler {
       ...(info.finishedAt ? { finishedAtMs: Date.parse(info.finishedAt) } : {}),
     });
     if (!decision.restart) {
+      const backingOff = exitRecorded && was.reason === 'CrashLoopBackOff';
       await this.setStatus(status, {
         phase: 'Running',
         reason: 'CrashLoopBackOff',
@@ -404,8 +440,20 @@ export class ContainerReconciler implements Reconciler {
         ready: false,
         ...finished,
       });
+      exitEvents();
+      // One event per back-off (the kubelet's words, the same each time, so a crash loop folds
+      // into one line with a count); the delay is in status.
+      if (!backingOff)
+        ctx.client.recordEvent(
+          'Container',
+          container,
+          'Warning',
+          'BackOff',
+          `Back-off restarting failed container ${name}`,
+        );
       return requeueAfter(decision.waitMs);
     }
+    exitEvents();
     await this.removeContainer(id, 0);
     return this.start(key, status, desired, image, {
       restartCount: (status.current.status?.restartCount ?? 0) + 1,
@@ -423,12 +471,23 @@ export class ContainerReconciler implements Reconciler {
     const container = status.current;
     try {
       const created = await ctx.runtime.run(desired, { layers: image.status?.layers ?? [] });
+      // run() creates and starts in one call; the kubelet's two events, in its words. Only
+      // here, where a container was made: re-reconciling a running one (a resync, a restarted
+      // controller adopting it) never says Started again.
+      const { name } = container.metadata;
+      ctx.client.recordEvent(
+        'Container',
+        container,
+        'Normal',
+        'Created',
+        `Created container: ${name}`,
+      );
       ctx.client.recordEvent(
         'Container',
         container,
         'Normal',
         'Started',
-        `started container ${desired.id} (pid ${created.pid})`,
+        `Started container ${name}`,
       );
       this.prober.ensure(key, container, desired.id, created.pid, created.ip);
       // A container serving at once is written Running and Ready together.

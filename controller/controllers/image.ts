@@ -158,18 +158,50 @@ export class ImageReconciler implements Reconciler {
     // runs, a layer is unpacked or skopeo speaks.
     const recheck = old?.phase === 'Ready' && old.observedGeneration === generation;
     let deferred: 'Pulling' | 'Building' | undefined;
-    let pullingSince: number | undefined;
+    // The kubelet's image events: Pulling once the base is really being fetched (skopeo or
+    // debootstrap speaks, a layer is unpacked), then Pulled when it is in (the next phase, or
+    // the end). A base found whole in the caches is "already present" — said for a new build,
+    // not for a restart's check of a Ready image, which is no transition. A real fetch is also
+    // timed (conductor_image_pull_duration_seconds).
+    let pull: { started: number; fetching: boolean } | undefined;
     let pulled = false;
-    const pullDone = (): void => {
-      if (pullingSince === undefined) return;
-      ctx.metrics?.images.pulled((Date.now() - pullingSince) / 1000);
-      pullingSince = undefined;
-      pulled = true;
+    const pullEnded = (): void => {
+      if (!pull) return;
+      const { started, fetching } = pull;
+      pull = undefined;
+      if (fetching) {
+        pulled = true;
+        ctx.metrics?.images.pulled((Date.now() - started) / 1000);
+      }
+      if (!fetching && recheck) return;
+      ctx.client.recordEvent(
+        'Image',
+        image,
+        'Normal',
+        'Pulled',
+        fetching
+          ? `Successfully pulled image "${image.spec.from}" in ${((Date.now() - started) / 1000).toFixed(3)}s`
+          : `Container image "${image.spec.from}" already present on machine`,
+      );
     };
     const onProgress = (e: BuildProgress): void => {
-      if (e.type === 'phase') {
-        if (e.phase === 'Pulling') pullingSince = Date.now();
-        else pullDone();
+      if (e.type === 'phase' && e.phase === 'Pulling')
+        pull = { started: Date.now(), fetching: false };
+      else if (e.type === 'phase') pullEnded();
+      else if (
+        pull &&
+        !pull.fetching &&
+        ((e.type === 'output' && e.step === undefined) ||
+          (e.type === 'layer' && e.state === 'unpacking'))
+      ) {
+        pull.fetching = true;
+        ctx.client.recordEvent(
+          'Image',
+          image,
+          'Normal',
+          'Pulling',
+          `Pulling image "${image.spec.from}"`,
+        );
       }
       if (e.type === 'phase') {
         if (recheck) deferred = e.phase;
@@ -207,8 +239,8 @@ export class ImageReconciler implements Reconciler {
           builtFromStatus(ctx.client.get('Image', `${image.metadata.namespace}/${name}`)?.status),
         onProgress,
       });
+      pullEnded();
       await writes;
-      pullDone();
       ctx.metrics?.images.layerCache(built.stepsCached, built.stepsRun);
       if (built.stepsRun > 0 || pulled) ctx.metrics?.images.built((Date.now() - started) / 1000);
       // The files changed while the build read them: what it made may be from half-written

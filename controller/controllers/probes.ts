@@ -168,7 +168,7 @@ export class Prober {
             c,
             'Normal',
             'Killing',
-            'Container failed liveness probe, will be restarted',
+            `Container ${c.metadata.name} failed liveness probe, will be restarted`,
           );
           this.stop(key);
           await this.ctx.runtime

@@ -96,6 +96,11 @@ export class ConductorMetrics {
   readonly manifestErrors: Counter<'file'>;
   /** Builds, pulls and the layer cache, as the Image reconciler reports them. */
   readonly images: ImageMetrics;
+  /**
+   * conductor_events_total{kind,type,reason}: events recorded, each occurrence counted (a
+   * repeat folded into one Event still counts), whichever source records them.
+   */
+  readonly events: Counter<'kind' | 'type' | 'reason'>;
   private readonly defaultMetrics: boolean;
   private readonly collectors: TextCollector[] = [];
 
@@ -107,6 +112,11 @@ export class ConductorMetrics {
       'conductor_manifest_errors_total',
       'Total number of times a manifest file failed to parse or validate, per file.',
       ['file'],
+    );
+    this.events = this.counter(
+      'conductor_events_total',
+      'Total number of events recorded, per kind of object, type and reason.',
+      ['kind', 'type', 'reason'],
     );
     const build = this.histogram(
       'conductor_image_build_duration_seconds',

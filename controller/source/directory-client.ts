@@ -42,6 +42,8 @@ export interface DirectoryClientOptions {
   now?: () => Date;
 }
 
+const EVENT_PRUNE_INTERVAL_MS = 5 * 60 * 1000;
+
 const sameIdentity = (a: ObjectIdentity, b: ObjectIdentity): boolean =>
   a.kind === b.kind && a.namespace === b.namespace && a.name === b.name;
 
@@ -122,6 +124,15 @@ export class DirectoryClient implements SourceClient {
   // --- Source ---
 
   start(): Promise<void> {
+    // Events of objects deleted over an hour ago go, now and every few minutes.
+    const prune = (): void =>
+      void this.store
+        .pruneEvents(this.now())
+        .catch((err: unknown) => this.log.warn('pruning old events failed', { err: String(err) }));
+    prune();
+    const timer = setInterval(prune, EVENT_PRUNE_INTERVAL_MS);
+    timer.unref();
+    this.owned.defer(() => clearInterval(timer));
     return this.source.start();
   }
 

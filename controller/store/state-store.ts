@@ -4,10 +4,10 @@
  * written atomically, so the CLI reads a consistent picture and a restarted controller finds
  * the status it wrote.
  */
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { KINDS, type Kind } from '../api/kinds.js';
+import { KIND_NAMES, KINDS, type Kind } from '../api/kinds.js';
 import { writeFileAtomic } from '../../runtime-core/src/index.js';
 import type { ConductorObject } from '../api/types.generated.js';
 
@@ -58,6 +58,13 @@ export function foldEvent(events: StoredEvent[], event: StoredEvent, kept: numbe
 }
 
 const EVENTS_KEPT = 50;
+/**
+ * How long the events of an object that is gone are kept: the API server's default --event-ttl
+ * (1 h), so `conductor get events` still shows what happened to a deleted container (its
+ * Killing), as kubectl does.
+ */
+export const EVENT_TTL_MS = 60 * 60 * 1000;
+
 export class StateStore {
   /** Writes to one path are serialised: the last write always wins on disk. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -83,12 +90,10 @@ export class StateStore {
     return this.serial(path, () => writeFileAtomic(path, `${JSON.stringify(object, null, 2)}\n`));
   }
 
+  /** The object's record goes; its events stay until pruneEvents() finds them expired. */
   removeObject(kind: Kind, namespace: string, name: string): Promise<void> {
     const path = this.objectPath(kind, namespace, name);
-    return this.serial(path, async () => {
-      await rm(path, { force: true });
-      await rm(this.eventsPath(kind, namespace, name), { force: true });
-    });
+    return this.serial(path, () => rm(path, { force: true }));
   }
 
   /** What the last run persisted, for restoring status after a restart. */
@@ -134,6 +139,38 @@ export class StateStore {
       const lines = foldEvent(events, event, EVENTS_KEPT).map((e) => JSON.stringify(e));
       await writeFileAtomic(path, `${lines.join('\n')}\n`);
     });
+  }
+
+  /**
+   * Removes the events of objects that are gone once nothing has been recorded about them for
+   * `ttlMs` (the file's mtime is its last event). Returns the files removed.
+   */
+  async pruneEvents(now: Date, ttlMs = EVENT_TTL_MS): Promise<string[]> {
+    const removed: string[] = [];
+    for (const kind of KIND_NAMES) {
+      const base = join(this.dir, 'events', KINDS[kind].plural);
+      for (const ns of await readdir(base).catch(() => [] as string[])) {
+        for (const f of await readdir(join(base, ns)).catch(() => [] as string[])) {
+          if (!f.endsWith('.jsonl') || f.startsWith('.')) continue;
+          const name = f.slice(0, -'.jsonl'.length);
+          const path = join(base, ns, f);
+          const [events, object] = await Promise.all([
+            stat(path).catch(() => undefined),
+            stat(this.objectPath(kind, ns, name)).catch(() => undefined),
+          ]);
+          if (object || !events || now.getTime() - events.mtimeMs < ttlMs) continue;
+          // Serialised with recording, so an event being written now is not lost.
+          await this.serial(path, async () => {
+            const again = await stat(path).catch(() => undefined);
+            if (again && now.getTime() - again.mtimeMs >= ttlMs) {
+              await rm(path, { force: true });
+              removed.push(path);
+            }
+          });
+        }
+      }
+    }
+    return removed;
   }
 
   async readControllerInfo(): Promise<ControllerInfo | undefined> {

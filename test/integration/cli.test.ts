@@ -299,6 +299,171 @@ describe('conductor get', () => {
   });
 });
 
+describe('conductor get events', () => {
+  beforeEach(controllerIsThisProcess);
+
+  /** More events: an Image's in prod, a folded repeat, a deleted container's (no object). */
+  function moreEvents(): void {
+    const add = (plural: string, ns: string, name: string, events: object[]): void => {
+      mkdirSync(join(stateDir, 'events', plural, ns), { recursive: true });
+      writeFileSync(
+        join(stateDir, 'events', plural, ns, `${name}.jsonl`),
+        events.map((e) => JSON.stringify(e)).join('\n') + '\n',
+      );
+    };
+    add('images', 'prod', 'base', [
+      { time: minutesAgo(3), type: 'Normal', reason: 'Built', message: 'image base built' },
+    ]);
+    add('containers', 'default', 'old', [
+      {
+        time: minutesAgo(1),
+        firstTime: minutesAgo(9),
+        count: 3,
+        type: 'Warning',
+        reason: 'BackOff',
+        message: 'Back-off restarting failed container old',
+      },
+      {
+        time: '2026-11-28T11:59:58.500Z',
+        type: 'Normal',
+        reason: 'Killing',
+        message: 'Stopping container old',
+      },
+    ]);
+  }
+
+  it('lists the events as kubectl get events does, oldest first; -A adds NAMESPACE; --for one object', async () => {
+    moreEvents();
+    const r = await run('get', 'events');
+    expect(r).toEqual({
+      code: 0,
+      stderr: '',
+      stdout:
+        'LAST SEEN          TYPE      REASON    OBJECT          MESSAGE\n' +
+        '4m                 Normal    Created   container/web   Created container default_web\n' +
+        '2m                 Warning   BackOff   container/web   Back-off restarting\n' +
+        '60s (x3 over 9m)   Warning   BackOff   container/old   Back-off restarting failed container old\n' +
+        '1s                 Normal    Killing   container/old   Stopping container old\n',
+    });
+    const all = await run('get', 'ev', '-A');
+    expect(all.stdout.split('\n').slice(0, 4)).toEqual([
+      'NAMESPACE   LAST SEEN          TYPE      REASON    OBJECT          MESSAGE',
+      'default     4m                 Normal    Created   container/web   Created container default_web',
+      'prod        3m                 Normal    Built     image/base      image base built',
+      'default     2m                 Warning   BackOff   container/web   Back-off restarting',
+    ]);
+    const one = await run('get', 'events', '--for', 'cctr/old');
+    expect(one.stdout).toBe(
+      'LAST SEEN          TYPE      REASON    OBJECT          MESSAGE\n' +
+        '60s (x3 over 9m)   Warning   BackOff   container/old   Back-off restarting failed container old\n' +
+        '1s                 Normal    Killing   container/old   Stopping container old\n',
+    );
+    const none = await run('get', 'events', '-n', 'empty');
+    expect(none).toEqual({
+      code: 0,
+      stdout: '',
+      stderr: 'No resources found in empty namespace.\n',
+    });
+  });
+
+  it('-o wide adds SOURCE, FIRST SEEN and COUNT; -o json|yaml prints events.k8s.io/v1 Events', async () => {
+    moreEvents();
+    const wide = await run('get', 'events', '--for', 'container/old', '-o', 'wide');
+    expect(wide.stdout).toBe(
+      'LAST SEEN   TYPE      REASON    OBJECT          SOURCE      MESSAGE                                    FIRST SEEN   COUNT\n' +
+        '60s         Warning   BackOff   container/old   conductor   Back-off restarting failed container old   9m           3\n' +
+        '1s          Normal    Killing   container/old   conductor   Stopping container old                     1s           1\n',
+    );
+    const json = JSON.parse(
+      (await run('get', 'events', '--for', 'container/old', '-o', 'json')).stdout,
+    ) as {
+      kind: string;
+      items: Record<string, unknown>[];
+    };
+    expect(json.kind).toBe('List');
+    expect(json.items[0]).toMatchObject({
+      apiVersion: 'events.k8s.io/v1',
+      kind: 'Event',
+      metadata: { namespace: 'default' },
+      eventTime: minutesAgo(9),
+      series: { count: 3, lastObservedTime: minutesAgo(1) },
+      type: 'Warning',
+      reason: 'BackOff',
+      note: 'Back-off restarting failed container old',
+      regarding: {
+        apiVersion: 'conductor.dev/v1alpha1',
+        kind: 'Container',
+        namespace: 'default',
+        name: 'old',
+      },
+    });
+    expect(json.items[1]).not.toHaveProperty('series');
+    const yaml = parseYaml((await run('get', 'events', '-o', 'yaml')).stdout) as {
+      items: unknown[];
+    };
+    expect(yaml.items).toHaveLength(4);
+  });
+
+  it('-w prints the listing, then each event recorded or repeated, until Ctrl-C', async () => {
+    let stdout = '';
+    const signals = new EventEmitter();
+    const io: CliIO = {
+      stdout: (t) => void (stdout += t),
+      stderr: () => undefined,
+      cwd: root,
+      now: () => NOW,
+      signals,
+    };
+    const done = main(['get', 'events', '-w', '--state-dir', stateDir], io);
+    const until = async (text: string): Promise<void> => {
+      for (let i = 0; i < 100 && !stdout.includes(text); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(stdout).toContain(text);
+    };
+    await until('Back-off restarting\n');
+    const path = join(stateDir, 'events', 'containers', 'default', 'web.jsonl');
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    // The controller folds a repeat of the BackOff, and records a Killing.
+    const backOff = {
+      ...(JSON.parse(lines[1] ?? '{}') as object),
+      time: minutesAgo(0.5),
+      count: 2,
+      firstTime: minutesAgo(2),
+    };
+    const killing = {
+      time: minutesAgo(0.1),
+      type: 'Normal',
+      reason: 'Killing',
+      message: 'Stopping container web',
+    };
+    writeFileSync(
+      path,
+      [lines[0], JSON.stringify(backOff), JSON.stringify(killing)].join('\n') + '\n',
+    );
+    await until('Stopping container web\n');
+    signals.emit('SIGINT');
+    expect(await done).toBe(130);
+    expect(stdout).toBe(
+      'LAST SEEN   TYPE      REASON    OBJECT          MESSAGE\n' +
+        '4m          Normal    Created   container/web   Created container default_web\n' +
+        '2m          Warning   BackOff   container/web   Back-off restarting\n' +
+        '30s (x2 over 2m)   Warning   BackOff   container/web   Back-off restarting\n' +
+        '6s                 Normal    Killing   container/web   Stopping container web\n',
+    );
+  });
+
+  it('takes no NAME; --watch and --for are for events only', async () => {
+    const named = await run('get', 'events', 'web');
+    expect(named.code).toBe(2);
+    expect(named.stderr).toContain('error: get events takes no NAME: use --for KIND/NAME');
+    const watch = await run('get', 'containers', '-w');
+    expect(watch.code).toBe(2);
+    expect(watch.stderr).toContain('error: --watch is for events only\n');
+    const badFor = await run('get', 'events', '--for', 'web');
+    expect(badFor.stderr).toContain('error: --for must be KIND/NAME, got "web"\n');
+  });
+});
+
 describe('conductor describe', () => {
   beforeEach(controllerIsThisProcess);
 
@@ -317,6 +482,20 @@ describe('conductor describe', () => {
     expect(out).toMatch(/Events:\n {2}Type +Reason +Age +Message\n/);
     expect(out).toMatch(/Normal +Created +4m +Created container default_web\n/);
     expect(out).toMatch(/Warning +BackOff +2m +Back-off restarting\n$/);
+  });
+
+  it('shows only the events of this object, not those of a deleted one of the same name', async () => {
+    const path = join(stateDir, 'events', 'containers', 'default', 'web.jsonl');
+    const earlier = {
+      time: minutesAgo(30),
+      type: 'Normal',
+      reason: 'Killing',
+      message: 'Stopping container web',
+    };
+    writeFileSync(path, `${JSON.stringify(earlier)}\n${readFileSync(path, 'utf8')}`);
+    const r = await run('describe', 'cctr', 'web');
+    expect(r.stdout).toMatch(/Normal +Created +4m/);
+    expect(r.stdout).not.toContain('Stopping container web');
   });
 
   it('shows the errors of the file that defines the object', async () => {
@@ -343,7 +522,12 @@ describe('conductor describe', () => {
 describe('without a running controller', () => {
   it('get, describe and images fail where no controller has ever run, as kubectl without a server', async () => {
     stateDir = join(root, 'never-used');
-    for (const argv of [['get', 'all'], ['describe', 'container', 'web'], ['images']]) {
+    for (const argv of [
+      ['get', 'all'],
+      ['get', 'events'],
+      ['describe', 'container', 'web'],
+      ['images'],
+    ]) {
       const r = await run(...argv);
       expect(r).toEqual({
         code: 1,

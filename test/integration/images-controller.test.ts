@@ -312,7 +312,7 @@ it('a copy source filled while the controller watches is built once, when comple
         return Array<string>(e.count ?? 1).fill(e.reason);
       });
   expect((await events('images')).filter((r) => r === 'Built')).toHaveLength(1);
-  expect(await events('containers')).toEqual(['Started']);
+  expect(await events('containers')).toEqual(['Created', 'Started']);
   const now = await h.object<Container>('Container', 'burst');
   expect(now?.status).toMatchObject({ restartCount: 0, startedAt: ctr?.status?.startedAt });
   expect((await h.object<Image>('Image', 'burst'))?.status?.digest).toBe(img?.status?.digest);

@@ -13,6 +13,7 @@
  * run on its own, the suite builds them, about 7 minutes): never skipped.
  */
 import { execFile, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import {
   closeSync,
   copyFileSync,
@@ -32,6 +33,7 @@ import type { Container, Image } from '../../controller/api/types.generated.js';
 import { describe as describeCommand } from '../../controller/cli/describe.js';
 import { get as getCommand } from '../../controller/cli/get.js';
 import type { CliIO } from '../../controller/cli/io.js';
+import { main } from '../../controller/cli/main.js';
 import { ConflictError } from '../../controller/client/client.js';
 import { containerIdFor } from '../../controller/controllers/container.js';
 import { runController, type RunningController } from '../../controller/manager.js';
@@ -437,6 +439,41 @@ describe('Kubernetes mode against a real API server', () => {
     const described = await run(describeCommand, ['container', 'web', '-n', NS]);
     expect(described).toMatch(/^Name:\s+web$/m);
     expect(described).toMatch(/Normal\s+Started\s+/);
+    // get events: the same events.k8s.io Events, as kubectl get events lists them.
+    const events = await run(getCommand, ['events', '-n', NS]);
+    expect(events).toMatch(/^LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE$/m);
+    expect(events).toMatch(/Normal\s+Created\s+container\/web\s+Created container: web$/m);
+    expect(events).toMatch(/Normal\s+Started\s+container\/web\s+Started container web$/m);
+    const forWeb = JSON.parse(
+      await run(getCommand, ['ev', '-A', '--for', 'container/web', '-o', 'json']),
+    ) as { items: { reason?: string; reportingController?: string; regarding?: object }[] };
+    expect(forWeb.items.map((e) => e.reason)).toEqual(
+      expect.arrayContaining(['Created', 'Started']),
+    );
+    expect(forWeb.items[0]).toMatchObject({
+      reportingController: REPORTING_CONTROLLER,
+      regarding: { kind: 'Container', name: 'web', namespace: NS },
+    });
+    // top on the agent's state dir: its objects are the API server's, its containers the node's.
+    let topOut = '';
+    const topCode = await main(
+      ['top', '--no-stream', '-o', 'json', '-n', NS, '--state-dir', stateDir],
+      {
+        stdout: (t) => void (topOut += t),
+        stderr: (t) => void (topOut += t),
+        cwd: process.cwd(),
+        now: () => new Date(),
+        signals: new EventEmitter(),
+      },
+    );
+    expect(topCode).toBe(0);
+    expect(JSON.parse(topOut)).toEqual([
+      expect.objectContaining({
+        namespace: NS,
+        name: 'web',
+        containerID: web?.status?.containerID,
+      }),
+    ]);
     // Not there: kubectl's words, exit 1.
     const io: CliIO = {
       stdout: () => undefined,

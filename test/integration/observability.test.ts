@@ -11,6 +11,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
+import type { Container } from '../../controller/api/types.generated.js';
 import { ControllerHarness, REPO_ROOT, containerManifest } from '../fixtures/controller.js';
 import {
   assertNoLeaks,
@@ -74,7 +75,7 @@ spec: {from: "oci-archive:busybox.tar"}
   ];
   await h.write('containers.yaml', containers.join('\n---\n'));
   for (const name of ['burn', 'hog', 'idle'])
-    await h.waitFor('Container', name, (o) => o?.status?.phase === 'Running', 60_000);
+    await h.waitFor<Container>('Container', name, (o) => o?.status?.phase === 'Running', 60_000);
   prom = await startPrometheus({
     targets: [`127.0.0.1:${ctl.metricsAddress.port}`],
     ruleFiles: [ALERTS],
@@ -118,7 +119,7 @@ describe('a real Prometheus scraping a controller with containers', () => {
       until: (s) => value(s) > 0,
       timeoutMs: 30_000,
     });
-    expect(ooms[0]?.labels).toMatchObject({
+    expect(ooms[0]?.metric).toMatchObject({
       namespace: NS,
       container: 'hog',
       pod: 'hog',
@@ -166,11 +167,14 @@ describe('a real Prometheus scraping a controller with containers', () => {
     };
     const empty: string[] = [];
     for (const [title, expr] of exprs) {
-      const query = expr.replace(/\$\{(\w+)(?::\w+)?\}|\$(\w+)/g, (whole, b?: string, n?: string) => {
-        const v = values[b ?? n ?? ''];
-        if (v === undefined) throw new Error(`${title}: no value for ${whole}`);
-        return v;
-      });
+      const query = expr.replace(
+        /\$\{(\w+)(?::\w+)?\}|\$(\w+)/g,
+        (whole, b?: string, n?: string) => {
+          const v = values[b ?? n ?? ''];
+          if (v === undefined) throw new Error(`${title}: no value for ${whole}`);
+          return v;
+        },
+      );
       const samples = await prom
         .waitFor(query, { timeoutMs: 20_000 })
         .catch(() => [] as PromSample[]);

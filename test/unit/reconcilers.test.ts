@@ -6,9 +6,10 @@
 import { describe, expect, it } from '@jest/globals';
 
 import type { Container, Image, Service } from '../../controller/api/types.generated.js';
-import { ConflictError } from '../../controller/client/client.js';
+import { ConflictError, observeEvents } from '../../controller/client/client.js';
 import { ContainerReconciler, containerIdFor } from '../../controller/controllers/container.js';
 import { ImageReconciler } from '../../controller/controllers/image.js';
+import { ConductorMetrics } from '../../controller/metrics/registry.js';
 import { ServiceReconciler } from '../../controller/controllers/service.js';
 import { TerminalError } from '../../controller/reconcile/result.js';
 import { DependencyNotReadyError } from '../../runtime-core/src/index.js';
@@ -78,7 +79,7 @@ describe('ContainerReconciler (fakes)', () => {
     const st = f.client.get('Container', key)?.status;
     expect(st).toMatchObject({ phase: 'Running', containerID: id, imageID: DIGEST });
     expect(st?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
-    expect(f.client.events.map((e) => e.reason)).toEqual(['Started']);
+    expect(f.client.events.map((e) => e.reason)).toEqual(['Created', 'Started']);
     // Converged: another pass changes nothing.
     const writes = f.client.writes.length;
     expect(await r.reconcile(key)).toEqual({ kind: 'done' });
@@ -110,7 +111,13 @@ describe('ContainerReconciler (fakes)', () => {
     const st = f.client.get('Container', key)?.status;
     expect(st).toMatchObject({ phase: 'Running', restartCount: 0 });
     expect(st?.pid).not.toBe(firstPid);
-    expect(f.client.events.map((e) => e.reason)).toEqual(['Started', 'Replacing', 'Started']);
+    expect(f.client.events.map((e) => `${e.reason}: ${e.message}`)).toEqual([
+      'Created: Created container: web',
+      'Started: Started container web',
+      'Killing: Container web definition changed, will be restarted',
+      'Created: Created container: web',
+      'Started: Started container web',
+    ]);
     // The old container's exit watch went with it.
     expect(f.runtime.watching).toBe(1);
   });
@@ -271,6 +278,207 @@ describe('ContainerReconciler (fakes)', () => {
     await third.reconcile(key);
     expect(readyOf()).toBe('False');
     await third.close();
+  });
+});
+
+describe('ContainerReconciler: events, each transition once (fakes)', () => {
+  const reasons = (f: { client: { events: { reason: string }[] } }): string[] =>
+    f.client.events.map((e) => e.reason);
+
+  it('Created and Started when it starts; a restarted controller adopting it says nothing', async () => {
+    const f = await withImage();
+    f.client.apply(container());
+    const first = new ContainerReconciler(f.ctx, () => undefined);
+    await first.reconcile(key);
+    expect(f.client.events).toEqual([
+      {
+        kind: 'Container',
+        name: 'web',
+        type: 'Normal',
+        reason: 'Created',
+        message: 'Created container: web',
+      },
+      {
+        kind: 'Container',
+        name: 'web',
+        type: 'Normal',
+        reason: 'Started',
+        message: 'Started container web',
+      },
+    ]);
+    await first.reconcile(key); // a resync
+    await first.close();
+    // A new controller process: level-triggered, it finds the container running.
+    const second = new ContainerReconciler(f.ctx, () => undefined);
+    await second.reconcile(key);
+    await second.reconcile(key);
+    await second.close();
+    expect(reasons(f)).toEqual(['Created', 'Started']);
+  });
+
+  it('Killing when a deleted Container is stopped, not when it had already exited', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container());
+    await r.reconcile(key);
+    f.client.delete('Container', key);
+    await r.reconcile(key);
+    expect(f.client.events.at(-1)).toEqual({
+      kind: 'Container',
+      name: 'web',
+      type: 'Normal',
+      reason: 'Killing',
+      message: 'Stopping container web',
+    });
+    // Another one that exited (Never) before its deletion: nothing to stop, nothing said.
+    f.client.apply(container({ restartPolicy: 'Never' }, 'done'));
+    const doneKey = `${NS}/done`;
+    await r.reconcile(doneKey);
+    f.runtime.exit(containerIdFor(NS, 'done'), 0);
+    await r.reconcile(doneKey);
+    f.client.delete('Container', doneKey);
+    await r.reconcile(doneKey);
+    expect(reasons(f)).toEqual(['Created', 'Started', 'Killing', 'Created', 'Started']);
+  });
+
+  it('BackOff once per back-off, in the same words each time so a crash loop folds', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container({ restartPolicy: 'Always' }));
+    await r.reconcile(key);
+    f.clock.advance(1000);
+    f.runtime.exit(id, 1);
+    expect(await r.reconcile(key)).toMatchObject({ kind: 'requeueAfter' });
+    // Reconciled again during the back-off (a resync, the Image changing): no second event.
+    await r.reconcile(key);
+    await new ContainerReconciler(f.ctx, () => undefined).reconcile(key); // a restarted controller
+    expect(reasons(f)).toEqual(['Created', 'Started', 'BackOff']);
+    expect(f.client.events.at(-1)).toMatchObject({
+      type: 'Warning',
+      message: 'Back-off restarting failed container web',
+    });
+    f.clock.advance(10_000);
+    await r.reconcile(key); // restarted
+    f.clock.advance(1000);
+    f.runtime.exit(id, 1);
+    await r.reconcile(key);
+    expect(reasons(f)).toEqual(['Created', 'Started', 'BackOff', 'Created', 'Started', 'BackOff']);
+    const backOffs = f.client.events.filter((e) => e.reason === 'BackOff');
+    expect(new Set(backOffs.map((e) => e.message)).size).toBe(1);
+  });
+
+  it('OOMKilling when it ended OOM-killed, once, with the terminated reason OOMKilled', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(
+      container({ restartPolicy: 'Never', resources: { limits: { memory: '16Mi' } } }),
+    );
+    await r.reconcile(key);
+    f.runtime.exit(id, 137, { oomKilled: true });
+    await r.reconcile(key);
+    await r.reconcile(key); // level-triggered: the same exit again
+    expect(f.client.get('Container', key)?.status).toMatchObject({
+      phase: 'Failed',
+      reason: 'OOMKilled',
+      exitCode: 137,
+    });
+    expect(f.client.events.filter((e) => e.reason === 'OOMKilling')).toEqual([
+      {
+        kind: 'Container',
+        name: 'web',
+        type: 'Warning',
+        reason: 'OOMKilling',
+        message: 'Memory cgroup out of memory: container web was OOM-killed (memory limit 16Mi)',
+      },
+    ]);
+  });
+
+  it('OOMKilling then BackOff for a container its policy restarts', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.client.apply(container({ restartPolicy: 'Always' }));
+    await r.reconcile(key);
+    f.runtime.exit(id, 137, { oomKilled: true });
+    await r.reconcile(key);
+    await r.reconcile(key);
+    expect(reasons(f)).toEqual(['Created', 'Started', 'OOMKilling', 'BackOff']);
+    expect(f.client.get('Container', key)?.status?.message).toContain('last exit: OOMKilled');
+  });
+
+  it('Killing when its liveness probe fails, naming the container', async () => {
+    const f = await withImage();
+    const r = new ContainerReconciler(f.ctx, () => undefined);
+    f.runtime.probeOutcome = { ok: false, message: 'exit status 1' };
+    f.client.apply(
+      container({
+        livenessProbe: {
+          exec: { command: ['false'] },
+          initialDelaySeconds: 0,
+          periodSeconds: 1,
+          failureThreshold: 1,
+        },
+      }),
+    );
+    await r.reconcile(key);
+    for (let i = 0; i < 50 && !reasons(f).includes('Killing'); i++)
+      await new Promise((res) => setTimeout(res, 10));
+    expect(f.client.events.slice(2)).toEqual([
+      {
+        kind: 'Container',
+        name: 'web',
+        type: 'Warning',
+        reason: 'Unhealthy',
+        message: 'Liveness probe failed: exit status 1',
+      },
+      {
+        kind: 'Container',
+        name: 'web',
+        type: 'Normal',
+        reason: 'Killing',
+        message: 'Container web failed liveness probe, will be restarted',
+      },
+    ]);
+    await r.close();
+  });
+});
+
+describe('conductor_events_total (fakes)', () => {
+  it('counts every event recorded through the observed client, repeats included', async () => {
+    const f = await withImage();
+    const metrics = new ConductorMetrics({ defaultMetrics: false });
+    const ctx = {
+      ...f.ctx,
+      client: observeEvents(f.client, (kind, type, reason) =>
+        metrics.events.inc({ kind, type, reason }),
+      ),
+    };
+    const r = new ContainerReconciler(ctx, () => undefined);
+    f.client.apply(container({ restartPolicy: 'Always' }));
+    await r.reconcile(key);
+    for (let i = 0; i < 2; i++) {
+      f.clock.advance(1000);
+      f.runtime.exit(id, 1);
+      await r.reconcile(key); // back-off
+      f.clock.advance(60_000);
+      await r.reconcile(key); // restarted
+    }
+    const counts = Object.fromEntries(
+      (await metrics.events.get()).values.map((v) => [
+        `${v.labels.kind}/${v.labels.type}/${v.labels.reason}`,
+        v.value,
+      ]),
+    );
+    expect(counts).toEqual({
+      'Container/Normal/Created': 3,
+      'Container/Normal/Started': 3,
+      'Container/Warning/BackOff': 2,
+    });
+    // What the client recorded is what was counted.
+    expect(f.client.events).toHaveLength(8);
+    expect(await metrics.scrape()).toContain(
+      'conductor_events_total{kind="Container",type="Warning",reason="BackOff"} 2\n',
+    );
+    await r.close();
   });
 });
 
@@ -487,6 +695,61 @@ describe('ImageReconciler (fakes)', () => {
     expect(await r.reconcile(`${NS}/app`)).toEqual({ kind: 'done' });
     expect(phases).toEqual(['Building']);
     expect(f.client.get('Image', `${NS}/app`)?.status?.phase).toBe('Ready');
+    await r.close();
+  });
+
+  it('Pulling and Pulled while a base is fetched; "already present" when it is cached', async () => {
+    const f = fakeContext();
+    const r = new ImageReconciler(f.ctx, () => undefined);
+    const pulledImage = (name: string): Image =>
+      served<Image>({
+        apiVersion: 'conductor.dev/v1alpha1',
+        kind: 'Image',
+        metadata: { name, namespace: NS },
+        spec: { from: 'docker.io/library/busybox:1.36', steps: [{ run: 'true' }] },
+      });
+    let fetch = true;
+    f.runtime.build = (req) => {
+      req.onProgress?.({ type: 'phase', phase: 'Pulling' });
+      if (fetch) {
+        req.onProgress?.({ type: 'output', line: 'Copying blob sha256:abc' });
+        req.onProgress?.({ type: 'layer', digest: 'sha256:abc', size: 1, state: 'unpacking' });
+      } else {
+        req.onProgress?.({ type: 'layer', digest: 'sha256:abc', size: 1, state: 'present' });
+      }
+      req.onProgress?.({ type: 'phase', phase: 'Building' });
+      req.onProgress?.({ type: 'output', line: 'step output', step: 0 });
+      return Promise.resolve({
+        digest: DIGEST,
+        layers: [{ key: 'b'.repeat(64), size: 10, createdBy: 'run true' }],
+        config: {},
+        stepsRun: 1,
+        stepsCached: 0,
+      });
+    };
+    f.client.apply(pulledImage('app'));
+    expect(await r.reconcile(`${NS}/app`)).toEqual({ kind: 'done' });
+    const said = (): string[] => f.client.events.map((e) => `${e.reason}: ${e.message}`);
+    expect(said()).toEqual([
+      'Pulling: Pulling image "docker.io/library/busybox:1.36"',
+      expect.stringMatching(
+        /^Pulled: Successfully pulled image "docker\.io\/library\/busybox:1\.36" in \d+\.\d{3}s$/,
+      ),
+      `Built: image app built: ${DIGEST}`,
+    ]);
+    // Another Image on the same base, now in the caches: the kubelet's "already present".
+    fetch = false;
+    f.client.apply(pulledImage('other'));
+    await r.reconcile(`${NS}/other`);
+    expect(said().slice(3)).toEqual([
+      'Pulled: Container image "docker.io/library/busybox:1.36" already present on machine',
+      `Built: image other built: ${DIGEST}`,
+    ]);
+    // A Ready image checked again (a restarted controller: its layers looked at) is no
+    // transition: nothing said.
+    f.runtime.hasLayers = () => Promise.resolve(false);
+    await new ImageReconciler(f.ctx, () => undefined).reconcile(`${NS}/app`);
+    expect(f.client.events).toHaveLength(5);
     await r.close();
   });
 
