@@ -71,7 +71,14 @@ spec: {from: "oci-archive:busybox.tar"}
       ],
       resources: { limits: { memory: '32Mi' } },
     }),
-    containerManifest(NS, 'idle', { command: ['/bin/sleep', '3600'] }),
+    containerManifest(NS, 'idle', { command: ['/bin/sleep', '3600'] }, { tier: 'web' }),
+    // Endpoints for the Service panels: idle (ready: it has no readiness probe).
+    JSON.stringify({
+      apiVersion: 'conductor.dev/v1alpha1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: NS },
+      spec: { selector: { tier: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
+    }),
   ];
   await h.write('containers.yaml', containers.join('\n---\n'));
   for (const name of ['burn', 'hog', 'idle'])
