@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { API_VERSION, type Kind } from '../api/kinds.js';
 import { age, columnWidths, eventLastSeen, formatTable, listOf, toJSON, toYAML } from './format.js';
-import { UsageError, type CliIO } from './io.js';
+import { UsageError, untilInterrupted, type CliIO } from './io.js';
 import { resolveKind } from './resources.js';
 import type { ListedEvent } from './state.js';
 
@@ -192,24 +192,12 @@ export async function getEvents(
   if (first.length > 0) print(first);
   else if (opts.output !== 'json' && opts.output !== 'yaml') none();
 
-  const abort = new AbortController();
-  let status = 0;
-  const onInt = (): void => ((status = 130), abort.abort());
-  const onTerm = (): void => ((status = 143), abort.abort());
-  io.signals.once('SIGINT', onInt);
-  io.signals.once('SIGTERM', onTerm);
-  try {
+  return untilInterrupted(io, async (signal) => {
     for (;;) {
-      await sleep(opts.pollMs, undefined, { signal: abort.signal });
+      await sleep(opts.pollMs, undefined, { signal });
       const changed = (await read()).filter((e) => seen.get(e.key) !== stateOf(e));
       for (const e of changed) seen.set(e.key, stateOf(e));
       if (changed.length > 0) print(changed);
     }
-  } catch (err) {
-    if (!abort.signal.aborted) throw err;
-  } finally {
-    io.signals.removeListener('SIGINT', onInt);
-    io.signals.removeListener('SIGTERM', onTerm);
-  }
-  return status;
+  });
 }

@@ -65,3 +65,30 @@ export function errorMessage(err: unknown): string {
   }
   return String(err);
 }
+
+/**
+ * Runs `body` until it returns or SIGINT/SIGTERM arrives, which aborts the signal `body` is
+ * given — as a signal ends `docker logs -f` or `kubectl get -w`. Returns the exit status: 0 when
+ * `body` returned, else 128 + the signal's number. What `body` throws because it was aborted is
+ * the interruption, not an error; anything else is thrown.
+ */
+export async function untilInterrupted(
+  io: Pick<CliIO, 'signals'>,
+  body: (signal: AbortSignal) => Promise<void>,
+): Promise<number> {
+  const abort = new AbortController();
+  let status = 0;
+  const onInt = (): void => ((status = 130), abort.abort());
+  const onTerm = (): void => ((status = 143), abort.abort());
+  io.signals.once('SIGINT', onInt);
+  io.signals.once('SIGTERM', onTerm);
+  try {
+    await body(abort.signal);
+  } catch (err) {
+    if (!abort.signal.aborted) throw err;
+  } finally {
+    io.signals.removeListener('SIGINT', onInt);
+    io.signals.removeListener('SIGTERM', onTerm);
+  }
+  return status;
+}

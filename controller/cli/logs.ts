@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand, parseCount } from './flags.js';
 import { pluralResourceName } from './format.js';
-import { CliError, UsageError, type CliIO } from './io.js';
+import { CliError, UsageError, untilInterrupted, type CliIO } from './io.js';
 import { StateDir } from './state.js';
 import {
   containerIdFor,
@@ -104,30 +104,22 @@ export async function logs(argv: string[], io: CliIO): Promise<number> {
   }
   const { id, runtime } = await containerOf(args);
   // Ctrl-C ends a follow like a signal ends `docker logs -f`: exit status 128 + signal number.
-  const abort = new AbortController();
-  let status = 0;
-  const onInt = (): void => ((status = 130), abort.abort());
-  const onTerm = (): void => ((status = 143), abort.abort());
-  io.signals.once('SIGINT', onInt);
-  io.signals.once('SIGTERM', onTerm);
-  try {
-    for await (const entry of runtime.logs(id, {
-      follow: args.follow,
-      tail: args.tail,
-      signal: abort.signal,
-    })) {
-      (entry.stream === 'stderr' ? io.stderr : io.stdout)(entry.line + '\n');
+  return untilInterrupted(io, async (signal) => {
+    try {
+      for await (const entry of runtime.logs(id, {
+        follow: args.follow,
+        tail: args.tail,
+        signal,
+      })) {
+        (entry.stream === 'stderr' ? io.stderr : io.stdout)(entry.line + '\n');
+      }
+    } catch (err) {
+      if (err instanceof ContainerNotFoundError) {
+        throw new CliError(
+          `container ${id} of ${args.namespace}/${args.name} has no logs yet (not created)`,
+        );
+      }
+      throw err;
     }
-  } catch (err) {
-    if (err instanceof ContainerNotFoundError) {
-      throw new CliError(
-        `container ${id} of ${args.namespace}/${args.name} has no logs yet (not created)`,
-      );
-    }
-    if (!abort.signal.aborted) throw err;
-  } finally {
-    io.signals.removeListener('SIGINT', onInt);
-    io.signals.removeListener('SIGTERM', onTerm);
-  }
-  return status;
+  });
 }

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 
 import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { formatTable, humanSize, pluralResourceName } from './format.js';
-import { CliError, UsageError, type CliIO } from './io.js';
+import { CliError, UsageError, untilInterrupted, type CliIO } from './io.js';
 import { checkController, StateDir, type StoredObject } from './state.js';
 import {
   OWNER_ANNOTATION,
@@ -301,16 +301,10 @@ export async function top(argv: string[], io: CliIO): Promise<number> {
       );
   };
 
-  const abort = new AbortController();
-  let status = 0;
-  const onInt = (): void => ((status = 130), abort.abort());
-  const onTerm = (): void => ((status = 143), abort.abort());
-  io.signals.once('SIGINT', onInt);
-  io.signals.once('SIGTERM', onTerm);
-  try {
+  return untilInterrupted(io, async (signal) => {
     let before = await read(await listTargets());
     for (;;) {
-      await sleep(SAMPLE_MS, undefined, { signal: abort.signal });
+      await sleep(SAMPLE_MS, undefined, { signal });
       // Listed again each time: containers started since join, those gone leave.
       const targets = await listTargets();
       const after = await read(targets);
@@ -318,11 +312,5 @@ export async function top(argv: string[], io: CliIO): Promise<number> {
       if (values['no-stream']) break;
       before = after;
     }
-  } catch (err) {
-    if (!abort.signal.aborted) throw err;
-  } finally {
-    io.signals.removeListener('SIGINT', onInt);
-    io.signals.removeListener('SIGTERM', onTerm);
-  }
-  return status;
+  });
 }

@@ -45,7 +45,7 @@
  * - Nothing a file contains makes start(), the watcher or the process throw.
  */
 import { randomUUID } from 'node:crypto';
-import { statSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, statSync, type Stats } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -152,8 +152,8 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
   private watcher: FSWatcher | undefined;
   private started = false;
   private stopped = false;
-  /** The directory the watch is on (its inode), for health(). */
-  private watchedDir: Stats | undefined;
+  /** The directory the watch is on, held open for health(). */
+  private dirFd: number | undefined;
   /** Until the initial scan is done, dirty paths are collected and processed in sorted order. */
   private initialScan = true;
   private readonly dirty = new Set<string>();
@@ -194,7 +194,9 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
     }
     this.started = true;
     await mkdir(this.dir, { recursive: true });
-    this.watchedDir = await stat(this.dir);
+    const dirFd = openSync(this.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    this.dirFd = dirFd;
+    this.disposables.defer(() => closeSync(dirFd));
     const watcher = watch(this.dir, {
       ignoreInitial: false,
       persistent: true,
@@ -245,15 +247,17 @@ export class DirectorySource<T extends object = KubeObject> implements Source {
 
   health(): string | undefined {
     if (this.stopped) return `watching ${this.dir} stopped`;
-    if (!this.watchedDir) return undefined;
+    if (this.dirFd === undefined) return undefined;
+    // The watch is on the directory that was there at the start, not on the path: held open, it
+    // says whether it still has a name (a new directory at the path may even reuse its inode).
+    const watched = fstatSync(this.dirFd);
     let now: Stats;
     try {
       now = statSync(this.dir);
     } catch (err) {
       return `the watch directory ${this.dir} is gone (${errCodeOf(err)}): nothing in it can be seen`;
     }
-    // The watch is on the directory that was there at the start, not on the path.
-    if (now.ino !== this.watchedDir.ino || now.dev !== this.watchedDir.dev)
+    if (watched.nlink === 0 || now.ino !== watched.ino || now.dev !== watched.dev)
       return `the watch directory ${this.dir} was replaced: the new one is not watched (restart the controller)`;
     return undefined;
   }

@@ -2,7 +2,7 @@
  * The `conductor` command end to end against a running controller: apply, get, logs, exec
  * (with a terminal, as `docker exec -it`), delete.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -15,6 +15,7 @@ import {
   buildDist,
   busyboxImage,
   containerManifest,
+  type CliRun,
 } from '../fixtures/controller.js';
 import { assertNoLeaks, hostSnapshot, uniqueId, type HostSnapshot } from '../fixtures/index.js';
 
@@ -36,25 +37,7 @@ afterAll(async () => {
   assertNoLeaks(before, { idPrefix: NS });
 });
 
-interface Out {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function conductor(args: string[], input?: string): Promise<Out> {
-  return new Promise((resolve) => {
-    const p = execFile(
-      process.execPath,
-      // Options before a command's `--`: --state-dir goes right after the command name.
-      ['bin/conductor.js', ...args.slice(0, 1), '--state-dir', h.stateDir, ...args.slice(1)],
-      { cwd: REPO_ROOT },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-    if (input !== undefined) p.stdin?.end(input);
-  });
-}
+const conductor = (args: string[], input?: string): Promise<CliRun> => h.cli(args, input);
 
 it('applies a manifest and shows the container with get and logs', async () => {
   const file = join(h.base, 'web.yaml');
@@ -100,11 +83,11 @@ it('exec -it gives an interactive shell on a terminal inside the container', asy
   ]
     .map((a) => `'${a}'`)
     .join(' ');
-  const out = await new Promise<Out>((resolve) => {
+  const out = await new Promise<CliRun>((resolve) => {
     const p = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: REPO_ROOT });
     let stdout = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.on('close', (code) => resolve({ code, stdout, stderr: '' }));
+    p.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr: '' }));
     p.stdin.end('tty; echo sum=$((40+2)); exit 4\n');
   });
   expect(out.stdout).toContain('/dev/pts/0');

@@ -5,7 +5,7 @@
  * Image a Container uses, `conductor images prune`, and `conductor build -f` sharing the
  * controller's cache.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { afterAll, beforeAll, expect, it } from '@jest/globals';
 import type { Container, Image } from '../../controller/api/types.generated.js';
 import { ContainerRuntime } from '../../runtime-core/src/containers.js';
 import { mountOverlay } from '../../runtime-core/src/native.js';
-import { ControllerHarness, REPO_ROOT, buildDist } from '../fixtures/controller.js';
+import { ControllerHarness, REPO_ROOT, buildDist, type CliRun } from '../fixtures/controller.js';
 import {
   assertNoLeaks,
   busyboxImage,
@@ -50,23 +50,7 @@ afterAll(async () => {
   assertNoLeaks(before, { idPrefix: NS });
 });
 
-interface Out {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function conductor(args: string[]): Promise<Out> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['bin/conductor.js', ...args.slice(0, 1), '--state-dir', h.stateDir, ...args.slice(1)],
-      { cwd: REPO_ROOT },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const conductor = (args: string[], input?: string): Promise<CliRun> => h.cli(args, input);
 
 function image(name: string, spec: Record<string, unknown>): string {
   return JSON.stringify({
@@ -112,7 +96,7 @@ it('pulls, builds and runs: the container inherits the image configuration', asy
   ]);
   await h.write('app-ctr.json', container('app', { image: 'app' }));
   await h.waitFor<Container>('Container', 'app', (o) => o?.status?.phase === 'Running');
-  let logs: Out | undefined;
+  let logs: CliRun | undefined;
   for (let i = 0; i < 100; i++) {
     logs = await conductor(['logs', '-n', NS, 'app']);
     if (logs.stdout.includes('/bin')) break;

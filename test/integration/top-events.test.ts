@@ -4,7 +4,7 @@
  * `conductor get events` lists what the controller recorded, `get events -w` prints an event
  * as it is recorded, and /metrics counts them in conductor_events_total.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { totalmem } from 'node:os';
 
@@ -19,6 +19,7 @@ import {
   buildDist,
   busyboxImage,
   containerManifest,
+  type CliRun,
 } from '../fixtures/controller.js';
 import { assertNoLeaks, hostSnapshot, uniqueId, type HostSnapshot } from '../fixtures/index.js';
 
@@ -54,23 +55,7 @@ afterAll(async () => {
   assertNoLeaks(before, { idPrefix: NS });
 });
 
-interface Out {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function conductor(args: string[]): Promise<Out> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['bin/conductor.js', ...args, '--state-dir', h.stateDir],
-      { cwd: REPO_ROOT },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const conductor = (args: string[], input?: string): Promise<CliRun> => h.cli(args, input);
 
 it('top --no-stream -o json: the busy container near its half core, the idle one near 0', async () => {
   const out = await conductor(['top', '--no-stream', '-o', 'json', '-n', NS]);
