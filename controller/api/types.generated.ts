@@ -320,6 +320,10 @@ export interface ContainerSpec {
    */
   workingDir?: string;
   /**
+   * In Kubernetes mode, the node whose agent runs the container (its --node-name); unset, the first agent to claim it binds it to its own node. The watch directory's agent runs every Container and ignores this field.
+   */
+  nodeName?: string;
+  /**
    * The container's hostname, a DNS-1123 label; its name when unset.
    */
   hostname?: string;

@@ -239,8 +239,8 @@ describe('conductor get', () => {
     );
     const wide = await run('get', 'Container', '-n', 'prod', '-o', 'wide');
     expect(wide.stdout).toBe(
-      'NAME   PHASE     IMAGE     IP   PORTS   RESTARTS   REASON          AGE\n' +
-        'db     Pending   busybox                0          ImageNotReady   2d2h\n',
+      'NAME   PHASE     IMAGE     IP   NODE   PORTS   RESTARTS   REASON          AGE\n' +
+        'db     Pending   busybox                       0          ImageNotReady   2d2h\n',
     );
     expect((await run('get', 'service')).stdout).toBe(
       'NAME   CLUSTER-IP   PORTS   ENDPOINTS             AGE\n' +

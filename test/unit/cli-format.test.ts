@@ -116,6 +116,7 @@ describe('printer columns', () => {
       'Phase',
       'Image',
       'IP',
+      'Node',
       'Ports',
       'Restarts',
       'Reason',
