@@ -16,7 +16,9 @@ import type { ObjectMetaLike } from './cache/cache.js';
 import { objectKey } from './cache/cache.js';
 import { enqueueForObject, enqueueFromMap, specChanged } from './cache/handlers.js';
 import { observeEvents, type SourceClient } from './client/client.js';
+import type { Container } from './api/types.generated.js';
 import { ContainerReconciler, OWNER_ANNOTATION } from './controllers/container.js';
+import { markNodeLost, NODE_LOST_REASON } from './controllers/node-lifecycle.js';
 import type { ReconcileContext } from './controllers/context.js';
 import { ImageReconciler } from './controllers/image.js';
 import type { RestartBackoff } from './controllers/restart-policy.js';
@@ -30,7 +32,8 @@ import { Controller } from './reconcile/controller.js';
 import type { Reconciler } from './reconcile/result.js';
 import { DisposableStore } from './reconcile/lifecycle.js';
 import { DirectoryClient } from './source/directory-client.js';
-import type { InClusterConfig } from './source/kubernetes-client.js';
+import type { InClusterConfig, KubernetesClient } from './source/kubernetes-client.js';
+import type { LeaseTiming } from './source/node-lease.js';
 import { StateStore } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import {
@@ -97,6 +100,8 @@ export interface RunControllerOptions {
   inCluster?: InClusterConfig;
   /** Kubernetes mode: this agent's node name (default the hostname). */
   nodeName?: string;
+  /** Kubernetes mode: the node Lease's duration and renewal (default 40 s, every 10 s). */
+  lease?: LeaseTiming;
 }
 
 export interface RunningController {
@@ -158,17 +163,20 @@ async function startController(
   // Off the first container's path: compiled while the rest starts up (never fails).
   const runtimePrepared = runtime.prepare();
 
-  const client: SourceClient =
+  const kubernetes =
     opts.kubeconfig !== undefined || opts.inCluster !== undefined
       ? await openKubernetesClient(opts, log)
-      : await DirectoryClient.open({
-          watchDir,
-          store,
-          validate: validateManifest,
-          manifestErrors: metrics.manifestErrors,
-          logger: log,
-          ...(opts.settleMs !== undefined ? { settleMs: opts.settleMs } : {}),
-        });
+      : undefined;
+  const client: SourceClient =
+    kubernetes ??
+    (await DirectoryClient.open({
+      watchDir,
+      store,
+      validate: validateManifest,
+      manifestErrors: metrics.manifestErrors,
+      logger: log,
+      ...(opts.settleMs !== undefined ? { settleMs: opts.settleMs } : {}),
+    }));
   owned.defer(() => client.stop());
   const { caches } = client;
   // Reconcilers (and their probes) record events through this one client, so every event of
@@ -244,7 +252,14 @@ async function startController(
     caches.Service.list(namespaceOf(o)).map((s) => objectKey(s));
   controllers.Image.watch(enqueueForObject(caches.Image, controllers.Image.queue, specChanged));
   controllers.Container.watch(
-    enqueueForObject(caches.Container, controllers.Container.queue, specChanged),
+    enqueueForObject(
+      caches.Container,
+      controllers.Container.queue,
+      (old, now) =>
+        // Also when another agent marked it Unknown (its node was thought lost): its own agent,
+        // back, writes what it knows.
+        specChanged(old, now) || (now as Container).status?.reason === NODE_LOST_REASON,
+    ),
   );
   controllers.Service.watch(
     enqueueForObject(caches.Service, controllers.Service.queue, specChanged),
@@ -294,6 +309,21 @@ async function startController(
       const stuck = ctl.stuck(stuckAfterMs);
       return stuck.length ? stuck.join('; ') : undefined;
     });
+  // Kubernetes mode: this node's heartbeat, and the other nodes' read (a lost node's
+  // Containers are marked Unknown until its agent is back).
+  if (kubernetes) {
+    const { NodeLease } = await import('./source/node-lease.js');
+    const lease = new NodeLease({
+      kc: kubernetes.kubeConfig,
+      nodeName: kubernetes.nodeName,
+      ...(opts.lease ? { timing: opts.lease } : {}),
+      log,
+      lost: (node, since) => markNodeLost(ctx, node, since),
+      back: () => undefined,
+    });
+    await lease.start();
+    owned.defer(() => lease.stop());
+  }
   server.markReady();
   // Disposed first: /readyz fails as soon as stopping begins.
   owned.defer(() => server.markNotReady());
@@ -334,7 +364,7 @@ async function startController(
 async function openKubernetesClient(
   opts: Pick<RunControllerOptions, 'kubeconfig' | 'inCluster' | 'nodeName'>,
   logger: Logger,
-): Promise<SourceClient> {
+): Promise<KubernetesClient> {
   const { KubernetesClient } = await import('./source/kubernetes-client.js');
   return KubernetesClient.open({
     ...(opts.kubeconfig !== undefined ? { kubeconfig: opts.kubeconfig } : {}),

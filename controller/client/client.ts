@@ -61,6 +61,12 @@ export type RecordEvent = (
 
 /** What reconcilers use: reads from the cache, writes of status and events. */
 export interface Client {
+  /**
+   * Kubernetes mode: this agent's node. A Container bound to another node (spec.nodeName) is
+   * that node's agent's to run; it is in the cache (its Services' endpoints are cluster-wide)
+   * but not this agent's. Undefined where one agent runs everything (the watch directory).
+   */
+  readonly nodeName?: string;
   /** The object under `namespace/name`, with its status; undefined when it does not exist. */
   get<K extends Kind>(kind: K, key: string): ObjectOf<K> | undefined;
   /** Every object of a kind, or those in one namespace. */
@@ -98,6 +104,7 @@ export function observeEvents(
   observe: (kind: Kind, type: EventType, reason: string) => void,
 ): Client {
   return {
+    ...(client.nodeName !== undefined ? { nodeName: client.nodeName } : {}),
     get: client.get.bind(client),
     list: client.list.bind(client),
     updateStatus: client.updateStatus.bind(client),
@@ -138,4 +145,9 @@ export function statusWriteBase<K extends Kind>(
   if (current.metadata.resourceVersion !== readAt)
     throw new ConflictError(kind, key, readAt, current.metadata.resourceVersion);
   return { key, current, unchanged: sameJson(current.status, status) };
+}
+
+/** Whether this agent runs `c`: everything without a node name, else what is bound to its node. */
+export function runsHere(client: Pick<Client, 'nodeName'>, c: Container): boolean {
+  return client.nodeName === undefined || c.spec.nodeName === client.nodeName;
 }

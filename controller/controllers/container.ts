@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 
 import type { Container, ContainerStatus, Image } from '../api/types.generated.js';
+import { runsHere } from '../client/client.js';
 import {
   done,
   requeueAfter,
@@ -262,6 +263,17 @@ export class ContainerReconciler implements Reconciler {
     const id = containerIdFor(namespace, name);
     const container = ctx.client.get('Container', key);
     const info = await ctx.runtime.find(id);
+
+    // Bound to another node (Kubernetes mode): its agent runs it and writes its status. What
+    // runs here for it (it moved away) goes; its name resolves here too, to its address there.
+    if (container && !runsHere(ctx.client, container)) {
+      this.prober.stop(key);
+      if (info) await this.removeContainer(id, 0);
+      await ctx.runtime.removeVolumes(id);
+      this.restarts.forget(key);
+      await this.publishName(container);
+      return done();
+    }
 
     if (!container) {
       this.prober.stop(key);

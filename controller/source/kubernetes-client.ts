@@ -15,12 +15,18 @@
  * - every list replaces what the cache holds (objects missing from it are deleted), so nothing
  *   deleted while a watch was down stays behind; the watch asks for bookmarks.
  *
+ * Nodes: each agent runs the Containers bound to its node (spec.nodeName). An unbound Container
+ * is claimed — spec.nodeName set, with the finalizer, in one patch conditional on the version
+ * seen — by the first agent to try (the others get a 409 and see it bound); until then it is
+ * in no cache. Containers bound to other nodes are in the cache (Services take endpoints from
+ * every node) but their finalizer, deletion and status are their own agent's.
+ *
  * Deletion: every object this agent handles carries the finalizer `conductor.dev/cleanup`,
  * added (a metadata patch) before the object first reaches the cache, so no host state exists
  * for an object the API server could delete without us. An object with a deletionTimestamp is
  * taken out of the cache: the reconcilers see it gone (get() undefined), release its host
  * state, and call finalize(), which removes the finalizer; then the API server deletes it.
- * Nothing here ever writes spec.
+ * Apart from claiming an unbound Container, nothing here ever writes spec.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -599,6 +605,9 @@ const perKind = <V>(): PerKind<V> => ({
 });
 
 export class KubernetesClient implements SourceClient {
+  readonly nodeName: string;
+  /** The API server and credentials it talks to (for the node's Lease). */
+  readonly kubeConfig: KubeConfig;
   readonly caches: Caches = {
     Image: new ObjectCache('Image'),
     Container: new ObjectCache('Container'),
@@ -628,6 +637,8 @@ export class KubernetesClient implements SourceClient {
   private abortSync: ((err: Error) => void) | undefined;
 
   private constructor(kc: KubeConfig, opts: KubernetesClientOptions) {
+    this.nodeName = opts.nodeName;
+    this.kubeConfig = kc;
     this.log = opts.logger;
     this.syncTimeoutMs = opts.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
@@ -864,6 +875,16 @@ export class KubernetesClient implements SourceClient {
     for (const item of items) this.upsert(kind, item);
   }
 
+  /**
+   * Whether this agent handles the object's host state (its finalizer, its deletion): every
+   * Image and Service, and the Containers bound to this node. `unbound`: a Container to claim.
+   */
+  private handling(kind: Kind, obj: ConductorObject): 'here' | 'elsewhere' | 'unbound' {
+    if (kind !== 'Container') return 'here';
+    const node = (obj as ObjectOf<'Container'>).spec.nodeName;
+    return node === undefined ? 'unbound' : node === this.nodeName ? 'here' : 'elsewhere';
+  }
+
   private upsert(kind: Kind, raw: KubernetesObject): void {
     const obj = cached(raw) as ConductorObject;
     const key = objectKey(obj);
@@ -871,8 +892,19 @@ export class KubernetesClient implements SourceClient {
     if (this.seen[kind].get(key) === rv) return;
     this.seen[kind].set(key, rv);
     const cache = this.caches[kind] as ObjectCache<ConductorObject>;
-    const mine = obj.metadata.finalizers?.includes(FINALIZER) ?? false;
+    const handling = this.handling(kind, obj);
     const live = cache.getByKey(key) !== undefined;
+    if (handling === 'elsewhere') {
+      // Another agent's: seen (for its Services), never finalized or deleted from here.
+      this.pending[kind].delete(key);
+      this.deleting[kind].delete(key);
+      if (obj.metadata.deletionTimestamp) cache.delete(key);
+      else cache.set(obj);
+      return;
+    }
+    // An unbound Container is this agent's to claim (and, when deleted with our finalizer on
+    // it, to finalize).
+    const mine = obj.metadata.finalizers?.includes(FINALIZER) ?? false;
 
     if (obj.metadata.deletionTimestamp) {
       this.pending[kind].delete(key);
@@ -891,6 +923,13 @@ export class KubernetesClient implements SourceClient {
       return;
     }
     this.deleting[kind].delete(key);
+    if (handling === 'unbound') {
+      // Claimed before it enters the cache (an agent runs nothing it has not bound to itself).
+      if (live) cache.delete(key);
+      this.pending[kind].set(key, obj);
+      this.addFinalizer(kind, key);
+      return;
+    }
     if (mine || live) {
       this.pending[kind].delete(key);
       cache.set(obj);
@@ -916,13 +955,17 @@ export class KubernetesClient implements SourceClient {
       this.pending[kind].get(key) ??
       (this.caches[kind].getByKey(key) as ConductorObject | undefined);
     if (!obj || obj.metadata.deletionTimestamp) return undefined;
+    const handling = this.handling(kind, obj);
+    if (handling === 'unbound') return obj; // to claim, finalizer or not
+    if (handling === 'elsewhere') return undefined;
     return obj.metadata.finalizers?.includes(FINALIZER) ? undefined : obj;
   }
 
   /**
-   * Adds our finalizer with a patch conditional on the version seen. A 409 needs nothing: the
-   * newer version is on its way through the watch and tries again; other failures retry with
-   * back-off.
+   * Adds our finalizer with a patch conditional on the version seen — and for an unbound
+   * Container claims it for this node in the same patch (spec.nodeName), so of several agents
+   * trying, exactly one wins. A 409 needs nothing: the newer version (bound elsewhere, say) is on
+   * its way through the watch and tries again if it must; other failures retry with back-off.
    */
   private addFinalizer(kind: Kind, key: string): void {
     const id = `${kind}/${key}`;
@@ -933,14 +976,19 @@ export class KubernetesClient implements SourceClient {
     }
     const obj = this.needsFinalizer(kind, key);
     if (!obj) return;
+    const claim = this.handling(kind, obj) === 'unbound';
     this.addingFinalizer.add(id);
     void this.track(
       (async () => {
         try {
-          const raw = await this.patchMetadata(kind, obj, [
-            ...(obj.metadata.finalizers ?? []),
-            FINALIZER,
-          ]);
+          const raw = await this.patchMetadata(
+            kind,
+            obj,
+            [...(obj.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), FINALIZER],
+            claim ? { nodeName: this.nodeName } : undefined,
+          );
+          if (claim)
+            this.log.info('claimed a Container for this node', { key, node: this.nodeName });
           this.finalizerAttempts.delete(id);
           this.upsert(kind, raw);
         } catch (err) {
@@ -965,11 +1013,15 @@ export class KubernetesClient implements SourceClient {
     );
   }
 
-  /** Sets metadata.finalizers, conditional on the object's resourceVersion (never its spec). */
+  /**
+   * Sets metadata.finalizers, conditional on the object's resourceVersion; its spec only to
+   * bind an unbound Container (`bind`).
+   */
   private async patchMetadata(
     kind: Kind,
     obj: ConductorObject,
     finalizers: string[],
+    bind?: { nodeName: string },
   ): Promise<KubernetesObject> {
     const { namespace, name, resourceVersion } = obj.metadata;
     return (await this.track(
@@ -980,7 +1032,7 @@ export class KubernetesClient implements SourceClient {
           namespace,
           plural: KINDS[kind].plural,
           name,
-          body: { metadata: { resourceVersion, finalizers } },
+          body: { metadata: { resourceVersion, finalizers }, ...(bind ? { spec: bind } : {}) },
           fieldManager: FIELD_MANAGER,
         },
         mergePatchHeader(),

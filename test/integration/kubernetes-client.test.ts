@@ -357,7 +357,8 @@ describe('Kubernetes mode against a real API server', () => {
     expect(c?.metadata.finalizers).toEqual([FINALIZER]);
     expect(c?.status?.observedGeneration).toBe(c?.metadata.generation);
     expect(c?.status?.ip).toMatch(/^10\.79\./);
-    // Written by the status subresource, with our field manager; spec only by kubectl.
+    // Written by the status subresource, with our field manager; of the spec only the binding
+    // to this node (spec.nodeName, set with the finalizer), the rest only by kubectl.
     const fields = (
       JSON.parse(
         await kubectl([
@@ -376,7 +377,11 @@ describe('Kubernetes mode against a real API server', () => {
     ).metadata.managedFields;
     const ours = fields.filter((f) => f.manager === 'conductor-agent');
     expect(ours.map((f) => f.subresource ?? 'main').sort()).toEqual(['main', 'status']);
-    for (const f of ours) expect(JSON.stringify(f.fieldsV1)).not.toContain('f:spec');
+    const spec = ours.map((f) => (f.fieldsV1 as { 'f:spec'?: object })['f:spec']);
+    expect(spec.filter((s) => s !== undefined)).toEqual([{ 'f:nodeName': {} }]);
+    expect((await waitFor<Container>('containers', 'web', runningWithIp))?.spec.nodeName).toBe(
+      NODE,
+    );
 
     const info = await ctl?.runtime.find(containerIdFor(NS, 'web'));
     expect(info?.status).toBe('running');
@@ -556,9 +561,14 @@ describe('Kubernetes mode against a real API server', () => {
       while (!warned.some((w) => /^watch of containers silent/.test(w)) && Date.now() < until)
         await sleep(50);
       expect(warned.filter((w) => /^watch of containers silent/.test(w)).length).toBeGreaterThan(0);
-      await kubectl(['apply', '-f', '-'], containerJson('watched', {}));
+      // Bound to the agent's node: the other client (another node's view) caches it without
+      // claiming or finalizing it.
+      await kubectl(['apply', '-f', '-'], containerJson('watched', { nodeName: NODE }));
       const seen = Date.now() + 10_000;
-      while (!other.get('Container', `${NS}/watched`) && Date.now() < seen) await sleep(20);
+      // Seen at once, with the finalizer once the agent of its node has added it.
+      const finalized = (): boolean =>
+        other.get('Container', `${NS}/watched`)?.metadata.finalizers?.includes(FINALIZER) ?? false;
+      while (!finalized() && Date.now() < seen) await sleep(20);
       expect(other.get('Container', `${NS}/watched`)?.metadata.finalizers).toContain(FINALIZER);
     } finally {
       await other.stop();
