@@ -1,0 +1,195 @@
+/**
+ * Two agents on one real API server, as two nodes (issue 11): unbound Containers are claimed by
+ * exactly one of them and run there and nowhere else; a Container runs where spec.nodeName says;
+ * an agent that stops renewing its Lease has its Containers marked Unknown by the other within
+ * the Lease's duration, and written back by itself when it returns (adopting them, not
+ * restarting them). Both agents run in this process, each with its own state dir, installation
+ * (cgroup parent, bridge, nftables table) and network range. Needs root.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
+import type { Container, Image } from '../../controller/api/types.generated.js';
+import { containerIdFor } from '../../controller/controllers/container.js';
+import { runController, type RunningController } from '../../controller/manager.js';
+import { RuntimeCore, silentLogger } from '../../runtime-core/src/index.js';
+import { CONTROL_PLANE_BUILD_TIMEOUT, ControlPlane } from '../fixtures/control-plane.js';
+import { REPO_ROOT, testNetwork } from '../fixtures/controller.js';
+import { busyboxImage } from '../fixtures/images.js';
+import {
+  FIXTURE_ROOT,
+  assertNoLeaks,
+  hostSnapshot,
+  pushImage,
+  startRegistry,
+  uniqueId,
+  type HostSnapshot,
+  type Registry,
+} from '../fixtures/index.js';
+
+const NS = uniqueId('k8n');
+/** Short Leases: a node is lost 3 s after its last renewal. */
+const LEASE = { durationSeconds: 3, renewMs: 500 };
+
+interface Agent {
+  node: string;
+  stateDir: string;
+  network: ReturnType<typeof testNetwork>;
+  ctl?: RunningController;
+}
+
+let base: string;
+let cp: ControlPlane;
+let registry: Registry;
+let before: HostSnapshot;
+const agents: Agent[] = [];
+
+function startAgent(a: Agent): Promise<RunningController> {
+  return runController({
+    kubeconfig: cp.kubeconfig,
+    nodeName: a.node,
+    stateDir: a.stateDir,
+    metricsAddr: '127.0.0.1:0',
+    network: a.network,
+    logger: silentLogger,
+    images: { buildIdPrefix: `${NS}-build` },
+    lease: LEASE,
+  }).then((ctl) => (a.ctl = ctl));
+}
+
+function containerJson(name: string, spec: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    apiVersion: 'conductor.dev/v1alpha1',
+    kind: 'Container',
+    metadata: { name, namespace: NS },
+    spec: {
+      image: 'busybox',
+      command: ['sleep', '3600'],
+      terminationGracePeriodSeconds: 1,
+      ...spec,
+    },
+  });
+}
+
+const running = (o: Container | undefined): boolean =>
+  o?.status?.phase === 'Running' && o.status.reason === undefined && o.spec.nodeName !== undefined;
+
+const readyOf = (o: Container | undefined): string | undefined =>
+  o?.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+
+beforeAll(async () => {
+  before = hostSnapshot();
+  base = mkdtempSync(join(FIXTURE_ROOT, `${NS}-`));
+  cp = await ControlPlane.up(join(base, 'control-plane'));
+  await cp.kubectl(['apply', '-f', join(REPO_ROOT, 'crds')]);
+  await cp.kubectl([
+    'wait',
+    '--for=condition=Established',
+    '--timeout=60s',
+    ...['images', 'containers', 'services'].map((p) => `crd/${p}.conductor.dev`),
+  ]);
+  await cp.kubectl(['create', 'namespace', NS]);
+  registry = await startRegistry({ prefix: NS });
+  await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);
+  for (const n of ['a', 'b']) {
+    const stateDir = join(base, `state-${n}`);
+    mkdirSync(stateDir);
+    agents.push({ node: `${NS}-${n}`, stateDir, network: testNetwork() });
+  }
+  for (const a of agents) await startAgent(a);
+  await cp.kubectl(
+    ['apply', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'conductor.dev/v1alpha1',
+      kind: 'Image',
+      metadata: { name: 'busybox', namespace: NS },
+      spec: { from: `${registry.host}/${NS}/busybox:1`, registry: { tlsVerify: false } },
+    }),
+  );
+  await cp.waitFor<Image>('images', NS, 'busybox', (o) => o?.status?.phase === 'Ready');
+}, CONTROL_PLANE_BUILD_TIMEOUT);
+
+afterAll(async () => {
+  for (const a of agents) {
+    await a.ctl?.stop();
+    const core = await RuntimeCore.open({ stateDir: a.stateDir, network: a.network });
+    try {
+      await core.removeAll();
+    } finally {
+      await core.close();
+    }
+  }
+  await registry?.stop();
+  await cp?.down();
+  if (base) rmSync(base, { recursive: true, force: true });
+  assertNoLeaks(before, { idPrefix: NS });
+}, 120_000);
+
+describe('two agents as two nodes', () => {
+  const [a, b] = [0, 1].map((i) => () => agents[i] as Agent) as [() => Agent, () => Agent];
+
+  it('each unbound Container is claimed by one agent and runs there only; a bound one where it says', async () => {
+    const names = ['c1', 'c2', 'c3', 'c4', 'c5'];
+    await cp.kubectl(
+      ['apply', '-f', '-'],
+      [...names.map((n) => containerJson(n)), containerJson('on-b', { nodeName: b().node })].join(
+        '\n',
+      ),
+    );
+    for (const name of [...names, 'on-b']) {
+      const c = await cp.waitFor<Container>('containers', NS, name, running);
+      const node = c?.spec.nodeName;
+      expect([a().node, b().node]).toContain(node);
+      if (name === 'on-b') expect(node).toBe(b().node);
+      // Run by the agent of its node, and only there.
+      const id = containerIdFor(NS, name);
+      const where = await Promise.all(
+        agents.map(async (x) => (await x.ctl?.runtime.find(id)) !== undefined),
+      );
+      expect(where).toEqual(agents.map((x) => x.node === node));
+    }
+  }, 120_000);
+
+  it("marks a stopped agent's Containers Unknown within its Lease, and it writes them back when it returns", async () => {
+    const pid = (await cp.get<Container>('containers', NS, 'on-b'))?.status?.pid;
+    expect(pid).toBeGreaterThan(1);
+    await b().ctl?.stop();
+    b().ctl = undefined;
+    // The other agent sees b's Lease expire (3 s) and marks b's Containers.
+    const lost = await cp.waitFor<Container>(
+      'containers',
+      NS,
+      'on-b',
+      (o) => o?.status?.phase === 'Unknown',
+      15_000,
+    );
+    expect(lost?.status).toMatchObject({
+      reason: 'NodeLost',
+      message: expect.stringContaining(`node ${b().node} stopped renewing its lease`),
+    });
+    expect(readyOf(lost)).toBe('False');
+    const events = await cp.kubectl([
+      'get',
+      'events.events.k8s.io',
+      '-n',
+      NS,
+      '--field-selector',
+      'regarding.name=on-b',
+      '-o',
+      'jsonpath={.items[*].reason}',
+    ]);
+    expect(events.split(' ')).toContain('NodeNotReady');
+    // a's Containers are untouched.
+    for (const name of ['c1', 'c2', 'c3', 'c4', 'c5']) {
+      const c = await cp.get<Container>('containers', NS, name);
+      if (c?.spec.nodeName === a().node) expect(c.status?.phase).toBe('Running');
+    }
+    // b comes back: it adopts its Containers (the same process) and writes them Running.
+    await startAgent(b());
+    const back = await cp.waitFor<Container>('containers', NS, 'on-b', running, 30_000);
+    expect(back?.status?.pid).toBe(pid);
+    expect(readyOf(back)).toBe('True');
+  }, 120_000);
+});
