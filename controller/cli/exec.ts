@@ -8,23 +8,31 @@
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 
-import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand } from './flags.js';
 import { CliError, UsageError, type CliIO } from './io.js';
+import {
+  clusterTarget,
+  COMMON_OPTIONS,
+  NAMESPACE_OPTION,
+  NODE_OPTIONS,
+  parseCommand,
+  NODE_OPTIONS_USAGE,
+  type ClusterTarget,
+} from './flags.js';
 import { containerOf } from './logs.js';
 
 export const EXEC_USAGE = `Run a command in a running Container.
 
 Usage:
-  conductor exec [-i] NAME [-n NS] -- CMD [ARG...]
+  conductor exec [-i] NAME [-n NS] [--kubeconfig PATH [--node-name NODE]] -- CMD [ARG...]
 
 Options:
   -i, --stdin             pass this terminal's stdin to the command
   -t, --tty               allocate a terminal in the container (with -i: an interactive shell)
   -n, --namespace NS      namespace (default "default")
       --state-dir DIR     state directory (default /var/lib/conductor)
-`;
+${NODE_OPTIONS_USAGE}`;
 
-export interface ExecArgs {
+export interface ExecArgs extends ClusterTarget {
   help: boolean;
   stateDir: string;
   namespace: string;
@@ -47,6 +55,7 @@ export function parseExecArgs(argv: string[]): ExecArgs {
         ...NAMESPACE_OPTION,
         stdin: { type: 'boolean', short: 'i', default: false },
         tty: { type: 'boolean', short: 't', default: false },
+        ...NODE_OPTIONS,
       },
       allowPositionals: true,
       strict: true,
@@ -58,6 +67,7 @@ export function parseExecArgs(argv: string[]): ExecArgs {
     namespace: values.namespace,
     stdin: values.stdin,
     tty: values.tty,
+    ...clusterTarget(values),
   };
   if (values.help) return { ...base, name: '', command: [] };
   const [name, ...rest] = positionals;
@@ -83,7 +93,7 @@ export async function exec(argv: string[], io: CliIO): Promise<number> {
     io.stdout(EXEC_USAGE);
     return 0;
   }
-  const { id, runtime } = await containerOf(args);
+  const { id, runtime } = await containerOf(args, io.cwd);
   const child = runtime.exec(id, args.command, {
     tty: args.tty,
     stdio: [args.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],

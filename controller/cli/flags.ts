@@ -49,3 +49,30 @@ export function parseCount(
   }
   return Number(value);
 }
+
+/** Kubernetes mode for logs and exec: the Container is read from the API server. */
+export interface ClusterTarget {
+  kubeconfig?: string;
+  /** This node's name (the agent's --node-name; default the hostname). */
+  nodeName?: string;
+}
+
+export const NODE_OPTIONS = {
+  kubeconfig: { type: 'string' },
+  'node-name': { type: 'string' },
+} as const;
+
+export const NODE_OPTIONS_USAGE = `      --kubeconfig PATH   Kubernetes mode: the Container from the API server of PATH; it must
+                          run on this node (its logs and processes are here), else its node is named
+      --node-name NODE    this node's name, as its agent's --node-name (default the hostname)
+`;
+
+export function clusterTarget(values: {
+  kubeconfig?: string;
+  'node-name'?: string;
+}): ClusterTarget {
+  return {
+    ...(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : {}),
+    ...(values['node-name'] !== undefined ? { nodeName: values['node-name'] } : {}),
+  };
+}

@@ -3,12 +3,24 @@
  * (container.log, through ContainerRuntime.logs), printed as `docker logs` does: what the
  * container wrote to stdout goes to stdout, stderr to stderr, one line each, no timestamps.
  */
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { COMMON_OPTIONS, NAMESPACE_OPTION, parseCommand, parseCount } from './flags.js';
+import {
+  clusterTarget,
+  COMMON_OPTIONS,
+  NAMESPACE_OPTION,
+  NODE_OPTIONS,
+  NODE_OPTIONS_USAGE,
+  parseCommand,
+  parseCount,
+  type ClusterTarget,
+} from './flags.js';
 import { pluralResourceName } from './format.js';
 import { CliError, UsageError, untilInterrupted, type CliIO } from './io.js';
 import { StateDir } from './state.js';
+import { ClusterReader } from './cluster.js';
 import {
   containerIdFor,
   ContainerNotFoundError,
@@ -18,16 +30,16 @@ import {
 export const LOGS_USAGE = `Print the logs of a Container.
 
 Usage:
-  conductor logs [-f] [--tail N] NAME [-n NS]
+  conductor logs [-f] [--tail N] NAME [-n NS] [--kubeconfig PATH [--node-name NODE]]
 
 Options:
   -f, --follow            keep printing new lines until the container exits (or Ctrl-C)
       --tail N            only the last N lines
   -n, --namespace NS      namespace (default "default")
       --state-dir DIR     state directory (default /var/lib/conductor)
-`;
+${NODE_OPTIONS_USAGE}`;
 
-export interface LogsArgs {
+export interface LogsArgs extends ClusterTarget {
   help: boolean;
   stateDir: string;
   namespace: string;
@@ -43,6 +55,7 @@ export function parseLogsArgs(argv: string[]): LogsArgs {
       options: {
         ...COMMON_OPTIONS,
         ...NAMESPACE_OPTION,
+        ...NODE_OPTIONS,
         follow: { type: 'boolean', short: 'f', default: false },
         tail: { type: 'string' },
       },
@@ -56,6 +69,7 @@ export function parseLogsArgs(argv: string[]): LogsArgs {
     namespace: values.namespace,
     follow: values.follow,
     tail: parseCount('tail', values.tail, 'logs'),
+    ...clusterTarget(values),
   };
   if (values.help) return { ...base, name: '' };
   // `logs container web` / `logs containers/web` as kubectl takes them, and plain `logs web`.
@@ -72,13 +86,39 @@ export function parseLogsArgs(argv: string[]): LogsArgs {
 /**
  * The Container named on the command line, as the runtime core knows it: its id (its
  * status.containerID, or the id the controller will give it) and the core on its state dir.
+ * With a kubeconfig the Container comes from the API server, and it must be bound to this node:
+ * its container, logs and processes are on the node that runs it, and the error names that one.
  */
-export async function containerOf(args: {
-  stateDir: string;
-  namespace: string;
-  name: string;
-}): Promise<{ id: string; runtime: RuntimeCore }> {
-  const id = await containerIdOf(new StateDir(args.stateDir), args.namespace, args.name);
+export async function containerOf(
+  args: { stateDir: string; namespace: string; name: string } & ClusterTarget,
+  cwd = process.cwd(),
+): Promise<{ id: string; runtime: RuntimeCore }> {
+  let id: string;
+  if (args.kubeconfig === undefined) {
+    id = await containerIdOf(new StateDir(args.stateDir), args.namespace, args.name);
+  } else {
+    const reader = await ClusterReader.open(resolve(cwd, args.kubeconfig));
+    const obj = await reader.getObject('Container', args.namespace, args.name);
+    if (!obj)
+      throw new CliError(
+        `${pluralResourceName('Container')} ${JSON.stringify(args.name)} not found in namespace ${args.namespace}`,
+      );
+    const here = args.nodeName ?? hostname().toLowerCase();
+    const node = obj.spec?.nodeName;
+    const what = `container ${args.namespace}/${args.name}`;
+    if (typeof node !== 'string' || node === '')
+      throw new CliError(`${what} is not bound to a node yet: no agent runs it`);
+    if (node !== here)
+      throw new CliError(
+        `${what} runs on node ${node}, not on this node (${here}): run the command there, ` +
+          `on ${node}'s agent's state dir`,
+      );
+    const status = obj.status?.containerID;
+    id =
+      typeof status === 'string' && status !== ''
+        ? status
+        : containerIdFor(args.namespace, args.name);
+  }
   return { id, runtime: new RuntimeCore({ stateDir: args.stateDir }) };
 }
 
@@ -102,7 +142,7 @@ export async function logs(argv: string[], io: CliIO): Promise<number> {
     io.stdout(LOGS_USAGE);
     return 0;
   }
-  const { id, runtime } = await containerOf(args);
+  const { id, runtime } = await containerOf(args, io.cwd);
   // Ctrl-C ends a follow like a signal ends `docker logs -f`: exit status 128 + signal number.
   return untilInterrupted(io, async (signal) => {
     try {

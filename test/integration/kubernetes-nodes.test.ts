@@ -12,6 +12,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
 import type { Container, Image } from '../../controller/api/types.generated.js';
+import { exec } from '../../controller/cli/exec.js';
+import type { CliIO } from '../../controller/cli/io.js';
+import { logs } from '../../controller/cli/logs.js';
 import { containerIdFor } from '../../controller/controllers/container.js';
 import { runController, type RunningController } from '../../controller/manager.js';
 import { RuntimeCore, silentLogger } from '../../runtime-core/src/index.js';
@@ -151,6 +154,50 @@ describe('two agents as two nodes', () => {
       expect(where).toEqual(agents.map((x) => x.node === node));
     }
   }, 120_000);
+
+  it('logs and exec --kubeconfig work on the node that runs the container, and name it elsewhere', async () => {
+    const out: string[] = [];
+    const io: CliIO = {
+      stdout: (t) => out.push(t),
+      stderr: (t) => out.push(t),
+      cwd: process.cwd(),
+      now: () => new Date(),
+      signals: process,
+    };
+    const on = (x: Agent): string[] => [
+      '--kubeconfig',
+      cp.kubeconfig,
+      '--node-name',
+      x.node,
+      '--state-dir',
+      x.stateDir,
+    ];
+    await cp.kubectl(
+      ['apply', '-f', '-'],
+      containerJson('talks', {
+        nodeName: a().node,
+        command: ['sh', '-c', 'echo hello from a; sleep 3600'],
+      }),
+    );
+    await cp.waitFor<Container>('containers', NS, 'talks', running);
+    let code = -1;
+    for (let i = 0; i < 50 && !out.join('').includes('hello from a'); i++) {
+      out.length = 0;
+      code = await logs(['talks', '-n', NS, ...on(a())], io);
+    }
+    expect([code, out.join('')]).toEqual([0, 'hello from a\n']);
+    // From the other node: refused, naming where it runs.
+    await expect(logs(['talks', '-n', NS, ...on(b())], io)).rejects.toThrow(
+      `container ${NS}/talks runs on node ${a().node}, not on this node (${b().node})`,
+    );
+    await expect(exec(['talks', '-n', NS, ...on(b()), '--', 'true'], io)).rejects.toThrow(
+      `runs on node ${a().node}`,
+    );
+    expect(await exec(['talks', '-n', NS, ...on(a()), '--', 'true'], io)).toBe(0);
+    await expect(logs(['nobody', '-n', NS, ...on(a())], io)).rejects.toThrow(
+      `containers.conductor.dev "nobody" not found in namespace ${NS}`,
+    );
+  }, 60_000);
 
   it("marks a stopped agent's Containers Unknown within its Lease, and it writes them back when it returns", async () => {
     const pid = (await cp.get<Container>('containers', NS, 'on-b'))?.status?.pid;
