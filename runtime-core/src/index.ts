@@ -41,6 +41,7 @@ import {
   type Attachment,
   type NetworkOptions,
   type NodeNetworkInfo,
+  type PeerRoute,
 } from './network/network.js';
 import type { DnsRecord } from './network/dns.js';
 import type { PortMapping } from './network/host-ports.js';
@@ -91,6 +92,7 @@ export {
   type Attachment,
   type NetworkOptions,
   type NodeNetworkInfo,
+  type PeerRoute,
 } from './network/network.js';
 export type { ServiceEndpointRule, ServicePortRule, ServiceRule } from './network/service-proxy.js';
 export type { DnsRecord } from './network/dns.js';
@@ -373,6 +375,11 @@ export class RuntimeCore {
 
   releasePorts(holder: string): void {
     this.network.releasePorts(holder);
+  }
+
+  /** Routes to the other nodes' containers: each one's range through its address (host-gw). */
+  setPeerRoutes(peers: readonly PeerRoute[]): Promise<void> {
+    return this.network.setPeerRoutes(peers);
   }
 
   /** One group of DNS records (a Service's, a Container's); none removes the group. */

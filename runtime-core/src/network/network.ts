@@ -50,10 +50,18 @@ export const RUN_DIR = '/run/conductor';
 export const CNI_BIN_DIRS = ['/usr/lib/cni', '/opt/cni/bin'];
 /** Metric of the fallback routes: behind the bridge's (kernel, metric 0) and any a user adds. */
 const FALLBACK_METRIC = 4242;
+/** The routing protocol number Conductor's routes to other nodes' ranges carry, to find them. */
+export const PEER_ROUTE_PROTO = '250';
 
 export interface NetworkOptions {
-  /** The container range (bridge subnet of Conductor's own conflist). */
+  /** The container range: the cluster's (one node: the bridge subnet of Conductor's conflist). */
   containerCidr?: string;
+  /**
+   * This node's part of containerCidr (several nodes, Kubernetes mode): its bridge subnet and
+   * its containers' addresses; the rest of containerCidr is other nodes', reached through them
+   * (setPeerRoutes). Default: all of containerCidr.
+   */
+  nodeCidr?: string;
   /** The ClusterIP range. */
   serviceCidr?: string;
   /** An operator's conflist directory: its first .conflist/.conf (by name) is used as is. */
@@ -113,6 +121,8 @@ export interface NodeNetworkInfo {
   bridge: string;
   gateway: string;
   containerCidr: string;
+  /** This node's part of containerCidr (all of it on a single node). */
+  nodeCidr: string;
   serviceCidr: string;
   conflist: string;
   table: string;
@@ -129,6 +139,8 @@ export interface NodeNetworkInfo {
  */
 interface HostRecord {
   containerCidr: string;
+  /** This node's part of it (absent: all of it). */
+  nodeCidr?: string;
   serviceCidr: string;
   bridge: string;
   table: string;
@@ -154,8 +166,15 @@ export async function recordedNetwork(stateDir: string): Promise<NetworkOptions 
   return {
     containerCidr: record.containerCidr,
     serviceCidr: record.serviceCidr,
+    ...(record.nodeCidr !== undefined ? { nodeCidr: record.nodeCidr } : {}),
     ...(record.cniConfDir !== undefined ? { cniConfDir: record.cniConfDir } : {}),
   };
+}
+
+/** A route to another node's containers (host-gw): their range, through that node's address. */
+export interface PeerRoute {
+  cidr: string;
+  via: string;
 }
 
 async function sh(cmd: string, args: string[]): Promise<string> {
@@ -174,6 +193,7 @@ const FORWARD = '/proc/sys/net/ipv4/ip_forward';
 
 export class NodeNetwork {
   readonly containerCidr: Cidr;
+  readonly nodeCidr: Cidr;
   readonly serviceCidr: Cidr;
   readonly domain: string;
   readonly dir: string;
@@ -215,6 +235,19 @@ export class NodeNetwork {
     }
     if (this.containerCidr.prefix > 30)
       throw new NetworkError(`containerCidr ${this.containerCidr.text}: needs at least a /30`);
+    // A node's range is recorded with the cluster's it belongs to: another cluster range given
+    // means the recorded one is not this node's any more.
+    const recordedNode =
+      recorded?.containerCidr === this.containerCidr.text ? recorded.nodeCidr : undefined;
+    this.nodeCidr = parseCidr(opts.nodeCidr ?? recordedNode ?? this.containerCidr.text, 'nodeCidr');
+    if (
+      this.nodeCidr.base < this.containerCidr.base ||
+      this.nodeCidr.base + this.nodeCidr.size > this.containerCidr.base + this.containerCidr.size ||
+      this.nodeCidr.prefix > 30
+    )
+      throw new NetworkError(
+        `nodeCidr ${this.nodeCidr.text}: must be a block of at least /30 inside containerCidr ${this.containerCidr.text}`,
+      );
     this.domain = opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
     this.log = logger;
   }
@@ -336,8 +369,8 @@ export class NodeNetwork {
             ranges: [
               [
                 {
-                  subnet: this.containerCidr.text,
-                  gateway: cidrAddress(this.containerCidr, 1),
+                  subnet: this.nodeCidr.text,
+                  gateway: cidrAddress(this.nodeCidr, 1),
                 },
               ],
             ],
@@ -355,19 +388,20 @@ export class NodeNetwork {
     const bridgePlugin = conf.plugins.find((p) => p.type === 'bridge');
     const bridge =
       typeof bridgePlugin?.bridge === 'string' ? bridgePlugin.bridge : this.defaultBridge;
-    const gateway = cidrAddress(this.containerCidr, 1);
+    const gateway = cidrAddress(this.nodeCidr, 1);
     // An operator's conflist decides the addresses; the rules and routes are for the range
     // Conductor was given: they must be the same one.
     const subnets = ipamSubnets(bridgePlugin?.ipam);
-    if (subnets.length && !subnets.includes(this.containerCidr.text)) {
+    if (subnets.length && !subnets.includes(this.nodeCidr.text)) {
       throw new NetworkError(
-        `${file}: its IPAM subnet ${subnets.join(', ')} is not the container range ${this.containerCidr.text}: start with --container-cidr ${subnets[0] ?? ''}`,
+        `${file}: its IPAM subnet ${subnets.join(', ')} is not the container range ${this.nodeCidr.text}: start with --container-cidr ${subnets[0] ?? ''}`,
       );
     }
     let record = await this.hostRecord();
     if (
       record &&
       (record.containerCidr !== this.containerCidr.text ||
+        (record.nodeCidr ?? record.containerCidr) !== this.nodeCidr.text ||
         record.serviceCidr !== this.serviceCidr.text ||
         record.bridge !== bridge)
     ) {
@@ -384,6 +418,7 @@ export class NodeNetwork {
     await this.checkRoutes(bridge);
     record ??= {
       containerCidr: this.containerCidr.text,
+      ...(this.nodeCidr.text !== this.containerCidr.text ? { nodeCidr: this.nodeCidr.text } : {}),
       serviceCidr: this.serviceCidr.text,
       bridge,
       table: this.installation,
@@ -397,7 +432,7 @@ export class NodeNetwork {
       record.bridgeCreated = true;
       await writeJsonAtomic(join(this.dir, 'host.json'), record);
     }
-    await ip('addr', 'replace', `${gateway}/${this.containerCidr.prefix}`, 'dev', bridge);
+    await ip('addr', 'replace', `${gateway}/${this.nodeCidr.prefix}`, 'dev', bridge);
     await ip('link', 'set', bridge, 'up');
     await writeFile(FORWARD, '1');
     // The container range: the bridge's own route, and behind it an unreachable one.
@@ -450,6 +485,7 @@ export class NodeNetwork {
       bridge,
       gateway,
       containerCidr: this.containerCidr.text,
+      nodeCidr: this.nodeCidr.text,
       serviceCidr: this.serviceCidr.text,
       conflist: file,
       table: this.installation,
@@ -468,9 +504,11 @@ export class NodeNetwork {
       dst: string;
       dev?: string;
       type?: string;
+      protocol?: string;
     }[];
     for (const r of routes) {
       if (r.dst === 'default' || r.dev === bridge || r.type === 'unreachable') continue;
+      if (r.protocol === PEER_ROUTE_PROTO) continue; // ours, to another node's containers
       const dst = r.dst.includes('/') ? r.dst : `${r.dst}/32`;
       let c: Cidr;
       try {
@@ -801,6 +839,31 @@ export class NodeNetwork {
   }
 
   /**
+   * Routes to the other nodes' containers (host-gw, as flannel's and kindnet's): each node's
+   * range through that node's address. Replaces what was there: routes of nodes not given any
+   * more go. They carry protocol PEER_ROUTE_PROTO, so they are found again after a restart and
+   * removed at teardown.
+   */
+  async setPeerRoutes(peers: readonly PeerRoute[]): Promise<void> {
+    await this.ensure();
+    for (const p of peers) {
+      const c = parseCidr(p.cidr, 'peer route');
+      if (cidrsOverlap(c, this.nodeCidr) || !cidrsOverlap(c, this.containerCidr))
+        throw new NetworkError(
+          `peer route ${p.cidr} via ${p.via}: not another node's part of ${this.containerCidr.text}`,
+        );
+      parseIPv4(p.via);
+    }
+    const wanted = new Map(peers.map((p) => [p.cidr, p.via]));
+    for (const r of await peerRoutes()) {
+      if (wanted.get(r.dst) === r.gateway) wanted.delete(r.dst);
+      else await ip('route', 'del', r.dst, 'proto', PEER_ROUTE_PROTO).catch(() => undefined);
+    }
+    for (const [cidr, via] of wanted)
+      await ip('route', 'replace', cidr, 'via', via, 'proto', PEER_ROUTE_PROTO);
+  }
+
+  /**
    * Removes the node side (service table, DNS, routes, the bridge if Conductor made it, IPv4
    * forwarding as it was): when no container uses it any more. Attachments left are an error.
    */
@@ -840,7 +903,10 @@ export class NodeNetwork {
     await (
       this.dns ??
       new DnsServer({
-        listenAddress: cidrAddress(parseCidr(record.containerCidr, 'containerCidr'), 1),
+        listenAddress: cidrAddress(
+          parseCidr(record.nodeCidr ?? record.containerCidr, 'nodeCidr'),
+          1,
+        ),
         dir: this.dnsDir,
         domain: this.domain,
         logger: this.log,
@@ -852,6 +918,9 @@ export class NodeNetwork {
       );
     }
     await ip('route', 'del', record.serviceCidr, 'dev', record.bridge).catch(() => undefined);
+    for (const r of await peerRoutes())
+      if (cidrsOverlap(parseCidr(r.dst, 'route'), parseCidr(record.containerCidr, 'containerCidr')))
+        await ip('route', 'del', r.dst, 'proto', PEER_ROUTE_PROTO).catch(() => undefined);
     if (record.bridgeCreated && (await linkExists(record.bridge)))
       await ip('link', 'del', record.bridge);
     if (record.ipForward !== undefined) await writeFile(FORWARD, record.ipForward);
@@ -859,6 +928,15 @@ export class NodeNetwork {
     await rmdir(join(RUN_DIR, 'dns')).catch(() => undefined); // the last installation's
     await rm(join(this.dir, 'host.json'), { force: true });
   }
+}
+
+/** Conductor's routes to other nodes' ranges in this network namespace. */
+async function peerRoutes(): Promise<{ dst: string; gateway?: string }[]> {
+  const routes = JSON.parse(await ip('-j', '-4', 'route', 'show', 'proto', PEER_ROUTE_PROTO)) as {
+    dst: string;
+    gateway?: string;
+  }[];
+  return routes.map((r) => ({ ...r, dst: r.dst.includes('/') ? r.dst : `${r.dst}/32` }));
 }
 
 /** The subnets of a host-local-style `ipam` ({ranges: [[{subnet}]]} or {subnet}). */
