@@ -33,12 +33,16 @@ import type { Reconciler } from './reconcile/result.js';
 import { DisposableStore } from './reconcile/lifecycle.js';
 import { DirectoryClient } from './source/directory-client.js';
 import type { InClusterConfig, KubernetesClient } from './source/kubernetes-client.js';
-import type { LeaseTiming } from './source/node-lease.js';
+import type { LeaseTiming, NodeLease } from './source/node-lease.js';
 import { StateStore } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import {
   baseImageName,
+  DEFAULT_CONTAINER_CIDR,
+  defaultRouteAddress,
+  parseCidr,
   procStartTime,
+  recordedNetwork,
   RuntimeCore,
   silentLogger,
   type Logger,
@@ -102,6 +106,13 @@ export interface RunControllerOptions {
   nodeName?: string;
   /** Kubernetes mode: the node Lease's duration and renewal (default 40 s, every 10 s). */
   lease?: LeaseTiming;
+  /**
+   * Kubernetes mode: the address other nodes reach this node's containers through (default:
+   * the source address of the host's default route).
+   */
+  nodeIp?: string;
+  /** Kubernetes mode: the size of each node's part of the container range (default /24). */
+  nodeCidrMaskSize?: number;
 }
 
 export interface RunningController {
@@ -150,6 +161,15 @@ async function startController(
   const server = new MetricsServer({ metrics, addr: opts.metricsAddr ?? DEFAULT_METRICS_ADDR });
   const metricsAddress = await server.start();
   owned.defer(() => server.stop());
+  const kubernetes =
+    opts.kubeconfig !== undefined || opts.inCluster !== undefined
+      ? await openKubernetesClient(opts, log)
+      : undefined;
+  // Kubernetes mode: this node's Lease, and through it its part of the container range (the
+  // other nodes' parts are theirs) before the network is opened with it.
+  const nodeLease = kubernetes ? await claimNodeRange(kubernetes, opts, stateDir, log) : undefined;
+  const network = nodeLease ? { ...opts.network, nodeCidr: nodeLease.cidr } : opts.network;
+
   // One installation per name on this host: the core claims it while it is open.
   const runtime = await RuntimeCore.open({
     stateDir,
@@ -157,16 +177,11 @@ async function startController(
     logger: log,
     ...(opts.runtime ? { containers: opts.runtime } : {}),
     ...(opts.images ? { images: opts.images } : {}),
-    ...(opts.network ? { network: opts.network } : {}),
+    ...(network ? { network } : {}),
   });
   owned.defer(() => runtime.close());
   // Off the first container's path: compiled while the rest starts up (never fails).
   const runtimePrepared = runtime.prepare();
-
-  const kubernetes =
-    opts.kubeconfig !== undefined || opts.inCluster !== undefined
-      ? await openKubernetesClient(opts, log)
-      : undefined;
   const client: SourceClient =
     kubernetes ??
     (await DirectoryClient.open({
@@ -311,15 +326,23 @@ async function startController(
     });
   // Kubernetes mode: this node's heartbeat, and the other nodes' read (a lost node's
   // Containers are marked Unknown until its agent is back).
-  if (kubernetes) {
-    const { NodeLease } = await import('./source/node-lease.js');
-    const lease = new NodeLease({
-      kc: kubernetes.kubeConfig,
-      nodeName: kubernetes.nodeName,
-      ...(opts.lease ? { timing: opts.lease } : {}),
-      log,
+  if (nodeLease) {
+    const { lease } = nodeLease;
+    lease.on({
       lost: (node, since) => markNodeLost(ctx, node, since),
       back: () => undefined,
+      // Routes to the other nodes' parts of this cluster range; nodes on this host (the same
+      // address) reach each other's bridges directly.
+      peers: (ranges) =>
+        runtime
+          .setPeerRoutes(
+            ranges
+              .filter((r) => r.ip !== nodeLease.ip && nodeLease.cluster.contains(r.cidr))
+              .map((r) => ({ cidr: r.cidr, via: r.ip })),
+          )
+          .catch((err: unknown) =>
+            log.error('routing to the other nodes failed', { error: String(err) }),
+          ),
     });
     await lease.start();
     owned.defer(() => lease.stop());
@@ -358,6 +381,54 @@ async function startController(
       return stopping;
     },
   };
+}
+
+/**
+ * This node's Lease (not renewed yet: start() does that) and the part of the cluster's container
+ * range it holds, with the address the other nodes reach it through (--node-ip, else the source
+ * address of the host's default route).
+ */
+async function claimNodeRange(
+  client: KubernetesClient,
+  opts: RunControllerOptions,
+  stateDir: string,
+  log: Logger,
+): Promise<{
+  lease: NodeLease;
+  cidr: string;
+  ip: string;
+  cluster: { contains(cidr: string): boolean };
+}> {
+  const { NodeLease } = await import('./source/node-lease.js');
+  const recorded = await recordedNetwork(stateDir);
+  const cluster = parseCidr(
+    opts.network?.containerCidr ?? recorded?.containerCidr ?? DEFAULT_CONTAINER_CIDR,
+    '--container-cidr',
+  );
+  // kube-controller-manager's --node-cidr-mask-size is 24; a test's small range gets quarters.
+  const mask = opts.nodeCidrMaskSize ?? Math.max(24, Math.min(30, cluster.prefix + 2));
+  if (mask < cluster.prefix || mask > 30)
+    throw new Error(
+      `node ranges of /${mask} do not fit in the container range ${cluster.text} (at most /30)`,
+    );
+  const ip = opts.nodeIp ?? (await defaultRouteAddress());
+  const lease = new NodeLease({
+    kc: client.kubeConfig,
+    nodeName: client.nodeName,
+    ...(opts.lease ? { timing: opts.lease } : {}),
+    log,
+  });
+  const cidr = await lease.claim(cluster, mask, ip);
+  log.info('this node holds a part of the container range', { cidr, nodeIp: ip });
+  const contains = (text: string): boolean => {
+    try {
+      const c = parseCidr(text, 'node range');
+      return c.base >= cluster.base && c.base + c.size <= cluster.base + cluster.size;
+    } catch {
+      return false;
+    }
+  };
+  return { lease, cidr, ip, cluster: { contains } };
 }
 
 /** Loaded only in Kubernetes mode: @kubernetes/client-node takes about 0.5 s to import. */

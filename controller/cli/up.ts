@@ -11,6 +11,7 @@ import {
   DEFAULT_SERVICE_CIDR,
   INSTALLATION_PATTERN,
   parseCidr,
+  parseIPv4,
   type Logger,
   type NetworkOptions,
 } from '../../runtime-core/src/index.js';
@@ -21,7 +22,8 @@ import { streamLogger } from './logger.js';
 export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
-  conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--state-dir DIR]
+  conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--node-ip IP]
+               [--state-dir DIR]
                [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
                [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
                [--cluster-domain DOMAIN] [--stuck-after SECONDS] [-v]
@@ -36,6 +38,9 @@ Options:
                                 of KUBERNETES_SERVICE_HOST/PORT, as the Pod's ServiceAccount
       --node-name NAME          Kubernetes mode: this node's name, the reporting instance of
                                 its events (default the hostname in lower case)
+      --node-ip IP              Kubernetes mode: the address the other nodes reach this one's
+                                containers through (default: the source address of the
+                                default route); each node holds a part of --container-cidr
       --state-dir DIR           state directory (default /var/lib/conductor)
       --metrics-addr HOST:PORT  /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDR})
       --concurrency N           containers reconciled at once (default 4)
@@ -62,6 +67,8 @@ export interface RunControllerOptions {
   inCluster?: { root?: string };
   /** Kubernetes mode: the node's name (the manager defaults it to the hostname). */
   nodeName?: string;
+  /** Kubernetes mode: the address other nodes reach this one's containers through. */
+  nodeIp?: string;
   stateDir: string;
   metricsAddr: string;
   logLevel: 'info' | 'debug';
@@ -94,6 +101,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         kubeconfig: { type: 'string' },
         'in-cluster': { type: 'boolean' },
         'node-name': { type: 'string' },
+        'node-ip': { type: 'string' },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
@@ -135,6 +143,19 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
   const kubeconfig = values.kubeconfig;
   const inCluster = values['in-cluster'] === true;
   const nodeName = values['node-name'];
+  const nodeIp = values['node-ip'];
+  if (nodeIp !== undefined) {
+    if (kubeconfig === undefined && !inCluster)
+      throw new UsageError(
+        '--node-ip is for Kubernetes mode (with --kubeconfig or --in-cluster)',
+        'up',
+      );
+    if (parseIPv4(nodeIp) === undefined)
+      throw new UsageError(
+        `--node-ip must be an IPv4 address, got ${JSON.stringify(nodeIp)}`,
+        'up',
+      );
+  }
   if ((kubeconfig !== undefined || inCluster) && values.watch !== undefined) {
     throw new UsageError(
       `--watch and ${inCluster ? '--in-cluster' : '--kubeconfig'} exclude each other: the objects come from a directory or from an API server`,
@@ -199,6 +220,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     ...(kubeconfig !== undefined ? { kubeconfig: resolve(cwd, kubeconfig) } : {}),
     ...(inCluster ? { inCluster: {} } : {}),
     ...(nodeName !== undefined ? { nodeName } : {}),
+    ...(nodeIp !== undefined ? { nodeIp } : {}),
     concurrency: { Container: concurrency },
     ...(stuckAfter !== undefined ? { stuckAfterMs: stuckSeconds * 1000 } : {}),
     watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
@@ -226,6 +248,7 @@ export async function up(
   if (args.kubeconfig !== undefined) opts.kubeconfig = args.kubeconfig;
   if (args.inCluster) opts.inCluster = args.inCluster;
   if (args.nodeName !== undefined) opts.nodeName = args.nodeName;
+  if (args.nodeIp !== undefined) opts.nodeIp = args.nodeIp;
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
   if (network) opts.network = network;

@@ -5,6 +5,12 @@
  * lost — what the node lifecycle controller concludes from a kubelet's Lease — and back when it
  * renews again. What to do about it (mark that node's Containers Unknown) is the caller's.
  *
+ * The Lease also says where the node's containers are: its part of the cluster's container
+ * range (annotation conductor.dev/node-cidr, the lowest part no other Lease holds, kept across
+ * restarts) and the address other nodes reach them through (conductor.dev/node-ip). Every agent
+ * routes each other node's part through that address (host-gw), so containers on different
+ * nodes reach each other and every node's Services reach every endpoint.
+ *
  * The Lease is left in place when the agent stops: the containers it ran keep running, and its
  * expiry is how the other agents learn the node is gone.
  */
@@ -16,7 +22,7 @@ import {
   type V1Lease,
 } from '@kubernetes/client-node';
 
-import type { Logger } from '../../runtime-core/src/index.js';
+import { formatIPv4, type Cidr, type Logger } from '../../runtime-core/src/index.js';
 
 /** The kubelet's namespace for node heartbeats (kube-apiserver makes it). */
 export const LEASE_NAMESPACE = 'kube-node-lease';
@@ -25,6 +31,16 @@ const LEASE_PREFIX = 'conductor-';
 export const LEASE_LABELS = { 'app.kubernetes.io/name': 'conductor' } as const;
 /** The node a Lease is for (its name is `conductor-<node>`, cut to 253 characters). */
 export const NODE_LABEL = 'conductor.dev/node';
+/** The node's part of the container range, and its address for the other nodes. */
+export const NODE_CIDR_ANNOTATION = 'conductor.dev/node-cidr';
+export const NODE_IP_ANNOTATION = 'conductor.dev/node-ip';
+
+/** Where a node's containers are: what its Lease says. */
+export interface NodeRange {
+  node: string;
+  cidr: string;
+  ip: string;
+}
 
 export interface LeaseTiming {
   /** A Lease not renewed for this long is expired (the kubelet's default is 40 s). */
@@ -40,11 +56,17 @@ export interface NodeLeaseOptions {
   nodeName: string;
   timing?: LeaseTiming;
   log: Logger;
+  now?: () => Date;
+}
+
+/** What the caller does with what the Leases say (NodeLease.on). */
+export interface NodeLeaseHandlers {
   /** A node's Lease expired (`since`: its last renewal); called again at every check. */
   lost(node: string, since: Date): void | Promise<void>;
   /** A node lost before renews its Lease again. */
   back(node: string): void;
-  now?: () => Date;
+  /** The other nodes' ranges, at every check (for routes to them). */
+  peers(ranges: NodeRange[]): void | Promise<void>;
 }
 
 /** The expiry of a Lease: its last renewal (or acquisition) plus its duration; undefined if unknown. */
@@ -64,6 +86,9 @@ export class NodeLease {
   private tick: Promise<void> = Promise.resolve();
   private readonly lostNodes = new Set<string>();
   private stopped = false;
+  /** This node's range and address, once claim() has given them. */
+  private range: { cidr: string; ip: string } | undefined;
+  private handlers: NodeLeaseHandlers | undefined;
 
   constructor(private readonly o: NodeLeaseOptions) {
     this.api = o.kc.makeApiClient(CoordinationV1Api);
@@ -73,8 +98,17 @@ export class NodeLease {
   }
 
   /** Takes or renews this node's Lease (failing start-up if the API refuses), then keeps at it. */
+  /** Where what the checks find goes (before start()). */
+  on(handlers: NodeLeaseHandlers): void {
+    this.handlers = handlers;
+  }
+
   async start(): Promise<void> {
     await this.renew();
+    // The other nodes' ranges and states now, not a renewal period later.
+    await this.check().catch((err: unknown) =>
+      this.o.log.warn('reading the node leases failed', { err: String(err) }),
+    );
     this.timer = setInterval(() => {
       // One tick at a time: a slow API server does not pile them up.
       this.tick = this.tick.then(() => this.step());
@@ -107,6 +141,60 @@ export class NodeLease {
     }
   }
 
+  /**
+   * This node's part of `clusterCidr` (blocks of /`maskSize`) and its address, written on its
+   * Lease: the part its Lease already names (a restart keeps its containers' addresses), else the
+   * lowest no other Lease holds. Two agents picking one at once both see it after writing; the
+   * one whose Lease is younger (or, made at once, whose name sorts later) picks again.
+   */
+  async claim(clusterCidr: Cidr, maskSize: number, ip: string): Promise<string> {
+    const held = (l: V1Lease): string | undefined =>
+      l.metadata?.annotations?.[NODE_CIDR_ANNOTATION];
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const leases = await this.list();
+      const mine = leases.find((l) => l.metadata?.name === this.name);
+      const taken = new Set(
+        leases
+          .filter((l) => l.metadata?.name !== this.name)
+          .map(held)
+          .filter((c) => c !== undefined),
+      );
+      let cidr = mine ? held(mine) : undefined;
+      if (cidr === undefined || taken.has(cidr)) {
+        cidr = freeBlock(clusterCidr, maskSize, taken);
+        if (cidr === undefined)
+          throw new Error(
+            `no free /${maskSize} left in the container range ${clusterCidr.text}: ${taken.size} node(s) hold one each`,
+          );
+      }
+      this.range = { cidr, ip };
+      await this.renew();
+      // Picked at once by another agent too? The older Lease keeps it.
+      const after = await this.list();
+      const me = after.find((l) => l.metadata?.name === this.name);
+      const rival = after.find(
+        (l) =>
+          l.metadata?.name !== this.name && held(l) === cidr && me !== undefined && older(l, me),
+      );
+      if (!rival) return cidr;
+      this.o.log.info('another node took the same container range; picking again', {
+        cidr,
+        node: rival.spec?.holderIdentity,
+      });
+    }
+    throw new Error('could not settle on a container range with the other nodes');
+  }
+
+  private async list(): Promise<V1Lease[]> {
+    const list = await this.api.listNamespacedLease({
+      namespace: LEASE_NAMESPACE,
+      labelSelector: Object.entries(LEASE_LABELS)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
+    });
+    return list.items;
+  }
+
   private async renew(): Promise<void> {
     const now = new V1MicroTime(this.now().getTime());
     const spec = {
@@ -114,11 +202,14 @@ export class NodeLease {
       leaseDurationSeconds: this.timing.durationSeconds,
       renewTime: now,
     };
+    const annotations: Record<string, string> = this.range
+      ? { [NODE_CIDR_ANNOTATION]: this.range.cidr, [NODE_IP_ANNOTATION]: this.range.ip }
+      : {};
     try {
       await this.api.replaceNamespacedLease({
         name: this.name,
         namespace: LEASE_NAMESPACE,
-        body: await this.current(spec),
+        body: await this.current(spec, annotations),
       });
     } catch (err) {
       if (!(err instanceof ApiException) || err.code !== 404) throw err;
@@ -129,6 +220,7 @@ export class NodeLease {
             name: this.name,
             namespace: LEASE_NAMESPACE,
             labels: { ...LEASE_LABELS, [NODE_LABEL]: this.o.nodeName.slice(0, 63) },
+            annotations,
           },
           spec: { ...spec, acquireTime: now },
         },
@@ -136,8 +228,14 @@ export class NodeLease {
     }
   }
 
-  /** This node's Lease as it is, with `spec` over it (its resourceVersion keeps the write safe). */
-  private async current(spec: V1Lease['spec']): Promise<V1Lease> {
+  /**
+   * This node's Lease as it is, with `spec` and `annotations` over it (its resourceVersion keeps
+   * the write safe).
+   */
+  private async current(
+    spec: V1Lease['spec'],
+    annotations: Record<string, string>,
+  ): Promise<V1Lease> {
     const lease = await this.api.readNamespacedLease({
       name: this.name,
       namespace: LEASE_NAMESPACE,
@@ -145,19 +243,32 @@ export class NodeLease {
     // Taken over again after a restart: the node is the same, the acquisition is new.
     const acquireTime =
       lease.spec?.holderIdentity === this.o.nodeName ? lease.spec.acquireTime : spec?.renewTime;
-    return { ...lease, spec: { ...lease.spec, ...spec, ...(acquireTime ? { acquireTime } : {}) } };
+    return {
+      ...lease,
+      metadata: {
+        ...lease.metadata,
+        annotations: { ...(lease.metadata?.annotations ?? {}), ...annotations },
+      },
+      spec: { ...lease.spec, ...spec, ...(acquireTime ? { acquireTime } : {}) },
+    };
   }
 
-  /** Reads every agent's Lease and reports the nodes that were lost or came back. */
+  /**
+   * Reads every agent's Lease: reports the other nodes' ranges (lost ones too: their containers
+   * may still run) and the nodes that were lost or came back.
+   */
   private async check(): Promise<void> {
-    const list = await this.api.listNamespacedLease({
-      namespace: LEASE_NAMESPACE,
-      labelSelector: Object.entries(LEASE_LABELS)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(','),
-    });
+    const leases = await this.list();
     const now = this.now();
-    for (const lease of list.items) {
+    const ranges: NodeRange[] = [];
+    for (const lease of leases) {
+      const node = lease.spec?.holderIdentity;
+      const cidr = lease.metadata?.annotations?.[NODE_CIDR_ANNOTATION];
+      const ip = lease.metadata?.annotations?.[NODE_IP_ANNOTATION];
+      if (node && node !== this.o.nodeName && cidr && ip) ranges.push({ node, cidr, ip });
+    }
+    await this.handlers?.peers(ranges);
+    for (const lease of leases) {
       const node = lease.spec?.holderIdentity;
       if (!node || node === this.o.nodeName) continue;
       const expiry = leaseExpiry(lease);
@@ -166,11 +277,32 @@ export class NodeLease {
           this.o.log.warn('a node stopped renewing its lease', { node, expired: expiry });
         this.lostNodes.add(node);
         const renewed = lease.spec?.renewTime ?? lease.spec?.acquireTime;
-        await this.o.lost(node, renewed ? new Date(renewed) : expiry);
+        await this.handlers?.lost(node, renewed ? new Date(renewed) : expiry);
       } else if (this.lostNodes.delete(node)) {
         this.o.log.info('a node renews its lease again', { node });
-        this.o.back(node);
+        this.handlers?.back(node);
       }
     }
   }
+}
+
+/** Whether Lease `a` holds its claims before `b`: made earlier, or at once and named first. */
+function older(a: V1Lease, b: V1Lease): boolean {
+  const t = (l: V1Lease): number => new Date(l.metadata?.creationTimestamp ?? 0).getTime();
+  if (t(a) !== t(b)) return t(a) < t(b);
+  return (a.metadata?.name ?? '') < (b.metadata?.name ?? '');
+}
+
+/** The lowest /`maskSize` block of `range` not in `taken`; undefined when every one is. */
+export function freeBlock(
+  range: Cidr,
+  maskSize: number,
+  taken: ReadonlySet<string>,
+): string | undefined {
+  const size = 2 ** (32 - maskSize);
+  for (let base = range.base; base + size <= range.base + range.size; base += size) {
+    const text = `${formatIPv4(base)}/${maskSize}`;
+    if (!taken.has(text)) return text;
+  }
+  return undefined;
 }

@@ -88,6 +88,7 @@ export {
   DEFAULT_CONTAINER_CIDR,
   DEFAULT_SERVICE_CIDR,
   NetworkError,
+  defaultRouteAddress,
   recordedNetwork,
   type Attachment,
   type NetworkOptions,

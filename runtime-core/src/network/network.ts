@@ -930,6 +930,20 @@ export class NodeNetwork {
   }
 }
 
+/**
+ * The address this host's traffic leaves with: the source address of the route to an outside
+ * address (a lookup in the routing table; nothing is sent). What other nodes reach this one at.
+ */
+export async function defaultRouteAddress(): Promise<string> {
+  const routes = JSON.parse(await ip('-j', '-4', 'route', 'get', '192.0.2.1')) as {
+    prefsrc?: string;
+  }[];
+  const src = routes[0]?.prefsrc;
+  if (!src)
+    throw new NetworkError('no route out of this host to take its address from: give --node-ip');
+  return src;
+}
+
 /** Conductor's routes to other nodes' ranges in this network namespace. */
 async function peerRoutes(): Promise<{ dst: string; gateway?: string }[]> {
   const routes = JSON.parse(await ip('-j', '-4', 'route', 'show', 'proto', PEER_ROUTE_PROTO)) as {
