@@ -356,6 +356,13 @@ it('says why when there is nothing to export or the arguments are wrong', async 
       stderr: expect.stringMatching(message),
     });
   }
+  const noDir = await conductor(['image', 'export', 'app', '-n', NS, '-o', '/nonexistent/x.tar']);
+  expect(noDir).toMatchObject({
+    code: 1,
+    stderr: 'error: /nonexistent is not a directory to write x.tar in\n',
+  });
+  const isDir = await conductor(['image', 'export', 'app', '-n', NS, '-o', h.base]);
+  expect(isDir).toMatchObject({ code: 1, stderr: `error: ${h.base} is a directory\n` });
   const noOutput = await conductor(['image', 'export', 'app', '-n', NS]);
   expect(noOutput).toMatchObject({ code: 2, stderr: expect.stringContaining('expected -o FILE') });
   expect(existsSync(tar)).toBe(false);

@@ -20,7 +20,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import { packLayer } from '../native.js';
@@ -163,20 +163,30 @@ async function writeBlob(blobs: string, text: string, mediaType: string): Promis
   return { mediaType, digest: `sha256:${hex}`, size: bytes.length };
 }
 
-/** Runs `work` over `items`, `limit` at a time, in order of start. */
+/**
+ * Runs `work` over `items`, `limit` at a time, in order of start. After a failure no item is
+ * started, and the ones running are waited for before the first error is thrown: nothing is
+ * still writing when the caller cleans up.
+ */
 async function eachLimited<T>(
   items: readonly T[],
   limit: number,
   work: (item: T, index: number) => Promise<void>,
 ): Promise<void> {
   let next = 0;
+  let failed: { err: unknown } | undefined;
   const worker = async (): Promise<void> => {
-    while (next < items.length) {
+    while (next < items.length && !failed) {
       const i = next++;
-      await work(items[i] as T, i);
+      try {
+        await work(items[i] as T, i);
+      } catch (err) {
+        failed ??= { err };
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed) throw failed.err;
 }
 
 export async function exportImage(store: LayerStore, req: ExportRequest): Promise<ExportedImage> {
@@ -197,6 +207,11 @@ export async function exportImage(store: LayerStore, req: ExportRequest): Promis
     }
     metas.push(await store.meta(layer.key));
   }
+  const outDir = dirname(req.output);
+  if (!(await stat(outDir).catch(() => undefined))?.isDirectory())
+    throw new ExportError(`${outDir} is not a directory to write ${basename(req.output)} in`);
+  if ((await lstat(req.output).catch(() => undefined))?.isDirectory())
+    throw new ExportError(`${req.output} is a directory`);
   const interrupted = (): void => {
     if (req.signal?.aborted) throw new ExportInterruptedError();
   };
