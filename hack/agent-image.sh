@@ -24,9 +24,14 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 require_root "$0" "$@"
 
+# usage CODE: the options (from the comment above), on stdout for --help, else on stderr.
 usage() {
-  sed -n '6,11p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  if [ "$1" -eq 0 ]; then
+    sed -n '6,11p' "$0" | sed 's/^# \{0,1\}//'
+  else
+    sed -n '6,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+  fi
+  exit "$1"
 }
 
 out=""
@@ -40,14 +45,18 @@ while [ $# -gt 0 ]; do
   --tag) tag="${2:?--tag needs a value}" && shift 2 ;;
   --state-dir) state="${2:?--state-dir needs a value}" && shift 2 ;;
   --base-cache) base_cache="${2:?--base-cache needs a value}" && shift 2 ;;
-  -h | --help) usage ;;
-  -*) echo "agent-image: unknown option $1" >&2 && usage ;;
+  -h | --help) usage 0 ;;
+  -*) echo "agent-image: unknown option $1" >&2 && usage 2 ;;
   *)
-    [ -z "$out" ] || usage
+    [ -z "$out" ] || usage 2
     out="$1" && shift
     ;;
   esac
 done
+case "$format" in
+docker-archive | oci-archive) ;;
+*) echo "agent-image: --format must be docker-archive or oci-archive" >&2 && usage 2 ;;
+esac
 # Relative paths are the caller's, before this script moves to the checkout.
 out="$(realpath -m -- "${out:-conductor-agent.tar}")"
 state="$(realpath -m -- "$state")"
