@@ -3,7 +3,8 @@
  * the state dir's layer store (so a controller using that state dir later finds every step
  * cached). Progress — each step, each pulled layer with its size, the output of run steps —
  * goes to stdout as it happens; the last line per image is its digest, as `docker build`
- * ends with the image id.
+ * ends with the image id. Each image built is recorded in the state dir (`builds/NS/NAME.json`,
+ * built-images.ts), where `conductor image export` finds it.
  */
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -12,12 +13,14 @@ import type { Image, ImageStatus } from '../api/types.generated.js';
 import { formatManifestError } from '../source/manifests.js';
 import { validateManifest } from '../validation/index.js';
 import {
+  baseImageName,
   BuildError,
   RuntimeCore,
   type BuildProgress,
   type BuiltImage,
 } from '../../runtime-core/src/index.js';
 import { builtFromStatus } from '../controllers/image.js';
+import { builtImage, writeBuildRecord } from './built-images.js';
 import { COMMON_OPTIONS, parseCommand } from './flags.js';
 import { humanSize, resourceName } from './format.js';
 import { CliError, UsageError, type CliIO } from './io.js';
@@ -31,7 +34,8 @@ Usage:
 
 Layers go to the state dir's layer store, where the controller finds them: an Image built here
 is Ready at once when the same manifest is applied. from: image:NAME may name an Image of the
-same file(s) or one the controller built.
+same file(s), one the controller built or one built here before. Each Image built is recorded
+in the state dir, for conductor image export.
 
 Options:
   -f, --filename PATH     a manifest file or a directory of them (repeatable)
@@ -63,6 +67,43 @@ function progressPrinter(io: CliIO, name: string): (e: BuildProgress) => void {
       default:
         break;
     }
+  };
+}
+
+/** The status the controller would write for `built` (controllers/image.ts). */
+async function builtStatus(
+  core: RuntimeCore,
+  built: BuiltImage,
+  started: number,
+  now: Date,
+): Promise<ImageStatus> {
+  const user = built.config.user
+    ? await core.resolveImageUser(built, built.config.user)
+    : undefined;
+  return {
+    phase: 'Ready',
+    digest: built.digest,
+    layers: built.layers.map((l) => ({
+      digest: `sha256:${l.key}`,
+      size: l.size,
+      createdBy: l.createdBy,
+    })),
+    size: built.layers.reduce((n, l) => n + l.size, 0),
+    config: built.config,
+    ...(user ? { user } : {}),
+    ...(built.baseDigest ? { baseDigest: built.baseDigest } : {}),
+    stepsRun: built.stepsRun,
+    stepsCached: built.stepsCached,
+    buildDurationSeconds: (now.getTime() - started) / 1000,
+    conditions: [
+      {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Built',
+        message: `built by conductor build: ${built.layers.length} layer(s); ${built.stepsRun} step(s) run, ${built.stepsCached} cached`,
+        lastTransitionTime: now.toISOString(),
+      },
+    ],
   };
 }
 
@@ -106,9 +147,14 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
       : {}),
   });
   const built = new Map<string, BuiltImage>();
+  // The images a `from: image:NAME` may name outside these files: the newest built of each.
   const stored = new Map<string, ImageStatus | undefined>();
-  for (const o of await state.listObjects('Image'))
-    stored.set(`${o.metadata.namespace}/${o.metadata.name}`, o.status as ImageStatus | undefined);
+  for (const { image } of images) {
+    const other = baseImageName(image.spec.from);
+    const ns = image.metadata.namespace;
+    if (other !== undefined && !stored.has(`${ns}/${other}`))
+      stored.set(`${ns}/${other}`, (await builtImage(state, ns, other))?.status);
+  }
   let failed = false;
   let interrupted = false;
   // Ctrl-C: stop the running build container, so no step is left running behind the command.
@@ -138,6 +184,13 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
           ...(!values.quiet && process.stdout.isTTY ? { terminal: true } : {}),
         });
         built.set(`${namespace}/${name}`, result);
+        await writeBuildRecord(state, {
+          apiVersion: image.apiVersion,
+          kind: 'Image',
+          metadata: { name, namespace },
+          spec: { ...image.spec },
+          status: { ...(await builtStatus(core, result, started, io.now())) },
+        });
         const size = humanSize(result.layers.reduce((n, l) => n + l.size, 0));
         io.stdout(
           values.quiet

@@ -89,6 +89,13 @@ const COMMANDS: Record<string, { load: () => Promise<Loaded>; summary: string }>
     },
     summary: 'List images; prune unused layers',
   },
+  image: {
+    load: async () => {
+      const m = await import('./image.js');
+      return { run: m.image, usage: m.IMAGE_USAGE };
+    },
+    summary: 'Export an Image as an archive (docker load, kind load image-archive)',
+  },
   build: {
     load: async () => {
       const m = await import('./build.js');

@@ -73,6 +73,17 @@ export {
   type ImageStep,
 } from './images/builder.js';
 export { DEFAULT_PATH, type ImageConfig } from './images/config.js';
+export {
+  ARCHIVE_FORMATS,
+  archiveReference,
+  exportImage,
+  ExportError,
+  ExportInterruptedError,
+  type ArchiveFormat,
+  type ExportedImage,
+  type ExportProgress,
+  type ExportRequest,
+} from './images/export.js';
 export { alwaysPulled, baseImageName, parseSource } from './images/reference.js';
 export { LayerStore, pruneLayers } from './images/store.js';
 export { OciCache, pruneOciCache } from './images/skopeo.js';

@@ -108,6 +108,30 @@ export interface UnpackLayerResult {
   diffId: string;
 }
 
+export interface PackLayerOptions {
+  /** The layer directory (absolute): a layer of the store, overlay whiteouts and all. */
+  source: string;
+  /** The tar to write (absolute): created, it must not exist. */
+  target: string;
+  /** Default 'gzip'. */
+  compression?: 'gzip' | 'none';
+  /** gzip level, 1 (fastest) to 9 (smallest); default 6, zlib's and docker's default. */
+  level?: number;
+}
+
+export interface PackLayerResult {
+  /** Tar entries written (pax headers not counted). */
+  entries: number;
+  /** Bytes of regular-file data written. */
+  bytes: number;
+  /** `sha256:<hex>` of the uncompressed tar: the layer's diff_id. */
+  diffId: string;
+  /** `sha256:<hex>` of the file written: the blob's digest (= diffId without compression). */
+  digest: string;
+  /** Bytes of the file written. */
+  size: number;
+}
+
 export type NativeStdio = 'pipe' | 'ignore' | 'inherit';
 
 export interface NativeSpawnOptions {
@@ -162,6 +186,7 @@ interface Addon {
   containerStats(targets: readonly StatsTarget[]): Promise<StatsResult[]>;
   nsInodes(pid: number): Record<NamespaceKind, string>;
   unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayerResult>;
+  packLayer(opts: PackLayerOptions): Promise<PackLayerResult>;
   resolveInRoot(root: string, path: string): string;
   netnsCreate(path: string): Promise<void>;
   netnsRemove(path: string): Promise<void>;
@@ -290,6 +315,24 @@ export function nsInodes(pid: number): Record<NamespaceKind, string> {
  */
 export async function unpackLayer(opts: UnpackLayerOptions): Promise<UnpackLayerResult> {
   return addon().unpackLayer(opts);
+}
+
+/**
+ * Writes the layer directory `source` as an OCI layer tar at `target` (runtime-core/native/image/
+ * pack.h), on the libuv pool: the reverse of unpackLayer. Overlayfs whiteouts (0/0 character
+ * devices) become `.wh.NAME`, an opaque directory (`trusted.overlay.opaque=y`) gets
+ * `DIR/.wh..wh..opq`; modes, numeric owners, mtimes (with nanoseconds), symlinks, fifos,
+ * hardlinks between the layer's own entries, and `user.*` / `security.capability` xattrs are
+ * kept. Nothing is followed: every entry is opened by one name below its parent's fd with
+ * O_NOFOLLOW, and a mount point inside the layer is refused.
+ *
+ * Rejects, naming the entry, on anything a layer cannot carry: device nodes, sockets, names
+ * starting with `.wh.`, overlayfs redirects and metacopy, xattrs other than those above (ACLs,
+ * trusted.*), a file changing while it is read. What was written is left in `target`: the
+ * caller removes it.
+ */
+export async function packLayer(opts: PackLayerOptions): Promise<PackLayerResult> {
+  return addon().packLayer(opts);
 }
 
 /**

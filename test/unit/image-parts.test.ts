@@ -6,7 +6,8 @@
 import { describe, expect, it } from '@jest/globals';
 
 import { humanSize } from '../../controller/cli/format.js';
-import { fromOciConfig, mergeConfig } from '../../runtime-core/src/images/config.js';
+import { fromOciConfig, mergeConfig, toOciConfig } from '../../runtime-core/src/images/config.js';
+import { archiveReference, exportedConfig } from '../../runtime-core/src/images/export.js';
 import {
   alwaysPulled,
   formatReference,
@@ -112,6 +113,70 @@ describe('image configuration', () => {
       ],
     });
   });
+
+  it('writes an OCI config that reads back the same (what an export puts in the archive)', () => {
+    const config = {
+      entrypoint: ['/entry', '--flag'],
+      cmd: ['run'],
+      env: { PATH: '/usr/bin:/bin', EMPTY: '', A: 'b=c' },
+      workingDir: '/srv',
+      user: 'www-data:1000',
+      exposedPorts: [
+        { port: 53, protocol: 'UDP' as const },
+        { port: 8080, protocol: 'TCP' as const },
+      ],
+    };
+    expect(toOciConfig(config)).toEqual({
+      Entrypoint: ['/entry', '--flag'],
+      Cmd: ['run'],
+      Env: ['PATH=/usr/bin:/bin', 'EMPTY=', 'A=b=c'],
+      WorkingDir: '/srv',
+      User: 'www-data:1000',
+      ExposedPorts: { '53/udp': {}, '8080/tcp': {} },
+    });
+    expect(fromOciConfig(toOciConfig(config))).toEqual(config);
+    expect(toOciConfig({})).toEqual({});
+  });
+
+  it('an exported image config: diff_ids, history, this platform, the newest layer as created', () => {
+    const c = exportedConfig({ cmd: ['sh'] }, [
+      {
+        diffId: 'sha256:a',
+        createdBy: 'debootstrap debian bookworm',
+        createdAt: '2026-01-02T00:00:00Z',
+      },
+      { diffId: 'sha256:b', createdBy: 'run apt-get install x', createdAt: '2026-03-04T00:00:00Z' },
+      { diffId: 'sha256:c', createdBy: 'copy a /a', createdAt: '2026-02-03T00:00:00Z' },
+    ]);
+    expect(c).toMatchObject({
+      created: '2026-03-04T00:00:00Z',
+      os: 'linux',
+      architecture: expect.stringMatching(/^(amd64|arm64|arm|ppc64le|s390x|riscv64)$/),
+      config: { Cmd: ['sh'] },
+      rootfs: { type: 'layers', diff_ids: ['sha256:a', 'sha256:b', 'sha256:c'] },
+    });
+    expect(c.history?.map((h) => h.created_by)).toEqual([
+      'debootstrap debian bookworm',
+      'run apt-get install x',
+      'copy a /a',
+    ]);
+  });
+
+  it.each([
+    ['conductor-agent:latest', 'docker.io/library/conductor-agent:latest', 'latest'],
+    ['conductor-agent', 'docker.io/library/conductor-agent:latest', 'latest'],
+    ['example.com/team/app:v1', 'example.com/team/app:v1', 'v1'],
+    ['127.0.0.1:5000/app:2', '127.0.0.1:5000/app:2', '2'],
+  ])('tags an archive %s as %s', (value, full, tag) => {
+    expect(archiveReference(value)).toEqual({ full, tag });
+  });
+
+  it.each([`app@sha256:${'a'.repeat(64)}`, 'Upper:case', 'a b', ''])(
+    'refuses to tag an archive %j',
+    (value) => {
+      expect(() => archiveReference(value)).toThrow(/is not an image name to tag an archive with/);
+    },
+  );
 
   it('merges as docker does: env adds up, a new entrypoint clears an inherited cmd', () => {
     const base = {

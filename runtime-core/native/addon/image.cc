@@ -1,6 +1,8 @@
-// unpackLayer(opts) and resolveInRoot(root, path): the image layer store's native half (see
-// image/unpack.h for the security contract). Unpacking runs on the libuv pool.
+// unpackLayer(opts), packLayer(opts) and resolveInRoot(root, path): the image layer store's
+// native half (see image/unpack.h and image/pack.h for the security contracts). Unpacking and
+// packing run on the libuv pool.
 #include "addon/addon.h"
+#include "image/pack.h"
 #include "image/unpack.h"
 
 namespace conductor::addon {
@@ -45,6 +47,43 @@ void register_image(Napi::Env env, Napi::Object exports) {
                       return out;
                     });
               }));
+
+  exports.Set(
+      "packLayer", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+        if (!info[0].IsObject())
+          throw Napi::TypeError::New(info.Env(), "packLayer: options must be an object");
+        Napi::Object o = info[0].As<Napi::Object>();
+        std::string source = absolute_arg(o.Get("source"), "packLayer: source");
+        std::string target = absolute_arg(o.Get("target"), "packLayer: target");
+        image::Compression c = image::Compression::Gzip;
+        if (!o.Get("compression").IsUndefined()) {
+          std::string s = string_arg(o.Get("compression"), "packLayer: compression");
+          if (s == "none")
+            c = image::Compression::None;
+          else if (s != "gzip")
+            throw Napi::TypeError::New(info.Env(), "packLayer: compression must be gzip or none");
+        }
+        int level = 6;
+        if (!o.Get("level").IsUndefined()) {
+          if (!o.Get("level").IsNumber())
+            throw Napi::TypeError::New(info.Env(), "packLayer: level must be 1..9");
+          level = o.Get("level").As<Napi::Number>().Int32Value();
+          if (level < 1 || level > 9)
+            throw Napi::TypeError::New(info.Env(), "packLayer: level must be 1..9");
+        }
+        return PromiseWorker<image::PackResult>::start(
+            info.Env(), "conductor.packLayer",
+            [source, target, c, level]() { return image::pack_layer(source, target, c, level); },
+            [](Napi::Env env, const image::PackResult& r) {
+              Napi::Object out = Napi::Object::New(env);
+              out.Set("entries", Napi::Number::New(env, static_cast<double>(r.entries)));
+              out.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
+              out.Set("diffId", Napi::String::New(env, r.diff_id));
+              out.Set("digest", Napi::String::New(env, r.digest));
+              out.Set("size", Napi::Number::New(env, static_cast<double>(r.size)));
+              return out;
+            });
+      }));
 
   exports.Set("resolveInRoot", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 std::string root = absolute_arg(info[0], "resolveInRoot: root");

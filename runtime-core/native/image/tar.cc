@@ -1,7 +1,6 @@
 #include "image/tar.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -462,32 +461,10 @@ std::optional<TarEntry> TarReader::next() {
   }
 }
 
-HashingSource::HashingSource(ByteSource& in) : in_(in), ctx_(EVP_MD_CTX_new()) {
-  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
-    throw Error("sha256: cannot initialise a digest", EIO);
-}
-
-HashingSource::~HashingSource() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
-
 size_t HashingSource::read(char* buf, size_t n) {
   size_t r = in_.read(buf, n);
-  if (r > 0 && EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), buf, r) != 1)
-    throw Error("sha256: digest update failed", EIO);
+  sha_.update(buf, r);
   return r;
-}
-
-std::string HashingSource::digest() {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &len) != 1)
-    throw Error("sha256: digest final failed", EIO);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out = "sha256:";
-  for (unsigned int i = 0; i < len; i++) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
-  }
-  return out;
 }
 
 }  // namespace conductor::image

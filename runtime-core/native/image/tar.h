@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/fd.h"
+#include "image/digest.h"
 
 namespace conductor::image {
 
@@ -33,21 +34,18 @@ class ByteSource {
   virtual std::optional<uint64_t> remaining() const { return std::nullopt; }
 };
 
-// Passes a stream through and computes its SHA-256 (OpenSSL's EVP, which Node exports to
-// addons): "sha256:<hex>" of every byte read, once the stream has been read to its end.
+// Passes a stream through and computes its SHA-256: "sha256:<hex>" of every byte read, once
+// the stream has been read to its end.
 class HashingSource : public ByteSource {
  public:
-  explicit HashingSource(ByteSource& in);
-  ~HashingSource() override;
-  HashingSource(const HashingSource&) = delete;
-  HashingSource& operator=(const HashingSource&) = delete;
+  explicit HashingSource(ByteSource& in) : in_(in) {}
   size_t read(char* buf, size_t n) override;
   std::optional<uint64_t> remaining() const override { return in_.remaining(); }
-  std::string digest();
+  std::string digest() { return sha_.digest(); }
 
  private:
   ByteSource& in_;
-  void* ctx_;  // EVP_MD_CTX*
+  Sha256 sha_;
 };
 
 // Opens `path` (a regular file) and stacks the decompressor `c` on it; Auto sniffs the magic

@@ -463,7 +463,7 @@ export class ImageBuilder {
   ): Promise<BuiltLayer> {
     const mirror = this.opts.mirrors?.[source.distro] ?? MIRRORS[source.distro];
     // The recipe's version is part of the key: a changed recipe builds a new base.
-    const key = sha256('debootstrap', 'minbase', 'slim-1', source.distro, source.suite, mirror);
+    const key = sha256('debootstrap', 'minbase', 'slim-2', source.distro, source.suite, mirror);
     const createdBy = `debootstrap ${source.distro} ${source.suite}`;
     progress({ type: 'base', description: `${createdBy} (${mirror})` });
     await this.once(`layer:${key}`, async () => {
@@ -481,6 +481,11 @@ export class ImageBuilder {
           await rm(join(tmp, dir), { recursive: true, force: true });
           await mkdir(join(tmp, dir, 'partial'), { recursive: true, mode: 0o755 });
         }
+        // And an empty /dev, as theirs: debootstrap makes device nodes (null, zero, tty, ...)
+        // that no container sees (each gets a /dev of its own), that Conductor's layer import
+        // refuses and that an exported layer could therefore not carry (slim-2).
+        for (const name of await readdir(join(tmp, 'dev')).catch(() => [] as string[]))
+          await rm(join(tmp, 'dev', name), { recursive: true, force: true });
         await this.store.commitBase(tmp, key, createdBy);
       } catch (err) {
         throw new BuildError(

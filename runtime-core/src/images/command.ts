@@ -23,12 +23,15 @@ export function runCommand(
     describe?: (line: string) => string;
     /** The command's stdout goes to ours (a terminal: its own progress bars); stderr is kept. */
     stdoutToTerminal?: boolean;
+    /** Aborting it ends the command (SIGTERM). */
+    signal?: AbortSignal;
   } = {},
 ): Promise<void> {
   const keep = opts.tailLines ?? 5;
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       stdio: ['ignore', opts.stdoutToTerminal ? 'inherit' : 'pipe', 'pipe'],
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
     const tail: string[] = [];
     const take = (line: string): void => {
@@ -41,11 +44,13 @@ export function runCommand(
     };
     if (child.stdout) createInterface({ input: child.stdout }).on('line', take);
     if (child.stderr) createInterface({ input: child.stderr }).on('line', take);
-    child.on('error', (err) =>
+    child.on('error', (err) => {
+      // An abort is reported by 'close' (killed by SIGTERM), like any other end.
+      if (err.name === 'AbortError') return;
       reject(
         new CommandError(cmd, [], `cannot run: ${err.message} (install it: hack/install-deps.sh)`),
-      ),
-    );
+      );
+    });
     child.on('close', (code, signal) =>
       code === 0
         ? resolve()

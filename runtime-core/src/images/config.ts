@@ -65,6 +65,23 @@ export function fromOciConfig(body: OciImageConfigBody | undefined): ImageConfig
   return out;
 }
 
+/** The OCI image config body of a configuration: the inverse of fromOciConfig. */
+export function toOciConfig(config: ImageConfig): OciImageConfigBody {
+  const out: OciImageConfigBody = {};
+  if (config.entrypoint?.length) out.Entrypoint = [...config.entrypoint];
+  if (config.cmd?.length) out.Cmd = [...config.cmd];
+  if (config.env && Object.keys(config.env).length > 0)
+    out.Env = Object.entries(config.env).map(([k, v]) => `${k}=${v}`);
+  if (config.workingDir) out.WorkingDir = config.workingDir;
+  if (config.user) out.User = config.user;
+  if (config.exposedPorts?.length) {
+    out.ExposedPorts = Object.fromEntries(
+      config.exposedPorts.map((p) => [`${p.port}/${p.protocol.toLowerCase()}`, {}]),
+    );
+  }
+  return out;
+}
+
 /** `over` applied on `base`: env merges, ports add up, the rest replaces; a new entrypoint clears
  * an inherited cmd (docker: "setting ENTRYPOINT resets CMD"). */
 export function mergeConfig(base: ImageConfig, over: ImageConfig): ImageConfig {
