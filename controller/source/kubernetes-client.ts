@@ -41,6 +41,7 @@ import {
 } from '@kubernetes/client-node';
 
 import { sameJson } from '../api/canonical.js';
+import { SharedConnectionsKubeConfig } from './kubeconfig.js';
 import { GROUP, KIND_NAMES, KINDS, VERSION, type Kind } from '../api/kinds.js';
 import type { ConductorObject } from '../api/types.generated.js';
 import { ObjectCache, objectKey } from '../cache/cache.js';
@@ -627,7 +628,10 @@ export class KubernetesClient implements SourceClient {
   private syncedPromise: Promise<void> | undefined;
   private abortSync: ((err: Error) => void) | undefined;
 
-  private constructor(kc: KubeConfig, opts: KubernetesClientOptions) {
+  private constructor(
+    private readonly kc: SharedConnectionsKubeConfig,
+    opts: KubernetesClientOptions,
+  ) {
     this.log = opts.logger;
     this.syncTimeoutMs = opts.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
@@ -671,7 +675,7 @@ export class KubernetesClient implements SourceClient {
     if (opts.inCluster !== undefined) {
       if (opts.kubeconfig !== undefined)
         throw new Error('--kubeconfig and --in-cluster exclude each other');
-      const kc = new KubeConfig();
+      const kc = new SharedConnectionsKubeConfig();
       loadInCluster(kc, opts.inCluster);
       return new KubernetesClient(kc, opts);
     }
@@ -736,6 +740,7 @@ export class KubernetesClient implements SourceClient {
     await Promise.all(this.watches.map((w) => w.stop()));
     await Promise.allSettled([...this.writes]);
     await this.events.flush();
+    await this.kc.closeConnections();
   }
 
   /** Objects being deleted that still hold our finalizer: their host state is to be released. */
@@ -1031,8 +1036,8 @@ export class KubernetesClient implements SourceClient {
 }
 
 /** A kubeconfig file with a current context naming a cluster; errors name the flag and file. */
-export function loadKubeconfig(path: string): KubeConfig {
-  const kc = new KubeConfig();
+export function loadKubeconfig(path: string): SharedConnectionsKubeConfig {
+  const kc = new SharedConnectionsKubeConfig();
   try {
     kc.loadFromFile(path);
   } catch (err) {
