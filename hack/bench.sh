@@ -4,10 +4,12 @@
 # rebuilds and pulls against podman build / pull, the OCI validation suite against crun and
 # runc, and networking (wrk through a Service and host ports against the container's address,
 # network set-up against bare CNI; Service rule changes at scale against a whole-table
-# rewrite; a /metrics scrape of 200 containers against reading their files). Leading names
-# choose benchmarks (default: all):
+# rewrite; a /metrics scrape of 200 containers against reading their files; kubectl apply to
+# Running against a real kube-apiserver beside the same manifests in a watch directory, the
+# agent's API requests per Container and its memory). Leading names choose benchmarks (default:
+# all):
 #   hack/bench.sh [runtime-start] [shim-memory] [controller-start] [images] [oci-validation]
-#                 [network] [service-rules] [metrics-scrape] [--flags...]
+#                 [network] [service-rules] [metrics-scrape] [kubernetes-start] [--flags...]
 # Flags go to every chosen benchmark, each reads its own: --iterations N (default 200),
 # --warmup N (5), --containers N (monitors per kind, 3); see each bench/*.ts for the rest.
 #
@@ -21,7 +23,7 @@ set -euo pipefail
 require_root "$0" "$@" # containers, cgroups, mount namespaces
 cd "$CONDUCTOR_REPO"
 
-ALL=(runtime-start shim-memory controller-start images oci-validation network service-rules metrics-scrape)
+ALL=(runtime-start shim-memory controller-start images oci-validation network service-rules metrics-scrape kubernetes-start)
 CHOSEN=()
 while [ $# -gt 0 ] && [[ "$1" != --* ]]; do
   case " ${ALL[*]} " in
@@ -47,7 +49,7 @@ node --input-type=module -e '
   const files = [
     ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
     ...["oci", "rootfs", "leaks", "controller", "images", "registry", "oci-validation",
-      "network"].map((f) => `test/fixtures/${f}.ts`),
+      "network", "control-plane", "api-proxy"].map((f) => `test/fixtures/${f}.ts`),
     // The controller and images benchmarks run controller and runtime-core code in-process.
     ...["controller", "runtime-core/src"].flatMap((d) =>
       readdirSync(d, { recursive: true }).filter((f) => f.endsWith(".ts")).map((f) => `${d}/${f}`)),

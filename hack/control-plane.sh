@@ -5,6 +5,7 @@
 #
 #   hack/control-plane.sh build        # build when missing (~7 min cold), print the bin dir
 #   hack/control-plane.sh up DIR       # start (builds first if needed), print DIR/kubeconfig
+#   hack/control-plane.sh up DIR -- FLAG...  # the same, with more kube-apiserver flags
 #   hack/control-plane.sh status DIR   # what runs, and whether /readyz answers
 #   hack/control-plane.sh down DIR     # stop both, remove their data and DIR
 #   hack/control-plane.sh crds         # third-party CRDs the cluster manifests use, print their dir
@@ -25,9 +26,10 @@
 # 127.0.0.1/localhost, an admin client certificate in group system:masters, the ES256
 # service-account signing key), etcd/ (its data), ports, pids (pid and start time of each
 # process, so `down` signals only the processes `up` started), kubeconfig, env (source it for
-# KUBECONFIG and kubectl on PATH) and the logs (*.log). `up` on a DIR that is up says so; on a
-# DIR whose processes are gone (a reboot, a kill) it starts them again on the same data, ports
-# and certificates.
+# KUBECONFIG and kubectl on PATH), apiserver-flags (the extra kube-apiserver flags given after
+# `--`, one a line) and the logs (*.log). `up` on a DIR that is up says so; on a DIR whose
+# processes are gone (a reboot, a kill) it starts them again on the same data, ports,
+# certificates and extra flags.
 #
 # Traps (see /work/shared/HOST-COMPONENTS.md): kube-apiserver refuses a loopback advertise
 # address with the endpoint reconciler (hence --endpoint-reconciler-type none), and /readyz can
@@ -58,7 +60,7 @@ PROG=control-plane
 usage() {
   cat <<EOF
 usage: $0 build [--rebuild]
-       $0 up DIR
+       $0 up DIR [-- KUBE-APISERVER-FLAG...]
        $0 status DIR
        $0 down DIR
        $0 crds
@@ -68,7 +70,8 @@ build   builds kube-apiserver and kubectl ($K8S_MODULE $K8S_VERSION) and etcd
         (about 7 minutes on 2 cores, more when they are busy), and prints that directory.
 up      starts etcd and kube-apiserver on 127.0.0.1 with their state in DIR (building first if
         needed) and prints the path of DIR/kubeconfig. '. DIR/env' sets KUBECONFIG and puts
-        kubectl on PATH.
+        kubectl on PATH. Flags after '--' are added to kube-apiserver's (e.g.
+        --watch-cache=false), kept in DIR and used again when 'up DIR' restarts it.
 status  says which of the two runs and whether the API server is ready (exit 1 if not).
 down    stops what 'up DIR' started (SIGTERM, SIGKILL after ${STOP_GRACE} s) and removes DIR.
 EOF
@@ -516,7 +519,8 @@ start_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
-    --allow-privileged=true
+    --allow-privileged=true \
+    "${APISERVER_FLAGS[@]}"
   wait_for kube-apiserver ready api /readyz
   # /readyz can say ok before the bootstrap controller has made namespace `default`.
   wait_for kube-apiserver "serving namespace default" api /api/v1/namespaces/default
@@ -537,11 +541,17 @@ up_cleanup() {
 }
 
 cmd_up() {
-  [ $# -eq 1 ] || {
+  [ $# -ge 1 ] && { [ $# -eq 1 ] || [ "$2" = -- ]; } || {
     usage >&2
     exit 2
   }
   set_dir "$1"
+  local given=false
+  APISERVER_FLAGS=()
+  if [ $# -ge 2 ]; then
+    given=true
+    APISERVER_FLAGS=("${@:3}")
+  fi
   local t0="$EPOCHREALTIME"
   local tool
   for tool in openssl curl ss setsid; do
@@ -558,6 +568,13 @@ cmd_up() {
   chmod 700 "$DIR" # private keys, and etcd's data
   touch "$DIR/$MARKER"
   PKI="$DIR/pki"
+  # The extra flags: those given now, else those of the first `up` (a restart keeps them).
+  if [ "$given" = true ]; then
+    : >"$DIR/apiserver-flags"
+    [ "${#APISERVER_FLAGS[@]}" -eq 0 ] || printf '%s\n' "${APISERVER_FLAGS[@]}" >"$DIR/apiserver-flags"
+  elif [ -f "$DIR/apiserver-flags" ]; then
+    mapfile -t APISERVER_FLAGS <"$DIR/apiserver-flags"
+  fi
   read_pids
   local name all=true
   for name in "${COMPONENTS[@]}"; do running "$name" || all=false; done

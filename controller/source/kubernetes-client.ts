@@ -47,6 +47,7 @@ import {
 } from '@kubernetes/client-node';
 
 import { sameJson } from '../api/canonical.js';
+import { SharedConnectionsKubeConfig } from './kubeconfig.js';
 import { GROUP, KIND_NAMES, KINDS, VERSION, type Kind } from '../api/kinds.js';
 import type { ConductorObject } from '../api/types.generated.js';
 import { ObjectCache, objectKey } from '../cache/cache.js';
@@ -606,8 +607,8 @@ const perKind = <V>(): PerKind<V> => ({
 
 export class KubernetesClient implements SourceClient {
   readonly nodeName: string;
-  /** The API server and credentials it talks to (for the node's Lease). */
-  readonly kubeConfig: KubeConfig;
+  /** The API server and credentials it talks to, on shared connections (also the node's Lease). */
+  readonly kubeConfig: SharedConnectionsKubeConfig;
   readonly caches: Caches = {
     Image: new ObjectCache('Image'),
     Container: new ObjectCache('Container'),
@@ -636,7 +637,7 @@ export class KubernetesClient implements SourceClient {
   private syncedPromise: Promise<void> | undefined;
   private abortSync: ((err: Error) => void) | undefined;
 
-  private constructor(kc: KubeConfig, opts: KubernetesClientOptions) {
+  private constructor(kc: SharedConnectionsKubeConfig, opts: KubernetesClientOptions) {
     this.nodeName = opts.nodeName;
     this.kubeConfig = kc;
     this.log = opts.logger;
@@ -682,7 +683,7 @@ export class KubernetesClient implements SourceClient {
     if (opts.inCluster !== undefined) {
       if (opts.kubeconfig !== undefined)
         throw new Error('--kubeconfig and --in-cluster exclude each other');
-      const kc = new KubeConfig();
+      const kc = new SharedConnectionsKubeConfig();
       loadInCluster(kc, opts.inCluster);
       return new KubernetesClient(kc, opts);
     }
@@ -747,6 +748,7 @@ export class KubernetesClient implements SourceClient {
     await Promise.all(this.watches.map((w) => w.stop()));
     await Promise.allSettled([...this.writes]);
     await this.events.flush();
+    await this.kubeConfig.closeConnections();
   }
 
   /** Objects being deleted that still hold our finalizer: their host state is to be released. */
@@ -1083,8 +1085,8 @@ export class KubernetesClient implements SourceClient {
 }
 
 /** A kubeconfig file with a current context naming a cluster; errors name the flag and file. */
-export function loadKubeconfig(path: string): KubeConfig {
-  const kc = new KubeConfig();
+export function loadKubeconfig(path: string): SharedConnectionsKubeConfig {
+  const kc = new SharedConnectionsKubeConfig();
   try {
     kc.loadFromFile(path);
   } catch (err) {

@@ -385,6 +385,24 @@ describe('build steps and the cache', () => {
     ).toEqual([]);
   });
 
+  it('refuses a copy step without a manifest directory before it fetches the base or runs a step', async () => {
+    const events: string[] = [];
+    const t0 = Date.now();
+    const err = await build({
+      // A base that would take debootstrap half a minute, and a step before the copy.
+      from: 'debian:bookworm',
+      steps: [{ run: 'apt-get update' }, { copy: { src: 'app', dest: '/app' } }],
+      onProgress: (e) => events.push(e.type),
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BuildError);
+    expect(err).toMatchObject({ step: 1 });
+    expect((err as Error).message).toBe(
+      "spec.steps[1].copy: copy steps need the manifest's directory, and this Image has none",
+    );
+    expect(events).toEqual([]);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
   it('resolves user names from the image and builds on another image', async () => {
     const dir = context({ 'hello.txt': 'hello' });
     await saveArchive(await busyboxImage(), 'oci-archive', join(dir, 'bb.tar'));

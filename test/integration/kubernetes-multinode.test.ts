@@ -121,13 +121,7 @@ beforeAll(async () => {
   logB = join(base, 'agent-b.log');
   await buildDist();
   cp = await ControlPlane.up(join(base, 'control-plane'));
-  await cp.kubectl(['apply', '-f', join(REPO_ROOT, 'crds')]);
-  await cp.kubectl([
-    'wait',
-    '--for=condition=Established',
-    '--timeout=60s',
-    ...['images', 'containers', 'services'].map((p) => `crd/${p}.conductor.dev`),
-  ]);
+  await cp.applyCrds();
   await cp.kubectl(['create', 'namespace', NS]);
   registry = await startRegistry({ prefix: NS });
   await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);

@@ -19,7 +19,7 @@ import { containerIdFor } from '../../controller/controllers/container.js';
 import { runController, type RunningController } from '../../controller/manager.js';
 import { RuntimeCore, silentLogger } from '../../runtime-core/src/index.js';
 import { CONTROL_PLANE_BUILD_TIMEOUT, ControlPlane } from '../fixtures/control-plane.js';
-import { REPO_ROOT, testNetwork } from '../fixtures/controller.js';
+import { testNetwork } from '../fixtures/controller.js';
 import { busyboxImage } from '../fixtures/images.js';
 import {
   FIXTURE_ROOT,
@@ -86,13 +86,7 @@ beforeAll(async () => {
   before = hostSnapshot();
   base = mkdtempSync(join(FIXTURE_ROOT, `${NS}-`));
   cp = await ControlPlane.up(join(base, 'control-plane'));
-  await cp.kubectl(['apply', '-f', join(REPO_ROOT, 'crds')]);
-  await cp.kubectl([
-    'wait',
-    '--for=condition=Established',
-    '--timeout=60s',
-    ...['images', 'containers', 'services'].map((p) => `crd/${p}.conductor.dev`),
-  ]);
+  await cp.applyCrds();
   await cp.kubectl(['create', 'namespace', NS]);
   registry = await startRegistry({ prefix: NS });
   await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);

@@ -14,6 +14,7 @@ import {
   Validator,
   type FieldError,
 } from '../../controller/validation/index.js';
+import { INVALID_MANIFESTS, pathSet } from '../fixtures/invalid-manifests.js';
 
 /** The errors of an invalid manifest, formatted as the API server prints them. */
 function errorsOf(manifest: unknown): string[] {
@@ -367,6 +368,24 @@ describe('validateObject: errors read as the API server’s', () => {
       }),
     ).toEqual(['spec.selector.app: Invalid value: 1: must be of type string']);
   });
+});
+
+describe('the invalid manifests table (test/fixtures/invalid-manifests.ts)', () => {
+  // The same table runs against a real API server in test/integration/schema-parity.test.ts.
+  it('has unique names, one object a case', () => {
+    const names = INVALID_MANIFESTS.map((c) => c.name);
+    expect(new Set(names).size).toBe(names.length);
+  });
+
+  it.each(INVALID_MANIFESTS.map((c) => [c.name, c] as const))(
+    "%s: refused at the table's field paths",
+    (_name, c) => {
+      const result = validateManifest(c.manifest);
+      expect(result.ok).toBe(false);
+      const paths = result.ok ? [] : pathSet(result.errors.map((e) => e.path));
+      expect(paths).toEqual(pathSet(c.paths));
+    },
+  );
 });
 
 describe('validateStatus', () => {

@@ -193,6 +193,16 @@ export class ImageBuilder {
 
   async build(req: BuildRequest): Promise<BuiltImage> {
     const progress = req.onProgress ?? ((): void => undefined);
+    // Without a manifest directory (an Image from the API server) a copy step can never be
+    // built, nor found in the layer cache (its key includes the digest of what it copies):
+    // refused before a base is fetched or a step runs, which would be minutes of debootstrap
+    // and apt-get for nothing.
+    const firstCopy = req.contextDir ? -1 : (req.steps ?? []).findIndex((s) => s.copy);
+    if (firstCopy >= 0)
+      throw new BuildError(
+        `spec.steps[${firstCopy}].copy: copy steps need the manifest's directory, and this Image has none`,
+        firstCopy,
+      );
     let source: ImageSource;
     try {
       source = parseSource(req.from);
