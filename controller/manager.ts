@@ -111,6 +111,8 @@ export interface RunControllerOptions {
    * the source address of the host's default route).
    */
   nodeIp?: string;
+  /** Kubernetes mode: what the relative paths of Images from the API server resolve against. */
+  buildContext?: string;
   /** Kubernetes mode: the size of each node's part of the container range (default /24). */
   nodeCidrMaskSize?: number;
 }
@@ -433,7 +435,7 @@ async function claimNodeRange(
 
 /** Loaded only in Kubernetes mode: @kubernetes/client-node takes about 0.5 s to import. */
 async function openKubernetesClient(
-  opts: Pick<RunControllerOptions, 'kubeconfig' | 'inCluster' | 'nodeName'>,
+  opts: Pick<RunControllerOptions, 'kubeconfig' | 'inCluster' | 'nodeName' | 'buildContext'>,
   logger: Logger,
 ): Promise<KubernetesClient> {
   const { KubernetesClient } = await import('./source/kubernetes-client.js');
@@ -441,6 +443,7 @@ async function openKubernetesClient(
     ...(opts.kubeconfig !== undefined ? { kubeconfig: opts.kubeconfig } : {}),
     ...(opts.inCluster !== undefined ? { inCluster: opts.inCluster } : {}),
     nodeName: opts.nodeName ?? hostname().toLowerCase(),
+    ...(opts.buildContext !== undefined ? { buildContext: opts.buildContext } : {}),
     logger,
   });
 }

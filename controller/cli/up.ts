@@ -3,6 +3,7 @@
  * gracefully (the work queues drain; containers keep running and are adopted by the next `up`).
  * A second signal while stopping exits at once.
  */
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -23,7 +24,7 @@ export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
   conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--node-ip IP]
-               [--state-dir DIR]
+               [--build-context DIR] [--state-dir DIR]
                [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
                [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
                [--cluster-domain DOMAIN] [--stuck-after SECONDS] [-v]
@@ -41,6 +42,10 @@ Options:
       --node-ip IP              Kubernetes mode: the address the other nodes reach this one's
                                 containers through (default: the source address of the
                                 default route); each node holds a part of --container-cidr
+      --build-context DIR       Kubernetes mode: the directory the relative paths of Images from
+                                the API server resolve against (copy sources, from: paths), as
+                                a manifest's own directory does in directory mode; without it
+                                such Images cannot have copy steps
       --state-dir DIR           state directory (default /var/lib/conductor)
       --metrics-addr HOST:PORT  /metrics, /healthz and /readyz (default ${DEFAULT_METRICS_ADDR})
       --concurrency N           containers reconciled at once (default 4)
@@ -69,6 +74,8 @@ export interface RunControllerOptions {
   nodeName?: string;
   /** Kubernetes mode: the address other nodes reach this one's containers through. */
   nodeIp?: string;
+  /** Kubernetes mode: what the relative paths of Images from the API server resolve against. */
+  buildContext?: string;
   stateDir: string;
   metricsAddr: string;
   logLevel: 'info' | 'debug';
@@ -102,6 +109,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         'in-cluster': { type: 'boolean' },
         'node-name': { type: 'string' },
         'node-ip': { type: 'string' },
+        'build-context': { type: 'string' },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
@@ -144,12 +152,28 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
   const inCluster = values['in-cluster'] === true;
   const nodeName = values['node-name'];
   const nodeIp = values['node-ip'];
-  if (nodeIp !== undefined) {
-    if (kubeconfig === undefined && !inCluster)
+  const buildContext = values['build-context'];
+  const kubernetesOnly = (flag: string, value: string | undefined): void => {
+    if (value !== undefined && kubeconfig === undefined && !inCluster)
       throw new UsageError(
-        '--node-ip is for Kubernetes mode (with --kubeconfig or --in-cluster)',
+        `${flag} is for Kubernetes mode (with --kubeconfig or --in-cluster)`,
         'up',
       );
+  };
+  kubernetesOnly('--node-ip', nodeIp);
+  kubernetesOnly('--node-name', nodeName);
+  kubernetesOnly('--build-context', buildContext);
+  if (buildContext !== undefined) {
+    const dir = resolve(cwd, buildContext);
+    let isDir = false;
+    try {
+      isDir = statSync(dir).isDirectory();
+    } catch {
+      // reported below
+    }
+    if (!isDir) throw new UsageError(`--build-context ${buildContext}: not a directory`, 'up');
+  }
+  if (nodeIp !== undefined) {
     if (parseIPv4(nodeIp) === undefined)
       throw new UsageError(
         `--node-ip must be an IPv4 address, got ${JSON.stringify(nodeIp)}`,
@@ -166,11 +190,6 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     throw new UsageError('--kubeconfig and --in-cluster exclude each other', 'up');
   if (kubeconfig === '') throw new UsageError('--kubeconfig needs a path', 'up');
   if (nodeName !== undefined) {
-    if (kubeconfig === undefined && !inCluster)
-      throw new UsageError(
-        '--node-name is for Kubernetes mode (with --kubeconfig or --in-cluster)',
-        'up',
-      );
     // A Node's name: an RFC 1123 subdomain.
     if (
       nodeName.length > 253 ||
@@ -221,6 +240,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     ...(inCluster ? { inCluster: {} } : {}),
     ...(nodeName !== undefined ? { nodeName } : {}),
     ...(nodeIp !== undefined ? { nodeIp } : {}),
+    ...(buildContext !== undefined ? { buildContext: resolve(cwd, buildContext) } : {}),
     concurrency: { Container: concurrency },
     ...(stuckAfter !== undefined ? { stuckAfterMs: stuckSeconds * 1000 } : {}),
     watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
@@ -249,6 +269,7 @@ export async function up(
   if (args.inCluster) opts.inCluster = args.inCluster;
   if (args.nodeName !== undefined) opts.nodeName = args.nodeName;
   if (args.nodeIp !== undefined) opts.nodeIp = args.nodeIp;
+  if (args.buildContext !== undefined) opts.buildContext = args.buildContext;
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
   if (network) opts.network = network;

@@ -586,6 +586,11 @@ export interface KubernetesClientOptions {
   inCluster?: InClusterConfig;
   /** This agent's node: the reportingInstance of its events. */
   nodeName: string;
+  /**
+   * The directory the relative paths of Images (copy sources, `from:` paths) resolve against
+   * (`conductor up --build-context`); without it an Image from the API server has none.
+   */
+  buildContext?: string;
   logger: Logger;
   /** A kind's informer silent for this long is restarted (default 2 min). */
   watchdogMs?: number;
@@ -607,6 +612,7 @@ const perKind = <V>(): PerKind<V> => ({
 
 export class KubernetesClient implements SourceClient {
   readonly nodeName: string;
+  private readonly buildContext: string | undefined;
   /** The API server and credentials it talks to, on shared connections (also the node's Lease). */
   readonly kubeConfig: SharedConnectionsKubeConfig;
   readonly caches: Caches = {
@@ -640,6 +646,7 @@ export class KubernetesClient implements SourceClient {
   private constructor(kc: SharedConnectionsKubeConfig, opts: KubernetesClientOptions) {
     this.nodeName = opts.nodeName;
     this.kubeConfig = kc;
+    this.buildContext = opts.buildContext;
     this.log = opts.logger;
     this.syncTimeoutMs = opts.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
@@ -860,8 +867,8 @@ export class KubernetesClient implements SourceClient {
     }
   }
 
-  contextDirOf(): string | undefined {
-    return undefined;
+  contextDirOf(kind: Kind): string | undefined {
+    return kind === 'Image' ? this.buildContext : undefined;
   }
 
   // --- the informers' events ---

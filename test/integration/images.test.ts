@@ -397,7 +397,7 @@ describe('build steps and the cache', () => {
     expect(err).toBeInstanceOf(BuildError);
     expect(err).toMatchObject({ step: 1 });
     expect((err as Error).message).toBe(
-      "spec.steps[1].copy: copy steps need the manifest's directory, and this Image has none",
+      "spec.steps[1].copy: copy steps need a build context (the manifest's directory; for an Image from an API server, the agent's --build-context), and this Image has none",
     );
     expect(events).toEqual([]);
     expect(Date.now() - t0).toBeLessThan(1000);

@@ -1,15 +1,14 @@
 /**
  * manifests/demo/ applied to a cluster with `kubectl apply`, an agent (`conductor up
- * --kubeconfig`) running: what happens today, as README's "The demo on a cluster" says.
+ * --kubeconfig`) running, as README's "The demo on a cluster" says.
  *
  * The demo's Images copy files that sit next to the manifest (counter/, web/app.py). An object
- * from the API server has no manifest directory, so those copy steps cannot be built — nor
- * found in the layer cache a `conductor build -f` of the same file filled, since a copy layer's
- * cache key includes the digest of the files it copies. Serving the demo from a cluster needs
- * a feature Conductor does not have yet (README names the two candidates). Until then the agent
- * must say so at once and precisely: both Images Failed on their copy step before any base is
- * fetched or step run (no debootstrap, no apt-get), the Containers Pending on them, nothing
- * started on the host — so nothing takes the node's port 3000 (demo-e2e's) either.
+ * from the API server has no manifest directory: the agent resolves such paths against its
+ * `--build-context DIR`. Without one, it must say so at once and precisely: both Images Failed
+ * on their copy step before any base is fetched or step run (no debootstrap, no apt-get), the
+ * Containers Pending on them, nothing started on the host. Restarted with `--build-context
+ * manifests/demo`, the same objects build (debootstrap and apt-get: a minute or two cold) and
+ * serve an increasing count on localhost:3000, as hack/demo.sh does from a watch directory.
  *
  * Needs the control-plane binaries (hack/control-plane.sh build): never skipped.
  */
@@ -22,6 +21,7 @@ import type { Container, Image, Service } from '../../controller/api/types.gener
 import { AgentHarness } from '../fixtures/agent.js';
 import { CONTROL_PLANE_BUILD_TIMEOUT } from '../fixtures/control-plane.js';
 import { REPO_ROOT } from '../fixtures/controller.js';
+import { httpGet, tcpOutcome } from '../fixtures/network.js';
 import { assertNoLeaks, hostSnapshot, uniqueId, type HostSnapshot } from '../fixtures/index.js';
 
 const NS = uniqueId('k8demo');
@@ -30,6 +30,8 @@ let before: HostSnapshot;
 
 beforeAll(async () => {
   before = hostSnapshot();
+  // The demo's port: a clear failure rather than a confusing one.
+  expect(await tcpOutcome('127.0.0.1', 3000, 1000)).not.toBe('connected');
   h = await AgentHarness.create(NS);
   await h.start();
 }, CONTROL_PLANE_BUILD_TIMEOUT);
@@ -39,7 +41,7 @@ afterAll(async () => {
   assertNoLeaks(before, { idPrefix: NS });
 }, 120_000);
 
-it('manifests/demo/ with kubectl: the Images fail on their copy step at once, nothing runs', async () => {
+it('manifests/demo/ with kubectl and no --build-context: the Images fail on their copy step at once, nothing runs', async () => {
   const applied = await h.kubectl([
     'apply',
     '-n',
@@ -67,7 +69,7 @@ it('manifests/demo/ with kubectl: the Images fail on their copy step at once, no
     expect(image?.status).toMatchObject({
       failedStep: 1,
       message:
-        "spec.steps[1].copy: copy steps need the manifest's directory, and this Image has none",
+        "spec.steps[1].copy: copy steps need a build context (the manifest's directory; for an Image from an API server, the agent's --build-context), and this Image has none",
     });
     // Refused before debootstrap or apt-get could start.
     expect(image?.status?.buildDurationSeconds).toBeLessThan(1);
@@ -99,3 +101,49 @@ it('manifests/demo/ with kubectl: the Images fail on their copy step at once, no
     [],
   );
 }, 120_000);
+
+it('the same objects with --build-context manifests/demo: built, and the count served on localhost:3000', async () => {
+  await h.signal('SIGTERM');
+  await h.start(['--build-context', join(REPO_ROOT, 'manifests', 'demo')]);
+  // The Failed Images are built again by the restarted agent: nothing is applied anew.
+  for (const name of ['counter', 'web']) {
+    const image = await h.waitFor<Image>(
+      'images',
+      name,
+      (o) =>
+        o?.status?.phase === 'Ready' ||
+        (o?.status?.phase === 'Failed' && !o.status.message?.includes('build context')),
+      900_000,
+    );
+    expect({ name, phase: image?.status?.phase, message: image?.status?.message }).toEqual({
+      name,
+      phase: 'Ready',
+      message: undefined,
+    });
+  }
+  const web = await h.waitFor<Container>(
+    'containers',
+    'web',
+    (o) =>
+      o?.status?.phase === 'Running' &&
+      o.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true,
+    120_000,
+  );
+  expect(web?.spec.nodeName).toBe(h.nodeName);
+  const counts: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    const page = await httpGet('127.0.0.1', 3000, '/?format=json');
+    expect(page.status).toBe(200);
+    counts.push((JSON.parse(page.body) as { count: number }).count);
+  }
+  expect(counts[1]).toBe((counts[0] ?? 0) + 1);
+  // Through the counter Service, whose endpoint is now ready.
+  const svc = await h.waitFor<Service>(
+    'services.conductor.dev',
+    'counter',
+    (o) => o?.status?.endpoints?.[0]?.ready === true,
+    30_000,
+  );
+  expect(svc?.status?.endpoints).toHaveLength(1);
+  expect((await h.hostContainers()).length).toBe(2);
+}, 1_200_000);

@@ -193,14 +193,14 @@ export class ImageBuilder {
 
   async build(req: BuildRequest): Promise<BuiltImage> {
     const progress = req.onProgress ?? ((): void => undefined);
-    // Without a manifest directory (an Image from the API server) a copy step can never be
+    // Without a build context (an Image from an API server, no --build-context) a copy step can never be
     // built, nor found in the layer cache (its key includes the digest of what it copies):
     // refused before a base is fetched or a step runs, which would be minutes of debootstrap
     // and apt-get for nothing.
     const firstCopy = req.contextDir ? -1 : (req.steps ?? []).findIndex((s) => s.copy);
     if (firstCopy >= 0)
       throw new BuildError(
-        `spec.steps[${firstCopy}].copy: copy steps need the manifest's directory, and this Image has none`,
+        `spec.steps[${firstCopy}].copy: copy steps need a build context (the manifest's directory; for an Image from an API server, the agent's --build-context), and this Image has none`,
         firstCopy,
       );
     let source: ImageSource;
@@ -239,7 +239,7 @@ export class ImageBuilder {
       if (step.copy) {
         const copy = step.copy;
         if (!req.contextDir)
-          throw new BuildError(`${field}.copy: copy steps need the manifest's directory`, i);
+          throw new BuildError(`${field}.copy: copy steps need a build context`, i);
         const src = await this.guard(i, () =>
           resolveInContext(req.contextDir ?? '', copy.src, `${field}.copy.src`),
         );
@@ -373,7 +373,10 @@ export class ImageBuilder {
       path: string,
       stamp = '',
     ): Promise<{ path: string; fingerprint: string }> => {
-      if (!req.contextDir) throw new BuildError(`spec.from: a path needs the manifest's directory`);
+      if (!req.contextDir)
+        throw new BuildError(
+          `spec.from: a path needs a build context (the manifest's directory; for an Image from an API server, the agent's --build-context)`,
+        );
       try {
         const real = await resolveInContext(req.contextDir, path, 'spec.from');
         const st = await stat(join(real, stamp));
