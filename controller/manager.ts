@@ -21,6 +21,7 @@ import { ContainerReconciler, OWNER_ANNOTATION } from './controllers/container.j
 import { markNodeLost, NODE_LOST_REASON } from './controllers/node-lifecycle.js';
 import type { ReconcileContext } from './controllers/context.js';
 import { ImageReconciler } from './controllers/image.js';
+import { NodeImages } from './controllers/node-images.js';
 import type { RestartBackoff } from './controllers/restart-policy.js';
 import { allDnsGroups } from './controllers/dns-names.js';
 import { serviceRule, ServiceReconciler } from './controllers/service.js';
@@ -198,11 +199,15 @@ async function startController(
   const { caches } = client;
   // Reconcilers (and their probes) record events through this one client, so every event of
   // either source is counted once.
+  // This node's build of an Image changed without its status changing (another node's status
+  // stands): its dependents look again. Set once the controllers exist.
+  let builtHere: (key: string) => void = () => undefined;
   const ctx: ReconcileContext = {
     client: observeEvents(client, (kind, type, reason) =>
       metrics.events.inc({ kind, type, reason }),
     ),
     runtime,
+    images: new NodeImages((key) => builtHere(key)),
     logger: log,
     now: () => new Date(),
     metrics: { images: metrics.images },
@@ -285,6 +290,12 @@ async function startController(
     enqueueFromMap(caches.Image, controllers.Container.queue, containersUsing),
   );
   controllers.Image.watch(enqueueFromMap(caches.Image, controllers.Image.queue, imagesBuiltOn));
+  builtHere = (key) => {
+    const img = caches.Image.getByKey(key);
+    if (!img) return;
+    for (const k of containersUsing(img)) controllers.Container.queue.add(k);
+    for (const k of imagesBuiltOn(img)) controllers.Image.queue.add(k);
+  };
   controllers.Service.watch(
     enqueueFromMap(caches.Container, controllers.Service.queue, servicesIn),
   );

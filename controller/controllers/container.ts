@@ -298,19 +298,27 @@ export class ContainerReconciler implements Reconciler {
     }
 
     const status = new StatusWriter(ctx.client, 'Container', container);
-    const image = ctx.client.get('Image', `${namespace}/${container.spec.image}`);
-    if (!image || image.status?.phase !== 'Ready') {
+    const imageKey = `${namespace}/${container.spec.image}`;
+    const shared = ctx.client.get('Image', imageKey);
+    // The Image as this node built it (node-images.ts): with several agents, the status may
+    // describe another node's layers.
+    const here =
+      shared && (await ctx.images.view(imageKey, shared, (l) => ctx.runtime.hasLayers(l)));
+    if (!shared || here?.phase !== 'Ready') {
+      const waiting =
+        here !== shared?.status && here?.phase === 'Pending' ? `: ${here.message}` : '';
       await this.setStatus(status, {
         phase: info?.status === 'running' ? 'Running' : 'Pending',
         reason: 'ImageNotReady',
-        message: image
-          ? `image ${container.spec.image} is ${image.status?.phase ?? 'Pending'}`
+        message: shared
+          ? `image ${container.spec.image} is ${here?.phase ?? 'Pending'}${waiting}`
           : `image ${container.spec.image} does not exist`,
         ready: info?.status === 'running',
       });
-      // The Image's change re-enqueues this key (dependents are watched).
+      // The Image's change (or this node's build of it) re-enqueues this key.
       return done();
     }
+    const image: Image = here === shared.status ? shared : { ...shared, status: here };
 
     let desired: RunSpec;
     try {
@@ -378,7 +386,7 @@ export class ContainerReconciler implements Reconciler {
         ...(info.startedAt ? { startedAt: info.startedAt } : {}),
         ip: info.ip,
         ready: this.prober.ready(key),
-        imageID: image.status.digest,
+        imageID: image.status?.digest,
       });
       await this.publishName(status.current);
       // Look again when the crash streak would end, so it ends on time.

@@ -3,6 +3,7 @@
  * status and event writes back to it) and the runtime core. Built by the manager; unit tests
  * build it with fakes of both.
  */
+import type { NodeImages } from './node-images.js';
 import type { Condition } from '../api/types.generated.js';
 import type { Kind } from '../api/kinds.js';
 import {
@@ -17,6 +18,8 @@ import type { Logger, RuntimeCoreApi } from '../../runtime-core/src/index.js';
 export interface ReconcileContext {
   client: Client;
   runtime: RuntimeCoreApi;
+  /** What this node has built of each Image (its containers run those layers). */
+  images: NodeImages;
   logger: Logger;
   now(): Date;
   /** Where the reconcilers report what they measure (builds, pulls); absent in unit tests. */

@@ -96,6 +96,7 @@ export class ImageReconciler implements Reconciler {
       // Layers stay for reuse (`conductor images prune` removes them); the object and status go.
       const { namespace, name } = splitObjectKey(key);
       this.checked.delete(key);
+      ctx.images.forget(key);
       await this.inputs.delete(key);
       await ctx.client.finalize('Image', namespace, name);
       return done();
@@ -114,14 +115,16 @@ export class ImageReconciler implements Reconciler {
     // Inputs not read since the start are checked by a (cached) build, unless that would ask a
     // registry again (`latest`): a restart must not turn a Ready image Failed for a registry away.
     const inputsKnown = inputs.length === 0 || this.checked.has(key) || pulls(image.spec.from);
-    if (
-      old?.phase === 'Ready' &&
-      old.observedGeneration === generation &&
-      inputsKnown &&
-      (await ctx.runtime.hasLayers(old.layers ?? []))
-    ) {
+    const readyNow = old?.phase === 'Ready' && old.observedGeneration === generation;
+    const layersHere = readyNow && (await ctx.runtime.hasLayers(old.layers ?? []));
+    if (readyNow && inputsKnown && layersHere) {
+      ctx.images.record(key, old);
       return done();
     }
+    // Ready for this generation with layers that are not here: another node's build (several
+    // agents on one API server). This node builds its own for its containers and leaves the
+    // status as it is (node-images.ts): nothing written over another node's Ready.
+    const elsewhere = readyNow && !layersHere;
     this.checked.add(key);
     const started = Date.now();
     let phase: ImageStatus['phase'] = 'Pending';
@@ -204,6 +207,7 @@ export class ImageReconciler implements Reconciler {
         );
       }
       if (e.type === 'phase') {
+        if (elsewhere) return;
         if (recheck) deferred = e.phase;
         else queuePhase(e.phase);
       } else if (
@@ -235,8 +239,11 @@ export class ImageReconciler implements Reconciler {
         ...(image.spec.config ? { config: image.spec.config } : {}),
         ...(image.spec.registry ? { registry: image.spec.registry } : {}),
         ...(contextDir ? { contextDir } : {}),
-        resolveImage: (name) =>
-          builtFromStatus(ctx.client.get('Image', `${image.metadata.namespace}/${name}`)?.status),
+        resolveImage: (name) => {
+          const baseKey = `${image.metadata.namespace}/${name}`;
+          const base = ctx.client.get('Image', baseKey);
+          return base && builtFromStatus(ctx.images.own(baseKey, base) ?? base.status);
+        },
         onProgress,
       });
       pullEnded();
@@ -253,8 +260,10 @@ export class ImageReconciler implements Reconciler {
         return done();
       }
       // Checked and unchanged: the status keeps describing the build that made this digest.
-      if (recheck && built.stepsRun === 0 && built.digest === old.digest && phase === 'Pending')
+      if (recheck && built.stepsRun === 0 && built.digest === old.digest && phase === 'Pending') {
+        ctx.images.record(key, old);
         return done();
+      }
       const user = built.config.user
         ? await ctx.runtime.resolveImageUser(built, built.config.user)
         : undefined;
@@ -286,6 +295,23 @@ export class ImageReconciler implements Reconciler {
           ctx.now(),
         ),
       };
+      ctx.images.record(key, status);
+      if (elsewhere) {
+        ctx.logger.info('image built on this node; its status stays the one another node wrote', {
+          image: key,
+          digest: status.digest,
+          status: old.digest,
+        });
+        if (status.digest !== old.digest)
+          ctx.client.recordEvent(
+            'Image',
+            image,
+            'Normal',
+            'Built',
+            `image ${image.metadata.name} built on this node: ${status.digest}`,
+          );
+        return done();
+      }
       await writer.write(status);
       if (old?.digest !== status.digest)
         ctx.client.recordEvent(
@@ -308,6 +334,8 @@ export class ImageReconciler implements Reconciler {
       await settled();
       if (this.inputs.version(key) !== inputsVersion) return done();
       if (err instanceof DependencyNotReadyError) {
+        // Another node's Ready stays; this node's containers wait for its own build.
+        if (elsewhere) return done();
         await writer.write({
           ...(old ?? {}),
           phase: 'Pending',
@@ -346,8 +374,10 @@ export class ImageReconciler implements Reconciler {
           ctx.now(),
         ),
       };
+      ctx.images.record(key, status);
       ctx.client.recordEvent('Image', image, 'Warning', 'BuildFailed', e.message);
-      await writer.write(status);
+      // Ready on another node: its status stays, this node's containers say why they wait.
+      if (!elsewhere) await writer.write(status);
       // The spec (or the files it copies) must change first: a file change re-enqueues it.
       return terminal(e);
     }

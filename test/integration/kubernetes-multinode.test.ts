@@ -111,6 +111,44 @@ async function execOnB(name: string, argv: string[]): Promise<{ code: number; ou
   return { code, out };
 }
 
+/** Node B's agent: `conductor up` as its own process inside node B's network namespace. */
+function startB(): void {
+  const log = openSync(logB, 'a');
+  agentB = node.spawn(
+    process.execPath,
+    [
+      'bin/conductor.js',
+      'up',
+      '--kubeconfig',
+      cp.kubeconfig,
+      '--node-name',
+      NODE_B,
+      '--node-ip',
+      node.nodeIp,
+      '--state-dir',
+      stateB,
+      '--installation',
+      `k8m${NS.slice(-8)}`,
+      '--container-cidr',
+      network.containerCidr ?? '',
+      '--service-cidr',
+      network.serviceCidr ?? '',
+      '--metrics-addr',
+      '127.0.0.1:0',
+    ],
+    { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', log] },
+  );
+  closeSync(log);
+}
+
+/** Stops node B's agent (SIGTERM: its containers keep running, as a restart leaves them). */
+async function stopB(): Promise<void> {
+  if (!agentB || agentB.exitCode !== null || agentB.signalCode !== null) return;
+  const exited = new Promise((resolve) => agentB?.once('exit', resolve));
+  agentB.kill('SIGTERM');
+  await exited;
+}
+
 beforeAll(async () => {
   before = hostSnapshot();
   base = mkdtempSync(join(FIXTURE_ROOT, `${NS}-`));
@@ -147,32 +185,7 @@ beforeAll(async () => {
     images: { buildIdPrefix: `${NS}-build` },
     lease: { durationSeconds: 10, renewMs: 500 },
   });
-  const log = openSync(logB, 'a');
-  agentB = node.spawn(
-    process.execPath,
-    [
-      'bin/conductor.js',
-      'up',
-      '--kubeconfig',
-      cp.kubeconfig,
-      '--node-name',
-      NODE_B,
-      '--node-ip',
-      node.nodeIp,
-      '--state-dir',
-      stateB,
-      '--installation',
-      `k8m${NS.slice(-8)}`,
-      '--container-cidr',
-      network.containerCidr ?? '',
-      '--service-cidr',
-      network.serviceCidr ?? '',
-      '--metrics-addr',
-      '127.0.0.1:0',
-    ],
-    { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', log] },
-  );
-  closeSync(log);
+  startB();
   await apply({
     apiVersion: 'conductor.dev/v1alpha1',
     kind: 'Image',
@@ -184,10 +197,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await agentA?.stop();
-  if (agentB && agentB.exitCode === null) {
-    agentB.kill('SIGTERM');
-    await new Promise((resolve) => agentB?.once('exit', resolve));
-  }
+  await stopB();
   // Node B's containers and network, removed from inside it as `conductor down` there would.
   if (node) {
     const down = node.spawn(process.execPath, ['bin/conductor.js', 'down', '--state-dir', stateB], {
@@ -309,5 +319,79 @@ describe('two nodes, one cluster network', () => {
       code: 0,
       out: 'server-a\n',
     });
+  }, 240_000);
+
+  it('an Image Ready from one node: the other builds its own without touching the status, its container waits for it', async () => {
+    // Node B away while the Image is built on A; a run step whose files differ on every build.
+    await stopB();
+    await apply({
+      apiVersion: 'conductor.dev/v1alpha1',
+      kind: 'Image',
+      metadata: { name: 'stamped', namespace: NS },
+      spec: {
+        from: 'image:busybox',
+        steps: [{ run: 'cat /proc/sys/kernel/random/uuid > /stamp' }],
+      },
+    });
+    const onNode = (name: string, nodeName: string) =>
+      container(name, nodeName, { image: 'stamped', command: ['sleep', '3600'] });
+    await apply(onNode('stamp-a', NODE_A), onNode('stamp-b', NODE_B));
+    const a = await cp.waitFor<Container>('containers', NS, 'stamp-a', running, 120_000);
+    const image = await cp.get<Image>('images', NS, 'stamped');
+    expect(image?.status?.phase).toBe('Ready');
+
+    // B back: it finds the Image Ready with layers it does not have, builds them, and runs its
+    // container on them, writing nothing over A's status.
+    startB();
+    const b = await cp.waitFor<Container>('containers', NS, 'stamp-b', running, 120_000);
+    const stampA = await agentA?.runtime.execOutput(containerIdFor(NS, 'stamp-a'), [
+      'cat',
+      '/stamp',
+    ]);
+    const stampB = await execOnB('stamp-b', ['cat', '/stamp']);
+    expect(stampA?.exitCode).toBe(0);
+    expect(stampB.code).toBe(0);
+    expect(stampA?.stdout).toMatch(/^[0-9a-f-]{36}\n$/);
+    expect(stampB.out).toMatch(/^[0-9a-f-]{36}\n$/);
+    // Two builds: B ran the step itself (A's files are not here).
+    expect(stampA?.stdout).not.toBe(stampB.out);
+    // One digest: a layer is named by its build's inputs, on every node.
+    expect(a?.status?.imageID).toBe(image?.status?.digest);
+    expect(b?.status?.imageID).toBe(image?.status?.digest);
+    // B never failed on missing layers.
+    const events = await cp.kubectl(['get', 'events', '-n', NS, '-o', 'json']);
+    const warnings = (
+      JSON.parse(events) as {
+        items: { type?: string; reason?: string; regarding?: { name?: string }; note?: string }[];
+      }
+    ).items.filter(
+      (e) => e.type === 'Warning' && ['stamp-b', 'stamped'].includes(e.regarding?.name ?? ''),
+    );
+    expect(warnings).toEqual([]);
+
+    // Settled: the status is A's as it was (not flipped to Building and back), and no container
+    // was replaced.
+    await sleep(3000);
+    const later = await cp.get<Image>('images', NS, 'stamped');
+    expect(later?.metadata?.resourceVersion).toBe(image?.metadata?.resourceVersion);
+    for (const [name, was] of [
+      ['stamp-a', a],
+      ['stamp-b', b],
+    ] as const) {
+      const now = await cp.get<Container>('containers', NS, name);
+      expect({
+        name,
+        phase: now?.status?.phase,
+        containerID: now?.status?.containerID,
+        startedAt: now?.status?.startedAt,
+        restartCount: now?.status?.restartCount ?? 0,
+      }).toEqual({
+        name,
+        phase: 'Running',
+        containerID: was?.status?.containerID,
+        startedAt: was?.status?.startedAt,
+        restartCount: 0,
+      });
+    }
   }, 240_000);
 });
