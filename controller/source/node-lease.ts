@@ -22,7 +22,7 @@ import {
   type V1Lease,
 } from '@kubernetes/client-node';
 
-import { formatIPv4, type Cidr, type Logger } from '../../runtime-core/src/index.js';
+import { formatIPv4, parseIPv4, type Cidr, type Logger } from '../../runtime-core/src/index.js';
 
 /** The kubelet's namespace for node heartbeats (kube-apiserver makes it). */
 export const LEASE_NAMESPACE = 'kube-node-lease';
@@ -160,6 +160,14 @@ export class NodeLease {
           .filter((c) => c !== undefined),
       );
       let cidr = mine ? held(mine) : undefined;
+      // Held from before a change of --container-cidr (or of the part's size): not ours now.
+      if (cidr !== undefined && !isBlockOf(clusterCidr, maskSize, cidr)) {
+        this.o.log.info('the container range changed; this node picks a new part of it', {
+          was: cidr,
+          range: clusterCidr.text,
+        });
+        cidr = undefined;
+      }
       if (cidr === undefined || taken.has(cidr)) {
         cidr = freeBlock(clusterCidr, maskSize, taken);
         if (cidr === undefined)
@@ -294,6 +302,20 @@ function older(a: V1Lease, b: V1Lease): boolean {
 }
 
 /** The lowest /`maskSize` block of `range` not in `taken`; undefined when every one is. */
+/** Whether `text` is one of the /maskSize blocks of `range` that freeBlock hands out. */
+export function isBlockOf(range: Cidr, maskSize: number, text: string): boolean {
+  const [ip, mask] = text.split('/');
+  const base = parseIPv4(ip ?? '');
+  const size = 2 ** (32 - maskSize);
+  return (
+    base !== undefined &&
+    mask === String(maskSize) &&
+    base >= range.base &&
+    base + size <= range.base + range.size &&
+    (base - range.base) % size === 0
+  );
+}
+
 export function freeBlock(
   range: Cidr,
   maskSize: number,
