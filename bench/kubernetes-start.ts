@@ -479,6 +479,9 @@ async function kubernetesRound(
   let up: Awaited<ReturnType<typeof conductorUp>> | undefined;
   try {
     await cluster.cp.kubectl(['create', 'namespace', ns]);
+    // The one node holds the whole /24 as the directory controller does: a node's part would
+    // be a quarter of it by default, 62 addresses, fewer than the 100 containers.
+    const prefix = (network.containerCidr ?? '').split('/')[1] ?? '24';
     up = await conductorUp([
       ...['--kubeconfig', kubeconfig, '--node-name', `node-${PREFIX}`, '--state-dir', stateDir],
       ...['--metrics-addr', '127.0.0.1:0'],
@@ -487,6 +490,8 @@ async function kubernetesRound(
         network.containerCidr ?? '',
         '--service-cidr',
         network.serviceCidr ?? '',
+        '--node-cidr-mask-size',
+        prefix,
       ],
     ]);
     await cluster.cp.kubectl(['apply', '-f', '-'], JSON.stringify(imageManifest(ns, registry)));

@@ -24,7 +24,7 @@ export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
   conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--node-ip IP]
-               [--build-context DIR] [--state-dir DIR]
+               [--node-cidr-mask-size N] [--build-context DIR] [--state-dir DIR]
                [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
                [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
                [--cluster-domain DOMAIN] [--stuck-after SECONDS] [-v]
@@ -42,6 +42,10 @@ Options:
       --node-ip IP              Kubernetes mode: the address the other nodes reach this one's
                                 containers through (default: the source address of the
                                 default route); each node holds a part of --container-cidr
+      --node-cidr-mask-size N   Kubernetes mode: the size of each node's part of --container-cidr
+                                (default 24, or a quarter of a range smaller than a /22; as
+                                kube-controller-manager's flag); a node runs at most 2^(32-N)-2
+                                containers with an address
       --build-context DIR       Kubernetes mode: the directory the relative paths of Images from
                                 the API server resolve against (copy sources, from: paths), as
                                 a manifest's own directory does in directory mode; without it
@@ -76,6 +80,8 @@ export interface RunControllerOptions {
   nodeIp?: string;
   /** Kubernetes mode: what the relative paths of Images from the API server resolve against. */
   buildContext?: string;
+  /** Kubernetes mode: the prefix length of each node's part of the container range. */
+  nodeCidrMaskSize?: number;
   stateDir: string;
   metricsAddr: string;
   logLevel: 'info' | 'debug';
@@ -110,6 +116,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         'node-name': { type: 'string' },
         'node-ip': { type: 'string' },
         'build-context': { type: 'string' },
+        'node-cidr-mask-size': { type: 'string' },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
@@ -163,6 +170,14 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
   kubernetesOnly('--node-ip', nodeIp);
   kubernetesOnly('--node-name', nodeName);
   kubernetesOnly('--build-context', buildContext);
+  const maskText = values['node-cidr-mask-size'];
+  kubernetesOnly('--node-cidr-mask-size', maskText);
+  const nodeCidrMaskSize = Number(maskText);
+  if (maskText !== undefined && (!/^\d+$/.test(maskText) || nodeCidrMaskSize > 30))
+    throw new UsageError(
+      `--node-cidr-mask-size must be a prefix length of at most 30, got ${JSON.stringify(maskText)}`,
+      'up',
+    );
   if (buildContext !== undefined) {
     const dir = resolve(cwd, buildContext);
     let isDir = false;
@@ -241,6 +256,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     ...(nodeName !== undefined ? { nodeName } : {}),
     ...(nodeIp !== undefined ? { nodeIp } : {}),
     ...(buildContext !== undefined ? { buildContext: resolve(cwd, buildContext) } : {}),
+    ...(maskText !== undefined ? { nodeCidrMaskSize } : {}),
     concurrency: { Container: concurrency },
     ...(stuckAfter !== undefined ? { stuckAfterMs: stuckSeconds * 1000 } : {}),
     watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
@@ -270,6 +286,7 @@ export async function up(
   if (args.nodeName !== undefined) opts.nodeName = args.nodeName;
   if (args.nodeIp !== undefined) opts.nodeIp = args.nodeIp;
   if (args.buildContext !== undefined) opts.buildContext = args.buildContext;
+  if (args.nodeCidrMaskSize !== undefined) opts.nodeCidrMaskSize = args.nodeCidrMaskSize;
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
   if (network) opts.network = network;

@@ -326,6 +326,34 @@ describe('conductor up --kubeconfig', () => {
   });
 });
 
+describe('conductor up: the node flags', () => {
+  it('takes a build context (an existing directory) and the size of the node part', () => {
+    const here = process.cwd();
+    expect(
+      parseUpArgs(
+        ['--kubeconfig', 'kc', '--build-context', 'manifests/demo', '--node-cidr-mask-size', '26'],
+        here,
+      ),
+    ).toMatchObject({ buildContext: `${here}/manifests/demo`, nodeCidrMaskSize: 26 });
+    expect(() => parseUpArgs(['--build-context', 'manifests/demo'], here)).toThrow(
+      '--build-context is for Kubernetes mode (with --kubeconfig or --in-cluster)',
+    );
+    expect(() => parseUpArgs(['--kubeconfig', 'kc', '--build-context', 'nowhere'], here)).toThrow(
+      '--build-context nowhere: not a directory',
+    );
+    expect(() =>
+      parseUpArgs(['--kubeconfig', 'kc', '--build-context', 'package.json'], here),
+    ).toThrow('--build-context package.json: not a directory');
+    expect(() => parseUpArgs(['--node-cidr-mask-size', '24'], here)).toThrow(
+      '--node-cidr-mask-size is for Kubernetes mode',
+    );
+    for (const bad of ['31', '-1', '24.5', 'x', ''])
+      expect(() =>
+        parseUpArgs(['--kubeconfig', 'kc', `--node-cidr-mask-size=${bad}`], here),
+      ).toThrow('--node-cidr-mask-size must be a prefix length of at most 30');
+  });
+});
+
 describe('KubernetesClient.open', () => {
   it('rejects a kubeconfig it cannot read, naming the flag and the file', async () => {
     await expect(
