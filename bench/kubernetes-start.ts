@@ -381,6 +381,9 @@ class Cluster {
     const watching: { abort?: AbortController } = {};
     let settle: { resolve: (ms: number) => void; reject: (err: Error) => void } | undefined;
     const ready = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
+    // Awaited by the round later; a failure before that must not end the process unhandled
+    // (skipping the rounds' clean-up of the host).
+    ready.catch(() => undefined);
     const timer = setTimeout(
       () => finish(new Error(`${done.size}/${names.length} Ready after ${timeoutMs} ms`)),
       timeoutMs,
