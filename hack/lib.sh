@@ -41,10 +41,16 @@ npm_ci_needed() {
   [ "$(cat "$dir/$INSTALL_STAMP")" != "$(install_fingerprint "$dir")" ]
 }
 
-# npm ci when needed (always with CI=true), then the stamp.
+# npm ci when needed (with CI=true, once per run: the first script of a CI run does it and
+# exports CONDUCTOR_NPM_CI_DONE, so a script the tests start — hack/demo.sh, agent-image.sh —
+# does not install node_modules again under the running tests), then the stamp.
 ensure_node_modules() {
   cd "$CONDUCTOR_REPO" || return 1
-  if [ "${CI:-}" = true ] || npm_ci_needed; then
+  local ci_forced=false
+  if [ "${CI:-}" = true ] && [ "${CONDUCTOR_NPM_CI_DONE:-}" != "$CONDUCTOR_REPO" ]; then
+    ci_forced=true
+  fi
+  if [ "$ci_forced" = true ] || npm_ci_needed; then
     rm -f "$INSTALL_STAMP"
     # Builds build/Release (the root package's install script) and dist/ (prepare). Its output
     # (hundreds of node-gyp lines) is kept in a log, shown if it fails.
@@ -59,6 +65,9 @@ ensure_node_modules() {
     rm -f "$log"
     install_fingerprint . >"$INSTALL_STAMP"
     touch dist/.build-stamp
+  fi
+  if [ "${CI:-}" = true ]; then
+    export CONDUCTOR_NPM_CI_DONE="$CONDUCTOR_REPO"
   fi
 }
 

@@ -57,6 +57,55 @@ describe('npm_ci_needed', () => {
   });
 });
 
+describe('ensure_node_modules in CI', () => {
+  // A checkout with a finished install's stamp, and an npm that only says it was called.
+  let dir: string;
+  let bin: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'hack-lib-ci-'));
+    bin = mkdtempSync(join(tmpdir(), 'hack-lib-npm-'));
+    writeFileSync(join(dir, 'package-lock.json'), '{"lockfileVersion": 3}\n');
+    mkdirSync(join(dir, 'node_modules'));
+    mkdirSync(join(dir, 'dist'));
+    writeFileSync(join(bin, 'npm'), '#!/bin/sh\necho "npm $*" >&2\n', { mode: 0o755 });
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(bin, { recursive: true, force: true });
+  });
+  const run = (env: Record<string, string>, stale = false) => {
+    writeFileSync(join(dir, 'package-lock.json'), '{"lockfileVersion": 3}\n');
+    const stamp = bash(`install_fingerprint ${JSON.stringify(dir)}`).stdout;
+    writeFileSync(join(dir, 'node_modules', '.conductor-installed'), stamp);
+    if (stale) writeFileSync(join(dir, 'package-lock.json'), '{"lockfileVersion": 3, "x": 1}\n');
+    const r = bash(
+      `CONDUCTOR_REPO=${JSON.stringify(dir)}; ensure_node_modules && echo "done=$CONDUCTOR_NPM_CI_DONE"`,
+      { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, ...env } },
+    );
+    return { ran: r.stderr.includes('npm ci: installing'), stdout: r.stdout, code: r.code };
+  };
+
+  it('installs once per CI run, and says so to the scripts the run starts', () => {
+    expect(run({ CI: 'true', CONDUCTOR_NPM_CI_DONE: '' })).toEqual({
+      ran: true,
+      stdout: `done=${dir}\n`,
+      code: 0,
+    });
+    // hack/demo.sh started by a test of that run: node_modules stays as it is.
+    expect(run({ CI: 'true', CONDUCTOR_NPM_CI_DONE: dir }).ran).toBe(false);
+    // ...unless it needs an install by the usual rule.
+    expect(run({ CI: 'true', CONDUCTOR_NPM_CI_DONE: dir }, true).ran).toBe(true);
+    // Another checkout's run does not count.
+    expect(run({ CI: 'true', CONDUCTOR_NPM_CI_DONE: '/elsewhere' }).ran).toBe(true);
+    // Outside CI: only when needed.
+    expect(run({ CI: '', CONDUCTOR_NPM_CI_DONE: '' })).toEqual({
+      ran: false,
+      stdout: 'done=\n',
+      code: 0,
+    });
+  });
+});
+
 describe('require_root', () => {
   it('returns at once for root', () => {
     const r = bash('require_root /bin/false; echo still-here');
