@@ -79,14 +79,10 @@ import { ControllerHarness, busyboxImage, containerManifest } from '../test/fixt
 import { CGROUP_ROOT, findLeaks, hostSnapshot, listMounts } from '../test/fixtures/leaks.js';
 import { httpGet } from '../test/fixtures/network.js';
 import { busyboxRootfs, uniqueId } from '../test/fixtures/rootfs.js';
-import { firstLine, median, parseFlags, table, which } from './lib.js';
+import { firstLine, median, parseFlags, positiveFlag, table, which } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
-function positive(name: string, fallback: number): number {
-  const n = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
-  return n;
-}
+const positive = (name: string, fallback: number): number => positiveFlag(flags, name, fallback);
 const rounds = positive('rounds', 5);
 const roundsMany = positive('rounds-many', 2);
 const many = positive('many', 100);

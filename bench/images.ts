@@ -72,14 +72,10 @@ import {
 import { findLeaks, hostSnapshot, listMounts } from '../test/fixtures/leaks.js';
 import { startRegistry, type Registry } from '../test/fixtures/registry.js';
 import { uniqueId } from '../test/fixtures/rootfs.js';
-import { median, parseFlags, repoRoot, table, which } from './lib.js';
+import { median, parseFlags, positiveFlag, repoRoot, table, which } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
-function positive(name: string, fallback: number): number {
-  const n = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
-  return n;
-}
+const positive = (name: string, fallback: number): number => positiveFlag(flags, name, fallback);
 const rounds = positive('rounds', 15);
 const pullRounds = positive('pull-rounds', 7);
 const bigLayers = positive('layers', 4);

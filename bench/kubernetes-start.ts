@@ -66,14 +66,10 @@ import { findLeaks, hostSnapshot } from '../test/fixtures/leaks.js';
 import { httpGet } from '../test/fixtures/network.js';
 import { startRegistry, type Registry } from '../test/fixtures/registry.js';
 import { FIXTURE_ROOT, uniqueId } from '../test/fixtures/rootfs.js';
-import { median, parseFlags, repoRoot, table } from './lib.js';
+import { median, parseFlags, positiveFlag, repoRoot, table } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
-function positive(name: string, fallback: number): number {
-  const n = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
-  return n;
-}
+const positive = (name: string, fallback: number): number => positiveFlag(flags, name, fallback);
 const rounds = positive('rounds', 5);
 const roundsMany = positive('rounds-many', 2);
 const many = positive('many', 100);

@@ -40,6 +40,13 @@ export function quantile(samples: number[], q: number): number {
 export const median = (samples: number[]): number => quantile(samples, 0.5);
 
 /** Parses `--name value` / `--name=value` flags into a map; bare `--flag` maps to 'true'. */
+/** A flag's whole number of at least 1 (`--name N`), or `fallback` when it is not given. */
+export function positiveFlag(flags: Map<string, string>, name: string, fallback: number): number {
+  const n = Number(flags.get(name) ?? fallback);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+  return n;
+}
+
 export function parseFlags(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {

@@ -56,14 +56,10 @@ import {
 import { findLeaks, hostSnapshot } from '../test/fixtures/leaks.js';
 import { httpGet, networkSnapshot, type NetworkSnapshot } from '../test/fixtures/network.js';
 import { FIXTURE_ROOT, uniqueId } from '../test/fixtures/rootfs.js';
-import { firstLine, median, parseFlags, repoRoot, table, which } from './lib.js';
+import { firstLine, median, parseFlags, positiveFlag, repoRoot, table, which } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
-function positive(name: string, fallback: number): number {
-  const n = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
-  return n;
-}
+const positive = (name: string, fallback: number): number => positiveFlag(flags, name, fallback);
 const rounds = positive('rounds', 3);
 const duration = positive('duration', 5);
 const threads = positive('threads', 2);

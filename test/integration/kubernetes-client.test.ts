@@ -56,6 +56,7 @@ import {
   FIXTURE_ROOT,
   assertNoLeaks,
   hostSnapshot,
+  pollFor,
   pushImage,
   startRegistry,
   uniqueId,
@@ -158,17 +159,12 @@ async function waitFor<T>(
   ok: (o: T | undefined) => boolean,
   timeoutMs = 60_000,
 ): Promise<T | undefined> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const o = await getObject<T>(plural, name);
-    if (ok(o)) return o;
-    if (Date.now() > until) {
-      throw new Error(
-        `${plural} ${name}: condition not met in ${timeoutMs} ms; last: ${JSON.stringify(o)}`,
-      );
-    }
-    await sleep(100);
-  }
+  return pollFor(
+    () => getObject<T>(plural, name),
+    ok,
+    timeoutMs,
+    (o) => `${plural} ${name}: condition not met in ${timeoutMs} ms; last: ${JSON.stringify(o)}`,
+  );
 }
 
 function containerJson(name: string, spec: Record<string, unknown>): string {
