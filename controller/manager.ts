@@ -114,6 +114,8 @@ export interface RunControllerOptions {
   nodeIp?: string;
   /** Kubernetes mode: what the relative paths of Images from the API server resolve against. */
   buildContext?: string;
+  /** Kubernetes mode: this node's labels, which unbound Containers' nodeSelector must match. */
+  nodeLabels?: Readonly<Record<string, string>>;
   /** Kubernetes mode: the size of each node's part of the container range (default /24). */
   nodeCidrMaskSize?: number;
 }
@@ -446,7 +448,10 @@ async function claimNodeRange(
 
 /** Loaded only in Kubernetes mode: @kubernetes/client-node takes about 0.5 s to import. */
 async function openKubernetesClient(
-  opts: Pick<RunControllerOptions, 'kubeconfig' | 'inCluster' | 'nodeName' | 'buildContext'>,
+  opts: Pick<
+    RunControllerOptions,
+    'kubeconfig' | 'inCluster' | 'nodeName' | 'buildContext' | 'nodeLabels'
+  >,
   logger: Logger,
 ): Promise<KubernetesClient> {
   const { KubernetesClient } = await import('./source/kubernetes-client.js');
@@ -455,6 +460,7 @@ async function openKubernetesClient(
     ...(opts.inCluster !== undefined ? { inCluster: opts.inCluster } : {}),
     nodeName: opts.nodeName ?? hostname().toLowerCase(),
     ...(opts.buildContext !== undefined ? { buildContext: opts.buildContext } : {}),
+    ...(opts.nodeLabels !== undefined ? { nodeLabels: opts.nodeLabels } : {}),
     logger,
   });
 }

@@ -324,6 +324,15 @@ export interface ContainerSpec {
    */
   nodeName?: string;
   /**
+   * In Kubernetes mode, the labels a node must have (its agent's --node-labels) for its agent to claim this Container while spec.nodeName is unset, as a Pod's nodeSelector; a Container no agent matches stays unbound. Ignored once spec.nodeName is set, and by the watch directory's agent.
+   */
+  nodeSelector?: {
+    /**
+     * The label's value.
+     */
+    [k: string]: string;
+  };
+  /**
    * The container's hostname, a DNS-1123 label; its name when unset.
    */
   hostname?: string;

@@ -19,12 +19,15 @@ import {
 import { COMMON_OPTIONS, DEFAULT_METRICS_ADDR, DEFAULT_WATCH_DIR, parseCommand } from './flags.js';
 import { CliError, UsageError, errorMessage, type CliIO } from './io.js';
 import { streamLogger } from './logger.js';
+import { formatFieldError } from '../validation/field-error.js';
+import { checkLabels } from '../validation/metadata.js';
 
 export const UP_USAGE = `Run the controller in the foreground.
 
 Usage:
   conductor up [--watch DIR | --kubeconfig PATH | --in-cluster] [--node-name NAME] [--node-ip IP]
-               [--node-cidr-mask-size N] [--build-context DIR] [--state-dir DIR]
+               [--node-labels K=V,...] [--node-cidr-mask-size N] [--build-context DIR]
+               [--state-dir DIR]
                [--metrics-addr HOST:PORT] [--concurrency N] [--installation NAME]
                [--container-cidr CIDR] [--service-cidr CIDR] [--cni-conf-dir DIR]
                [--cluster-domain DOMAIN] [--stuck-after SECONDS] [-v]
@@ -42,6 +45,9 @@ Options:
       --node-ip IP              Kubernetes mode: the address the other nodes reach this one's
                                 containers through (default: the source address of the
                                 default route); each node holds a part of --container-cidr
+      --node-labels K=V,...     Kubernetes mode: this node's labels, as the kubelet's flag; an
+                                unbound Container is claimed only by a node whose labels
+                                include its spec.nodeSelector
       --node-cidr-mask-size N   Kubernetes mode: the size of each node's part of --container-cidr
                                 (default 24, or a quarter of a range smaller than a /22; as
                                 kube-controller-manager's flag); a node runs at most 2^(32-N)-2
@@ -82,6 +88,8 @@ export interface RunControllerOptions {
   buildContext?: string;
   /** Kubernetes mode: the prefix length of each node's part of the container range. */
   nodeCidrMaskSize?: number;
+  /** Kubernetes mode: this node's labels (unbound Containers' nodeSelector must match). */
+  nodeLabels?: Record<string, string>;
   stateDir: string;
   metricsAddr: string;
   logLevel: 'info' | 'debug';
@@ -117,6 +125,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
         'node-ip': { type: 'string' },
         'build-context': { type: 'string' },
         'node-cidr-mask-size': { type: 'string' },
+        'node-labels': { type: 'string' },
         'metrics-addr': { type: 'string', default: DEFAULT_METRICS_ADDR },
         verbose: { type: 'boolean', short: 'v', default: false },
         concurrency: { type: 'string', default: '4' },
@@ -170,6 +179,9 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
   kubernetesOnly('--node-ip', nodeIp);
   kubernetesOnly('--node-name', nodeName);
   kubernetesOnly('--build-context', buildContext);
+  const labelsText = values['node-labels'];
+  kubernetesOnly('--node-labels', labelsText);
+  const nodeLabels = labelsText === undefined ? undefined : parseNodeLabels(labelsText);
   const maskText = values['node-cidr-mask-size'];
   kubernetesOnly('--node-cidr-mask-size', maskText);
   const nodeCidrMaskSize = Number(maskText);
@@ -257,6 +269,7 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     ...(nodeIp !== undefined ? { nodeIp } : {}),
     ...(buildContext !== undefined ? { buildContext: resolve(cwd, buildContext) } : {}),
     ...(maskText !== undefined ? { nodeCidrMaskSize } : {}),
+    ...(nodeLabels !== undefined ? { nodeLabels } : {}),
     concurrency: { Container: concurrency },
     ...(stuckAfter !== undefined ? { stuckAfterMs: stuckSeconds * 1000 } : {}),
     watchDir: resolve(cwd, values.watch ?? DEFAULT_WATCH_DIR),
@@ -264,6 +277,25 @@ export function parseUpArgs(argv: string[], cwd: string): UpArgs {
     metricsAddr: values['metrics-addr'],
     logLevel: values.verbose ? 'debug' : 'info',
   };
+}
+
+/** `--node-labels K=V,...` (the kubelet's form): each key and value checked as a label's. */
+export function parseNodeLabels(text: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const item of text.split(',')) {
+    const eq = item.indexOf('=');
+    if (eq <= 0)
+      throw new UsageError(
+        `--node-labels takes KEY=VALUE[,KEY=VALUE...], got ${JSON.stringify(item)}`,
+        'up',
+      );
+    const key = item.slice(0, eq);
+    if (key in labels) throw new UsageError(`--node-labels: ${key} given twice`, 'up');
+    labels[key] = item.slice(eq + 1);
+  }
+  const errors = checkLabels('--node-labels', labels);
+  if (errors.length > 0) throw new UsageError(errors.map(formatFieldError).join('; '), 'up');
+  return labels;
 }
 
 export async function up(
@@ -287,6 +319,7 @@ export async function up(
   if (args.nodeIp !== undefined) opts.nodeIp = args.nodeIp;
   if (args.buildContext !== undefined) opts.buildContext = args.buildContext;
   if (args.nodeCidrMaskSize !== undefined) opts.nodeCidrMaskSize = args.nodeCidrMaskSize;
+  if (args.nodeLabels !== undefined) opts.nodeLabels = args.nodeLabels;
   if (concurrency) opts.concurrency = concurrency;
   if (installation !== undefined) opts.installation = installation;
   if (network) opts.network = network;

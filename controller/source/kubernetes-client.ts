@@ -586,6 +586,8 @@ export interface KubernetesClientOptions {
   inCluster?: InClusterConfig;
   /** This agent's node: the reportingInstance of its events. */
   nodeName: string;
+  /** This node's labels (`--node-labels`): an unbound Container's nodeSelector must match them. */
+  nodeLabels?: Readonly<Record<string, string>>;
   /**
    * The directory the relative paths of Images (copy sources, `from:` paths) resolve against
    * (`conductor up --build-context`); without it an Image from the API server has none.
@@ -612,6 +614,7 @@ const perKind = <V>(): PerKind<V> => ({
 
 export class KubernetesClient implements SourceClient {
   readonly nodeName: string;
+  private readonly nodeLabels: Readonly<Record<string, string>>;
   private readonly buildContext: string | undefined;
   /** The API server and credentials it talks to, on shared connections (also the node's Lease). */
   readonly kubeConfig: SharedConnectionsKubeConfig;
@@ -647,6 +650,7 @@ export class KubernetesClient implements SourceClient {
     this.nodeName = opts.nodeName;
     this.kubeConfig = kc;
     this.buildContext = opts.buildContext;
+    this.nodeLabels = opts.nodeLabels ?? {};
     this.log = opts.logger;
     this.syncTimeoutMs = opts.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
@@ -886,12 +890,15 @@ export class KubernetesClient implements SourceClient {
 
   /**
    * Whether this agent handles the object's host state (its finalizer, its deletion): every
-   * Image and Service, and the Containers bound to this node. `unbound`: a Container to claim.
+   * Image and Service, and the Containers bound to this node. `unbound`: a Container to claim
+   * (its nodeSelector matches this node's labels; one that does not is left to other nodes).
    */
   private handling(kind: Kind, obj: ConductorObject): 'here' | 'elsewhere' | 'unbound' {
     if (kind !== 'Container') return 'here';
-    const node = (obj as ObjectOf<'Container'>).spec.nodeName;
-    return node === undefined ? 'unbound' : node === this.nodeName ? 'here' : 'elsewhere';
+    const spec = (obj as ObjectOf<'Container'>).spec;
+    if (spec.nodeName === undefined)
+      return selects(spec.nodeSelector, this.nodeLabels) ? 'unbound' : 'elsewhere';
+    return spec.nodeName === this.nodeName ? 'here' : 'elsewhere';
   }
 
   private upsert(kind: Kind, raw: KubernetesObject): void {
@@ -1092,6 +1099,14 @@ export class KubernetesClient implements SourceClient {
 }
 
 /** A kubeconfig file with a current context naming a cluster; errors name the flag and file. */
+/** Whether a node with `labels` has every label of `selector` (none: every node). */
+export function selects(
+  selector: Readonly<Record<string, string>> | undefined,
+  labels: Readonly<Record<string, string>>,
+): boolean {
+  return Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
+}
+
 export function loadKubeconfig(path: string): SharedConnectionsKubeConfig {
   const kc = new SharedConnectionsKubeConfig();
   try {

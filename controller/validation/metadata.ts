@@ -144,6 +144,11 @@ function checkStringMap(
   return errors;
 }
 
+/** Labels as Kubernetes checks them: qualified names to label values (e.g. a node's labels). */
+export function checkLabels(field: string, value: unknown): FieldError[] {
+  return checkStringMap(field, value, checkLabelValue);
+}
+
 function checkLabelValue(field: string, value: string): FieldError[] {
   const errors: FieldError[] = [];
   if (value.length > 63) errors.push(invalid(field, value, 'must be no more than 63 characters'));

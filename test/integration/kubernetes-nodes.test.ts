@@ -40,6 +40,8 @@ interface Agent {
   node: string;
   stateDir: string;
   network: ReturnType<typeof testNetwork>;
+  /** The node's labels (`--node-labels`). */
+  labels: Record<string, string>;
   ctl?: RunningController;
 }
 
@@ -53,6 +55,7 @@ function startAgent(a: Agent): Promise<RunningController> {
   return runController({
     kubeconfig: cp.kubeconfig,
     nodeName: a.node,
+    nodeLabels: a.labels,
     stateDir: a.stateDir,
     metricsAddr: '127.0.0.1:0',
     network: a.network,
@@ -93,7 +96,9 @@ beforeAll(async () => {
   for (const n of ['a', 'b']) {
     const stateDir = join(base, `state-${n}`);
     mkdirSync(stateDir);
-    agents.push({ node: `${NS}-${n}`, stateDir, network: testNetwork() });
+    // Node b has a label node a lacks, for nodeSelector.
+    const labels: Record<string, string> = n === 'b' ? { disk: 'ssd' } : {};
+    agents.push({ node: `${NS}-${n}`, stateDir, network: testNetwork(), labels });
   }
   for (const a of agents) await startAgent(a);
   await cp.kubectl(
@@ -147,6 +152,33 @@ describe('two agents as two nodes', () => {
       );
       expect(where).toEqual(agents.map((x) => x.node === node));
     }
+  }, 120_000);
+
+  it('an unbound Container with a nodeSelector is claimed only by a node with those labels', async () => {
+    const selected = ['ssd1', 'ssd2', 'ssd3'];
+    // Applied first, so both agents have judged it by the time the others are claimed.
+    await cp.kubectl(
+      ['apply', '-f', '-'],
+      [
+        containerJson('nvme', { nodeSelector: { disk: 'nvme' } }),
+        ...selected.map((n) => containerJson(n, { nodeSelector: { disk: 'ssd' } })),
+      ].join('\n'),
+    );
+    for (const name of selected) {
+      const c = await cp.waitFor<Container>('containers', NS, name, running);
+      expect(c?.spec.nodeName).toBe(b().node);
+    }
+    // No node has disk=nvme: it stays unbound, untouched (no finalizer, no status), run nowhere.
+    const nvme = await cp.get<Container>('containers', NS, 'nvme');
+    expect({
+      nodeName: nvme?.spec.nodeName,
+      finalizers: nvme?.metadata.finalizers,
+      status: nvme?.status,
+    }).toEqual({ nodeName: undefined, finalizers: undefined, status: undefined });
+    const id = containerIdFor(NS, 'nvme');
+    for (const x of agents) expect(await x.ctl?.runtime.find(id)).toBeUndefined();
+    // Deleted, it goes at once: no agent holds it.
+    await cp.kubectl(['delete', 'container.conductor.dev', 'nvme', '-n', NS, '--timeout=10s']);
   }, 120_000);
 
   it('logs and exec --kubeconfig work on the node that runs the container, and name it elsewhere', async () => {

@@ -12,7 +12,7 @@ import { describe, expect, it } from '@jest/globals';
 import { ApiException, type EventsV1Event } from '@kubernetes/client-node';
 
 import { eventRecord } from '../../controller/cli/cluster.js';
-import { parseUpArgs } from '../../controller/cli/up.js';
+import { parseNodeLabels, parseUpArgs } from '../../controller/cli/up.js';
 import { ConflictError, NotFoundError } from '../../controller/client/client.js';
 import {
   apiErrorCode,
@@ -23,6 +23,7 @@ import {
   KubernetesClient,
   mergePatch,
   REPORTING_CONTROLLER,
+  selects,
   statusWriteError,
   type EventSink,
 } from '../../controller/source/kubernetes-client.js';
@@ -351,6 +352,42 @@ describe('conductor up: the node flags', () => {
       expect(() =>
         parseUpArgs(['--kubeconfig', 'kc', `--node-cidr-mask-size=${bad}`], here),
       ).toThrow('--node-cidr-mask-size must be a prefix length of at most 30');
+  });
+});
+
+describe("a node's labels and a Container's nodeSelector", () => {
+  it('parses --node-labels as the kubelet does, checking keys and values', () => {
+    expect(parseNodeLabels('disk=ssd,topology.kubernetes.io/zone=a,empty=')).toEqual({
+      disk: 'ssd',
+      'topology.kubernetes.io/zone': 'a',
+      empty: '',
+    });
+    expect(parseUpArgs(['--kubeconfig', 'kc', '--node-labels', 'disk=ssd'], '/')).toMatchObject({
+      nodeLabels: { disk: 'ssd' },
+    });
+    expect(() => parseUpArgs(['--node-labels', 'disk=ssd'], '/')).toThrow(
+      '--node-labels is for Kubernetes mode',
+    );
+    expect(() => parseNodeLabels('disk')).toThrow(
+      '--node-labels takes KEY=VALUE[,KEY=VALUE...], got "disk"',
+    );
+    expect(() => parseNodeLabels('=x')).toThrow('got "=x"');
+    expect(() => parseNodeLabels('a=1,a=2')).toThrow('--node-labels: a given twice');
+    expect(() => parseNodeLabels('bad key=1')).toThrow('--node-labels: Invalid value: "bad key"');
+    expect(() => parseNodeLabels(`k=${'v'.repeat(64)}`)).toThrow(
+      'must be no more than 63 characters',
+    );
+  });
+
+  it('a selector matches a node with every one of its labels; none matches every node', () => {
+    const labels = { disk: 'ssd', zone: 'a' };
+    expect(selects(undefined, labels)).toBe(true);
+    expect(selects({}, {})).toBe(true);
+    expect(selects({ disk: 'ssd' }, labels)).toBe(true);
+    expect(selects({ disk: 'ssd', zone: 'a' }, labels)).toBe(true);
+    expect(selects({ disk: 'ssd', zone: 'b' }, labels)).toBe(false);
+    expect(selects({ gpu: 'yes' }, labels)).toBe(false);
+    expect(selects({ disk: '' }, {})).toBe(false);
   });
 });
 
