@@ -57,10 +57,9 @@ import {
 } from '@kubernetes/client-node';
 
 import type { Container, Image } from '../controller/api/types.generated.js';
-import { RuntimeCore } from '../runtime-core/src/index.js';
 import { ApiProxy, type ProxiedRequest } from '../test/fixtures/api-proxy.js';
 import { ControlPlane } from '../test/fixtures/control-plane.js';
-import { testNetwork } from '../test/fixtures/controller.js';
+import { removeHostState, testNetwork } from '../test/fixtures/controller.js';
 import { busyboxImage, pushImage } from '../test/fixtures/images.js';
 import { findLeaks, hostSnapshot } from '../test/fixtures/leaks.js';
 import { httpGet } from '../test/fixtures/network.js';
@@ -206,18 +205,6 @@ async function stopProcess(child: ChildProcess): Promise<void> {
 }
 
 /** What the controller made on the host: gone (`conductor down`). */
-async function removeHostState(
-  stateDir: string,
-  network: ReturnType<typeof testNetwork>,
-): Promise<void> {
-  if (!existsSync(stateDir)) return;
-  const core = await RuntimeCore.open({ stateDir, network });
-  try {
-    await core.removeAll();
-  } finally {
-    await core.close();
-  }
-}
 
 /** The first container's port must answer: Running and Ready means serving. */
 async function checkServing(c: Container | undefined): Promise<void> {

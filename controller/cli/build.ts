@@ -19,7 +19,7 @@ import {
   type BuildProgress,
   type BuiltImage,
 } from '../../runtime-core/src/index.js';
-import { builtFromStatus } from '../controllers/image.js';
+import { builtFromStatus, builtStatus } from '../controllers/image.js';
 import { builtImage, writeBuildRecord } from './built-images.js';
 import { COMMON_OPTIONS, parseCommand } from './flags.js';
 import { humanSize, resourceName } from './format.js';
@@ -71,30 +71,14 @@ function progressPrinter(io: CliIO, name: string): (e: BuildProgress) => void {
 }
 
 /** The status the controller would write for `built` (controllers/image.ts). */
-async function builtStatus(
+async function recordedStatus(
   core: RuntimeCore,
   built: BuiltImage,
   started: number,
   now: Date,
 ): Promise<ImageStatus> {
-  const user = built.config.user
-    ? await core.resolveImageUser(built, built.config.user)
-    : undefined;
   return {
-    phase: 'Ready',
-    digest: built.digest,
-    layers: built.layers.map((l) => ({
-      digest: `sha256:${l.key}`,
-      size: l.size,
-      createdBy: l.createdBy,
-    })),
-    size: built.layers.reduce((n, l) => n + l.size, 0),
-    config: built.config,
-    ...(user ? { user } : {}),
-    ...(built.baseDigest ? { baseDigest: built.baseDigest } : {}),
-    stepsRun: built.stepsRun,
-    stepsCached: built.stepsCached,
-    buildDurationSeconds: (now.getTime() - started) / 1000,
+    ...(await builtStatus(core, built, (now.getTime() - started) / 1000)),
     conditions: [
       {
         type: 'Ready',
@@ -189,7 +173,7 @@ export async function build(argv: string[], io: CliIO): Promise<number> {
           kind: 'Image',
           metadata: { name, namespace },
           spec: { ...image.spec },
-          status: { ...(await builtStatus(core, result, started, io.now())) },
+          status: { ...(await recordedStatus(core, result, started, io.now())) },
         });
         const size = humanSize(result.layers.reduce((n, l) => n + l.size, 0));
         io.stdout(

@@ -34,6 +34,7 @@ import {
   parseSource,
   type BuildProgress,
   type BuiltImage,
+  type RuntimeCoreApi,
 } from '../../runtime-core/src/index.js';
 
 /** The built image an Image's status describes, for `from: image:NAME` and containers. */
@@ -49,6 +50,36 @@ export function builtFromStatus(status: ImageStatus | undefined): BuiltImage | u
     config: status.config ?? {},
     stepsRun: status.stepsRun ?? 0,
     stepsCached: status.stepsCached ?? 0,
+  };
+}
+
+/**
+ * The Ready status of a build (builtFromStatus's inverse), without observedGeneration and
+ * conditions: what the controller writes, and `conductor build` records the same way.
+ */
+export async function builtStatus(
+  runtime: Pick<RuntimeCoreApi, 'resolveImageUser'>,
+  built: BuiltImage,
+  seconds: number,
+): Promise<ImageStatus> {
+  const user = built.config.user
+    ? await runtime.resolveImageUser(built, built.config.user)
+    : undefined;
+  return {
+    phase: 'Ready',
+    digest: built.digest,
+    layers: built.layers.map((l) => ({
+      digest: `sha256:${l.key}`,
+      size: l.size,
+      createdBy: l.createdBy,
+    })),
+    size: built.layers.reduce((n, l) => n + l.size, 0),
+    config: built.config,
+    ...(user ? { user } : {}),
+    ...(built.baseDigest ? { baseDigest: built.baseDigest } : {}),
+    stepsRun: built.stepsRun,
+    stepsCached: built.stepsCached,
+    buildDurationSeconds: seconds,
   };
 }
 
@@ -264,25 +295,9 @@ export class ImageReconciler implements Reconciler {
         ctx.images.record(key, old);
         return done();
       }
-      const user = built.config.user
-        ? await ctx.runtime.resolveImageUser(built, built.config.user)
-        : undefined;
       const status: ImageStatus = {
-        phase: 'Ready',
+        ...(await builtStatus(ctx.runtime, built, (Date.now() - started) / 1000)),
         observedGeneration: generation,
-        digest: built.digest,
-        layers: built.layers.map((l) => ({
-          digest: `sha256:${l.key}`,
-          size: l.size,
-          createdBy: l.createdBy,
-        })),
-        size: built.layers.reduce((n, l) => n + l.size, 0),
-        config: built.config,
-        ...(user ? { user } : {}),
-        ...(built.baseDigest ? { baseDigest: built.baseDigest } : {}),
-        stepsRun: built.stepsRun,
-        stepsCached: built.stepsCached,
-        buildDurationSeconds: (Date.now() - started) / 1000,
         conditions: setCondition(
           old?.conditions,
           {

@@ -12,19 +12,8 @@
  * Needs the control-plane binaries (hack/control-plane.sh build, which hack/test.sh runs first;
  * run on its own, the suite builds them, about 7 minutes): never skipped.
  */
-import { execFile, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import {
-  closeSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -42,21 +31,24 @@ import {
   KubernetesClient,
   REPORTING_CONTROLLER,
 } from '../../controller/source/kubernetes-client.js';
-import { RuntimeCore, type Logger } from '../../runtime-core/src/index.js';
+import type { Logger } from '../../runtime-core/src/index.js';
 import {
   CONTROL_PLANE_BUILD_TIMEOUT,
-  CONTROL_PLANE_SCRIPT,
+  ControlPlane,
   SERVICE_MONITOR_CRD,
-  controlPlaneBinaries,
   thirdPartyCrds,
 } from '../fixtures/control-plane.js';
-import { REPO_ROOT, testNetwork } from '../fixtures/controller.js';
+import {
+  REPO_ROOT,
+  containerManifest,
+  removeHostState,
+  testNetwork,
+} from '../fixtures/controller.js';
 import { busyboxImage } from '../fixtures/images.js';
 import {
   FIXTURE_ROOT,
   assertNoLeaks,
   hostSnapshot,
-  pollFor,
   pushImage,
   startRegistry,
   uniqueId,
@@ -64,13 +56,11 @@ import {
   type Registry,
 } from '../fixtures/index.js';
 
-const SCRIPT = CONTROL_PLANE_SCRIPT;
-let KUBECTL = '';
-
 const NS = uniqueId('k8c');
 const NODE = `node-${NS}`;
 const network = testNetwork();
 let base: string;
+let cp: ControlPlane | undefined;
 let cpDir: string;
 let kubeconfig: string;
 let stateDir: string;
@@ -104,81 +94,34 @@ function patchStatusMessage(name: string, message: string): Promise<string> {
   ]);
 }
 
+/** The suite's control plane, once beforeAll has brought it up. */
+function plane(): ControlPlane {
+  if (!cp) throw new Error('no control plane');
+  return cp;
+}
+
+/** kubectl as the admin: its stdout, or an error with its stderr. */
 function kubectl(args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(
-      KUBECTL,
-      ['--kubeconfig', kubeconfig, ...args],
-      { maxBuffer: 16 << 20 },
-      (err, stdout, stderr) =>
-        err
-          ? reject(new Error(`kubectl ${args.join(' ')}: ${stderr || err.message}`))
-          : resolve(stdout),
-    );
-    child.stdin?.end(input ?? '');
-  });
+  return plane().kubectl(args, input);
 }
 
-/**
- * hack/control-plane.sh with its stderr in a file: the processes `up` starts keep a copy of
- * its stderr, so a pipe would never close.
- */
-function controlPlane(args: string[]): Promise<string> {
-  const errFile = join(base, `control-plane-${args[0]}.err`);
-  const fd = openSync(errFile, 'a');
-  return new Promise<string>((resolve, reject) => {
-    let stdout = '';
-    const child = spawn(SCRIPT, args, { stdio: ['ignore', 'pipe', fd] });
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(stdout.trim().split('\n').pop() ?? '');
-      else
-        reject(
-          new Error(
-            `control-plane.sh ${args.join(' ')}: exit ${code}\n${readFileSync(errFile, 'utf8')}`,
-          ),
-        );
-    });
-  }).finally(() => closeSync(fd));
-}
-
-async function getObject<T>(plural: string, name: string): Promise<T | undefined> {
-  try {
-    return JSON.parse(await kubectl(['get', plural, name, '-n', NS, '-o', 'json'])) as T;
-  } catch (err) {
-    if (/NotFound|not found/.test((err as Error).message)) return undefined;
-    throw err;
-  }
+function getObject<T>(plural: string, name: string): Promise<T | undefined> {
+  return plane().get<T>(plural, NS, name);
 }
 
 /** Polls the object through the API until `ok` holds (bounded), returning it. */
-async function waitFor<T>(
+function waitFor<T>(
   plural: string,
   name: string,
   ok: (o: T | undefined) => boolean,
   timeoutMs = 60_000,
 ): Promise<T | undefined> {
-  return pollFor(
-    () => getObject<T>(plural, name),
-    ok,
-    timeoutMs,
-    (o) => `${plural} ${name}: condition not met in ${timeoutMs} ms; last: ${JSON.stringify(o)}`,
-  );
+  return plane().waitFor<T>(plural, NS, name, ok, timeoutMs);
 }
 
-function containerJson(name: string, spec: Record<string, unknown>): string {
-  return JSON.stringify({
-    apiVersion: 'conductor.dev/v1alpha1',
-    kind: 'Container',
-    metadata: { name, namespace: NS },
-    spec: {
-      image: 'busybox',
-      command: ['sleep', '3600'],
-      terminationGracePeriodSeconds: 1,
-      ...spec,
-    },
-  });
+/** A busybox Container that sleeps, in the suite's namespace. */
+function containerJson(name: string, spec: Record<string, unknown> = {}): string {
+  return containerManifest(NS, name, { command: ['sleep', '3600'], ...spec });
 }
 
 const DEPLOY = join(REPO_ROOT, 'manifests', 'deploy');
@@ -209,21 +152,15 @@ const runningWithIp = (o: Container | undefined): boolean =>
 
 describe('Kubernetes mode against a real API server', () => {
   beforeAll(async () => {
-    KUBECTL = join(controlPlaneBinaries(), 'kubectl');
     before = hostSnapshot();
     base = mkdtempSync(join(FIXTURE_ROOT, `${NS}-`));
     cpDir = join(base, 'control-plane');
     stateDir = join(base, 'state');
     const t0 = Date.now();
-    kubeconfig = await controlPlane(['up', cpDir]);
+    cp = await ControlPlane.up(cpDir);
+    kubeconfig = cp.kubeconfig;
     const upMs = Date.now() - t0;
-    await kubectl(['apply', '-f', join(REPO_ROOT, 'crds')]);
-    await kubectl([
-      'wait',
-      '--for=condition=Established',
-      '--timeout=60s',
-      ...['images', 'containers', 'services'].map((p) => `crd/${p}.conductor.dev`),
-    ]);
+    await cp.applyCrds();
     await kubectl(['create', 'namespace', NS]);
     registry = await startRegistry({ prefix: NS });
     await pushImage(await busyboxImage(), registry, `${NS}/busybox:1`);
@@ -240,9 +177,7 @@ describe('Kubernetes mode against a real API server', () => {
     writeFileSync(join(saDir, 'token'), token);
     copyFileSync(join(cpDir, 'pki', 'ca.crt'), join(saDir, 'ca.crt'));
     writeFileSync(join(saDir, 'namespace'), SA_NAMESPACE);
-    const server = new URL(
-      /server:\s*(\S+)/.exec(readFileSync(kubeconfig, 'utf8'))?.[1] ?? 'https://127.0.0.1:6443',
-    );
+    const server = cp.server();
     savedEnv = {
       host: process.env.KUBERNETES_SERVICE_HOST,
       port: process.env.KUBERNETES_SERVICE_PORT,
@@ -262,16 +197,9 @@ describe('Kubernetes mode against a real API server', () => {
     else process.env.KUBERNETES_SERVICE_HOST = savedEnv.host;
     if (savedEnv.port === undefined) delete process.env.KUBERNETES_SERVICE_PORT;
     else process.env.KUBERNETES_SERVICE_PORT = savedEnv.port;
-    if (stateDir && existsSync(stateDir)) {
-      const core = await RuntimeCore.open({ stateDir, network });
-      try {
-        await core.removeAll();
-      } finally {
-        await core.close();
-      }
-    }
+    if (stateDir) await removeHostState(stateDir, network);
     await registry?.stop();
-    if (cpDir) await controlPlane(['down', cpDir]);
+    await cp?.down();
     if (base) rmSync(base, { recursive: true, force: true });
     assertNoLeaks(before, { idPrefix: NS });
   }, 120_000);
@@ -308,14 +236,8 @@ describe('Kubernetes mode against a real API server', () => {
   it('the agent, as its ServiceAccount, cannot read Secrets or write specs', async () => {
     const as = ['--as', `system:serviceaccount:${SA_NAMESPACE}:${SA_NAME}`];
     // `can-i` prints yes or no, and exits 1 on no.
-    const can = (...what: string[]): Promise<string> =>
-      new Promise((resolve) => {
-        execFile(
-          KUBECTL,
-          ['--kubeconfig', kubeconfig, 'auth', 'can-i', ...what, ...as],
-          (_err, stdout) => resolve(stdout.trim()),
-        );
-      });
+    const can = async (...what: string[]): Promise<string> =>
+      (await plane().kubectlRun(['auth', 'can-i', ...what, ...as])).stdout.trim();
     expect(await can('get', 'secrets', '-A')).toBe('no');
     expect(await can('list', 'secrets', '-A')).toBe('no');
     expect(await can('update', 'containers.conductor.dev', '-n', NS)).toBe('no');
@@ -575,8 +497,7 @@ describe('Kubernetes mode against a real API server', () => {
   }, 60_000);
 
   it('recovers from an API server restart: its informers come back with back-off', async () => {
-    const pids = readFileSync(join(cpDir, 'pids'), 'utf8');
-    const apiserver = Number(/^kube-apiserver (\d+) /m.exec(pids)?.[1]);
+    const apiserver = plane().pid('kube-apiserver');
     expect(apiserver).toBeGreaterThan(1);
     logs.length = 0;
     // SIGKILL: a crash, and quicker than its graceful shutdown (tens of seconds).
@@ -590,7 +511,7 @@ describe('Kubernetes mode against a real API server', () => {
     const gone = Date.now() + 60_000;
     while (existsSync(`/proc/${apiserver}`) && Date.now() < gone) await sleep(100);
     expect(existsSync(`/proc/${apiserver}`)).toBe(false);
-    await controlPlane(['up', cpDir]);
+    await plane().start();
     const t1 = Date.now();
     await kubectl(['apply', '-f', '-'], containerJson('after', {}));
     await waitFor<Container>('containers', 'after', runningWithIp, 60_000);

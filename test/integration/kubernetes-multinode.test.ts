@@ -15,9 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Container, Image, Service } from '../../controller/api/types.generated.js';
 import { containerIdFor } from '../../controller/controllers/container.js';
 import { runController, type RunningController } from '../../controller/manager.js';
-import { RuntimeCore, silentLogger } from '../../runtime-core/src/index.js';
+import { silentLogger } from '../../runtime-core/src/index.js';
 import { CONTROL_PLANE_BUILD_TIMEOUT, ControlPlane } from '../fixtures/control-plane.js';
-import { REPO_ROOT, buildDist, testNetwork } from '../fixtures/controller.js';
+import { REPO_ROOT, buildDist, removeHostState, testNetwork } from '../fixtures/controller.js';
 import { busyboxImage } from '../fixtures/images.js';
 import {
   FIXTURE_ROOT,
@@ -206,12 +206,7 @@ afterAll(async () => {
     });
     await new Promise((resolve) => down.once('close', resolve));
   }
-  const core = await RuntimeCore.open({ stateDir: stateA, network });
-  try {
-    await core.removeAll();
-  } finally {
-    await core.close();
-  }
+  if (stateA) await removeHostState(stateA, network);
   await registry?.stop();
   await cp?.down();
   await node?.destroy();

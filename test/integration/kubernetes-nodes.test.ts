@@ -17,9 +17,9 @@ import type { CliIO } from '../../controller/cli/io.js';
 import { logs } from '../../controller/cli/logs.js';
 import { containerIdFor } from '../../controller/controllers/container.js';
 import { runController, type RunningController } from '../../controller/manager.js';
-import { RuntimeCore, silentLogger } from '../../runtime-core/src/index.js';
+import { silentLogger } from '../../runtime-core/src/index.js';
 import { CONTROL_PLANE_BUILD_TIMEOUT, ControlPlane } from '../fixtures/control-plane.js';
-import { testNetwork } from '../fixtures/controller.js';
+import { containerManifest, removeHostState, testNetwork } from '../fixtures/controller.js';
 import { busyboxImage } from '../fixtures/images.js';
 import {
   FIXTURE_ROOT,
@@ -65,18 +65,9 @@ function startAgent(a: Agent): Promise<RunningController> {
   }).then((ctl) => (a.ctl = ctl));
 }
 
+/** A busybox Container that sleeps, in the suite's namespace. */
 function containerJson(name: string, spec: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    apiVersion: 'conductor.dev/v1alpha1',
-    kind: 'Container',
-    metadata: { name, namespace: NS },
-    spec: {
-      image: 'busybox',
-      command: ['sleep', '3600'],
-      terminationGracePeriodSeconds: 1,
-      ...spec,
-    },
-  });
+  return containerManifest(NS, name, { command: ['sleep', '3600'], ...spec });
 }
 
 const running = (o: Container | undefined): boolean =>
@@ -116,12 +107,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const a of agents) {
     await a.ctl?.stop();
-    const core = await RuntimeCore.open({ stateDir: a.stateDir, network: a.network });
-    try {
-      await core.removeAll();
-    } finally {
-      await core.close();
-    }
+    await removeHostState(a.stateDir, a.network);
   }
   await registry?.stop();
   await cp?.down();
