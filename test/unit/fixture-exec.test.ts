@@ -4,6 +4,8 @@
  * an uncaught EPIPE failing whichever test happened to be running (kubernetes-demo failed so in
  * CI: `kubectl get` exits before its empty stdin is closed).
  */
+import { expect, test } from '@jest/globals';
+
 import { execWithInput, exitCode } from '../fixtures/exec.js';
 
 // More than a pipe holds (64 KiB), so the write is still pending when the program has exited.
