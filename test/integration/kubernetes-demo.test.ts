@@ -130,6 +130,15 @@ it('the same objects with --build-context manifests/demo: built, and the count s
     120_000,
   );
   expect(web?.spec.nodeName).toBe(h.nodeName);
+  // web is Ready on its own /healthz; the count goes through the counter Service, whose one
+  // endpoint must be ready too (until then web answers 502, as a proxy does).
+  const svc = await h.waitFor<Service>(
+    'services.conductor.dev',
+    'counter',
+    (o) => o?.status?.endpoints?.[0]?.ready === true,
+    60_000,
+  );
+  expect(svc?.status?.endpoints).toHaveLength(1);
   const counts: number[] = [];
   for (let i = 0; i < 2; i++) {
     const page = await httpGet('127.0.0.1', 3000, '/?format=json');
@@ -137,13 +146,5 @@ it('the same objects with --build-context manifests/demo: built, and the count s
     counts.push((JSON.parse(page.body) as { count: number }).count);
   }
   expect(counts[1]).toBe((counts[0] ?? 0) + 1);
-  // Through the counter Service, whose endpoint is now ready.
-  const svc = await h.waitFor<Service>(
-    'services.conductor.dev',
-    'counter',
-    (o) => o?.status?.endpoints?.[0]?.ready === true,
-    30_000,
-  );
-  expect(svc?.status?.endpoints).toHaveLength(1);
   expect((await h.hostContainers()).length).toBe(2);
 }, 1_200_000);
