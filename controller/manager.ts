@@ -18,7 +18,7 @@ import { enqueueForObject, enqueueFromMap, specChanged } from './cache/handlers.
 import { observeEvents, type SourceClient } from './client/client.js';
 import type { Container } from './api/types.generated.js';
 import { ContainerReconciler, OWNER_ANNOTATION } from './controllers/container.js';
-import { markNodeLost, NODE_LOST_REASON } from './controllers/node-lifecycle.js';
+import { markNodeLost, markUnschedulable, NODE_LOST_REASON } from './controllers/node-lifecycle.js';
 import type { ReconcileContext } from './controllers/context.js';
 import { ImageReconciler } from './controllers/image.js';
 import { NodeImages } from './controllers/node-images.js';
@@ -34,7 +34,7 @@ import type { Reconciler } from './reconcile/result.js';
 import { DisposableStore } from './reconcile/lifecycle.js';
 import { DirectoryClient } from './source/directory-client.js';
 import type { InClusterConfig, KubernetesClient } from './source/kubernetes-client.js';
-import type { LeaseTiming, NodeLease } from './source/node-lease.js';
+import type { KnownNode, LeaseTiming, NodeLease } from './source/node-lease.js';
 import { StateStore } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import {
@@ -204,6 +204,8 @@ async function startController(
   // This node's build of an Image changed without its status changing (another node's status
   // stands): its dependents look again. Set once the controllers exist.
   let builtHere: (key: string) => void = () => undefined;
+  // Kubernetes mode: every node and its labels, as the last check of the Leases saw them.
+  let knownNodes: readonly KnownNode[] | undefined;
   const ctx: ReconcileContext = {
     client: observeEvents(client, (kind, type, reason) =>
       metrics.events.inc({ kind, type, reason }),
@@ -213,6 +215,7 @@ async function startController(
     logger: log,
     now: () => new Date(),
     metrics: { images: metrics.images },
+    nodes: () => knownNodes,
   };
   // Read at every scrape from the cache and the containers' cgroups.
   registerObjectMetrics(metrics.registry, {
@@ -346,6 +349,11 @@ async function startController(
     lease.on({
       lost: (node, since) => markNodeLost(ctx, node, since),
       back: () => undefined,
+      // Unbound Containers no node's labels match: Unschedulable, said by whoever sees it.
+      nodes: async (nodes) => {
+        knownNodes = nodes;
+        for (const c of client.list('Container')) await markUnschedulable(ctx, c, nodes);
+      },
       // Routes to the other nodes' parts of this cluster range; nodes on this host (the same
       // address) reach each other's bridges directly.
       peers: (ranges) =>
@@ -430,6 +438,7 @@ async function claimNodeRange(
   const lease = new NodeLease({
     kc: client.kubeConfig,
     nodeName: client.nodeName,
+    ...(opts.nodeLabels !== undefined ? { labels: opts.nodeLabels } : {}),
     ...(opts.lease ? { timing: opts.lease } : {}),
     log,
   });

@@ -147,6 +147,14 @@ export function statusWriteBase<K extends Kind>(
   return { key, current, unchanged: sameJson(current.status, status) };
 }
 
+/** Whether a node with `labels` has every label of `selector` (none: every node). */
+export function selects(
+  selector: Readonly<Record<string, string>> | undefined,
+  labels: Readonly<Record<string, string>>,
+): boolean {
+  return Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
+}
+
 /** Whether this agent runs `c`: everything without a node name, else what is bound to its node. */
 export function runsHere(client: Pick<Client, 'nodeName'>, c: Container): boolean {
   return client.nodeName === undefined || c.spec.nodeName === client.nodeName;

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 
 import type { Container, ContainerStatus, Image } from '../api/types.generated.js';
 import { runsHere } from '../client/client.js';
+import { markUnschedulable } from './node-lifecycle.js';
 import {
   done,
   requeueAfter,
@@ -266,7 +267,10 @@ export class ContainerReconciler implements Reconciler {
 
     // Bound to another node (Kubernetes mode): its agent runs it and writes its status. What
     // runs here for it (it moved away) goes; its name resolves here too, to its address there.
+    // Unbound and not for this node: if no node can run it either, its status says why.
     if (container && !runsHere(ctx.client, container)) {
+      const nodes = ctx.nodes?.();
+      if (nodes) await markUnschedulable(ctx, container, nodes);
       this.prober.stop(key);
       if (info) await this.removeContainer(id, 0);
       await ctx.runtime.removeVolumes(id);

@@ -14,6 +14,7 @@ import {
   type StatusOf,
 } from '../client/client.js';
 import type { Logger, RuntimeCoreApi } from '../../runtime-core/src/index.js';
+import type { KnownNode } from '../source/node-lease.js';
 
 export interface ReconcileContext {
   client: Client;
@@ -22,6 +23,11 @@ export interface ReconcileContext {
   images: NodeImages;
   logger: Logger;
   now(): Date;
+  /**
+   * Kubernetes mode: every node as the last check of the Leases saw it (undefined before the
+   * first, and in directory mode), for saying that no node can run an unbound Container.
+   */
+  nodes?: () => readonly KnownNode[] | undefined;
   /** Where the reconcilers report what they measure (builds, pulls); absent in unit tests. */
   metrics?: { images: ImageMetrics };
 }

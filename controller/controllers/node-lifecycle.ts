@@ -4,8 +4,15 @@
  * Services' endpoints), with the reason and the last heartbeat — until that node's agent renews
  * its Lease and writes their status again. Any live agent may do it; the writes are conditional
  * (a conflict means someone else wrote first, and the next check looks again).
+ *
+ * And what kube-scheduler says of a Pod no node fits: an unbound Container whose nodeSelector
+ * no live node's labels match stays Pending with reason Unschedulable and a FailedScheduling
+ * event saying why ("0/3 nodes are available: ..."), until a node that matches claims it (a new
+ * agent, or a selector edited to match) and its reconcile writes the status from then on.
  */
-import type { ContainerStatus } from '../api/types.generated.js';
+import type { Container, ContainerStatus } from '../api/types.generated.js';
+import { selects } from '../client/client.js';
+import type { KnownNode } from '../source/node-lease.js';
 import { isStaleWrite, setCondition, type ReconcileContext } from './context.js';
 
 export const NODE_LOST_REASON = 'NodeLost';
@@ -46,5 +53,74 @@ export async function markNodeLost(
           error: String(err),
         });
     }
+  }
+}
+
+export const UNSCHEDULABLE_REASON = 'Unschedulable';
+
+/**
+ * Why no node can run a Container with `selector`, in kube-scheduler's words; undefined when a
+ * live node's labels match it (that node's agent claims it).
+ */
+export function unschedulableMessage(
+  selector: Readonly<Record<string, string>> | undefined,
+  nodes: readonly KnownNode[],
+): string | undefined {
+  if (nodes.some((n) => !n.lost && selects(selector, n.labels))) return undefined;
+  const lost = nodes.filter((n) => n.lost).length;
+  const unmatched = nodes.length - lost;
+  const wanted = Object.entries(selector ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+  const why = [
+    ...(lost ? [`${lost} node(s) lost (their lease expired)`] : []),
+    ...(unmatched
+      ? [`${unmatched} node(s) didn't match the Container's nodeSelector (${wanted})`]
+      : []),
+  ];
+  return `0/${nodes.length} nodes are available: ${why.join(', ')}`;
+}
+
+/**
+ * Says in an unbound Container's status that no node can run it (when so, and not said yet in
+ * the same words): phase Pending, reason Unschedulable, Ready False, a FailedScheduling event.
+ */
+export async function markUnschedulable(
+  ctx: ReconcileContext,
+  c: Container,
+  nodes: readonly KnownNode[],
+): Promise<void> {
+  if (c.spec.nodeName !== undefined || c.metadata.deletionTimestamp) return;
+  const message = unschedulableMessage(c.spec.nodeSelector, nodes);
+  if (message === undefined) return;
+  if (c.status?.reason === UNSCHEDULABLE_REASON && c.status.message === message) return;
+  const generation = c.metadata.generation ?? 0;
+  const status: ContainerStatus = {
+    ...(c.status ?? {}),
+    phase: 'Pending',
+    reason: UNSCHEDULABLE_REASON,
+    message,
+    observedGeneration: generation,
+    conditions: setCondition(
+      c.status?.conditions,
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: UNSCHEDULABLE_REASON,
+        message,
+        observedGeneration: generation,
+      },
+      ctx.now(),
+    ),
+  };
+  try {
+    await ctx.client.updateStatus('Container', c, status);
+    ctx.client.recordEvent('Container', c, 'Warning', 'FailedScheduling', message);
+  } catch (err) {
+    if (!isStaleWrite(err))
+      ctx.logger.warn("writing an unschedulable container's status failed", {
+        container: `${c.metadata.namespace}/${c.metadata.name}`,
+        error: String(err),
+      });
   }
 }

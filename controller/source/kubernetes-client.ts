@@ -53,6 +53,7 @@ import type { ConductorObject } from '../api/types.generated.js';
 import { ObjectCache, objectKey } from '../cache/cache.js';
 import {
   statusWriteBase,
+  selects,
   ConflictError,
   NotFoundError,
   type Caches,
@@ -1099,14 +1100,6 @@ export class KubernetesClient implements SourceClient {
 }
 
 /** A kubeconfig file with a current context naming a cluster; errors name the flag and file. */
-/** Whether a node with `labels` has every label of `selector` (none: every node). */
-export function selects(
-  selector: Readonly<Record<string, string>> | undefined,
-  labels: Readonly<Record<string, string>>,
-): boolean {
-  return Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
-}
-
 export function loadKubeconfig(path: string): SharedConnectionsKubeConfig {
   const kc = new SharedConnectionsKubeConfig();
   try {

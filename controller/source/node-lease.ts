@@ -11,6 +11,10 @@
  * routes each other node's part through that address (host-gw), so containers on different
  * nodes reach each other and every node's Services reach every endpoint.
  *
+ * It also carries the node's labels (conductor.dev/node-labels, `--node-labels` as JSON), so any
+ * agent can tell that no node selects an unbound Container (and say so in its status, as the
+ * scheduler does for a Pod).
+ *
  * The Lease is left in place when the agent stops: the containers it ran keep running, and its
  * expiry is how the other agents learn the node is gone.
  */
@@ -34,12 +38,21 @@ export const NODE_LABEL = 'conductor.dev/node';
 /** The node's part of the container range, and its address for the other nodes. */
 export const NODE_CIDR_ANNOTATION = 'conductor.dev/node-cidr';
 export const NODE_IP_ANNOTATION = 'conductor.dev/node-ip';
+/** The node's labels (`--node-labels`), a JSON object. */
+export const NODE_LABELS_ANNOTATION = 'conductor.dev/node-labels';
 
 /** Where a node's containers are: what its Lease says. */
 export interface NodeRange {
   node: string;
   cidr: string;
   ip: string;
+}
+
+/** A node as the Leases say: its labels, and whether its Lease has expired. */
+export interface KnownNode {
+  node: string;
+  labels: Readonly<Record<string, string>>;
+  lost: boolean;
 }
 
 export interface LeaseTiming {
@@ -54,6 +67,8 @@ export const DEFAULT_LEASE_TIMING: LeaseTiming = { durationSeconds: 40, renewMs:
 export interface NodeLeaseOptions {
   kc: KubeConfig;
   nodeName: string;
+  /** This node's labels (`--node-labels`), written on its Lease. */
+  labels?: Readonly<Record<string, string>>;
   timing?: LeaseTiming;
   log: Logger;
   now?: () => Date;
@@ -67,6 +82,8 @@ export interface NodeLeaseHandlers {
   back(node: string): void;
   /** The other nodes' ranges, at every check (for routes to them). */
   peers(ranges: NodeRange[]): void | Promise<void>;
+  /** Every node with a Lease, this one included, at every check. */
+  nodes?(nodes: KnownNode[]): void | Promise<void>;
 }
 
 /** The expiry of a Lease: its last renewal (or acquisition) plus its duration; undefined if unknown. */
@@ -210,9 +227,12 @@ export class NodeLease {
       leaseDurationSeconds: this.timing.durationSeconds,
       renewTime: now,
     };
-    const annotations: Record<string, string> = this.range
-      ? { [NODE_CIDR_ANNOTATION]: this.range.cidr, [NODE_IP_ANNOTATION]: this.range.ip }
-      : {};
+    const annotations: Record<string, string> = {
+      [NODE_LABELS_ANNOTATION]: JSON.stringify(this.o.labels ?? {}),
+      ...(this.range
+        ? { [NODE_CIDR_ANNOTATION]: this.range.cidr, [NODE_IP_ANNOTATION]: this.range.ip }
+        : {}),
+    };
     try {
       await this.api.replaceNamespacedLease({
         name: this.name,
@@ -263,7 +283,7 @@ export class NodeLease {
 
   /**
    * Reads every agent's Lease: reports the other nodes' ranges (lost ones too: their containers
-   * may still run) and the nodes that were lost or came back.
+   * may still run), the nodes that were lost or came back, and every node's labels.
    */
   private async check(): Promise<void> {
     const leases = await this.list();
@@ -291,6 +311,30 @@ export class NodeLease {
         this.handlers?.back(node);
       }
     }
+    const nodes: KnownNode[] = [
+      { node: this.o.nodeName, labels: this.o.labels ?? {}, lost: false },
+    ];
+    for (const lease of leases) {
+      const node = lease.spec?.holderIdentity;
+      if (!node || node === this.o.nodeName) continue;
+      nodes.push({ node, labels: leaseLabels(lease), lost: this.lostNodes.has(node) });
+    }
+    await this.handlers?.nodes?.(nodes);
+  }
+}
+
+/** A Lease's node labels; none when it has no readable annotation (an agent before them). */
+export function leaseLabels(lease: V1Lease): Record<string, string> {
+  const text = lease.metadata?.annotations?.[NODE_LABELS_ANNOTATION];
+  if (text === undefined) return {};
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {};
+    return Object.fromEntries(
+      Object.entries(parsed).filter((e): e is [string, string] => typeof e[1] === 'string'),
+    );
+  } catch {
+    return {};
   }
 }
 
@@ -301,7 +345,6 @@ function older(a: V1Lease, b: V1Lease): boolean {
   return (a.metadata?.name ?? '') < (b.metadata?.name ?? '');
 }
 
-/** The lowest /`maskSize` block of `range` not in `taken`; undefined when every one is. */
 /** Whether `text` is one of the /maskSize blocks of `range` that freeBlock hands out. */
 export function isBlockOf(range: Cidr, maskSize: number, text: string): boolean {
   const [ip, mask] = text.split('/');
@@ -316,6 +359,7 @@ export function isBlockOf(range: Cidr, maskSize: number, text: string): boolean 
   );
 }
 
+/** The lowest /`maskSize` block of `range` not in `taken`; undefined when every one is. */
 export function freeBlock(
   range: Cidr,
   maskSize: number,

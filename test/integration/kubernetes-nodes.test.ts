@@ -76,6 +76,23 @@ const running = (o: Container | undefined): boolean =>
 const readyOf = (o: Container | undefined): string | undefined =>
   o?.status?.conditions?.find((c) => c.type === 'Ready')?.status;
 
+const unschedulable = (o: Container | undefined): boolean => o?.status?.reason === 'Unschedulable';
+
+/** The reasons of the events about a Container. */
+async function eventReasons(name: string): Promise<string[]> {
+  const out = await cp.kubectl([
+    'get',
+    'events.events.k8s.io',
+    '-n',
+    NS,
+    '--field-selector',
+    `regarding.name=${name}`,
+    '-o',
+    'jsonpath={.items[*].reason}',
+  ]);
+  return out.split(' ');
+}
+
 beforeAll(async () => {
   before = hostSnapshot();
   base = mkdtempSync(join(FIXTURE_ROOT, `${NS}-`));
@@ -140,7 +157,7 @@ describe('two agents as two nodes', () => {
     }
   }, 120_000);
 
-  it('an unbound Container with a nodeSelector is claimed only by a node with those labels', async () => {
+  it('an unbound Container with a nodeSelector is claimed only by a node with those labels; one no node matches is Unschedulable until edited to match', async () => {
     const selected = ['ssd1', 'ssd2', 'ssd3'];
     // Applied first, so both agents have judged it by the time the others are claimed.
     await cp.kubectl(
@@ -154,17 +171,45 @@ describe('two agents as two nodes', () => {
       const c = await cp.waitFor<Container>('containers', NS, name, running);
       expect(c?.spec.nodeName).toBe(b().node);
     }
-    // No node has disk=nvme: it stays unbound, untouched (no finalizer, no status), run nowhere.
-    const nvme = await cp.get<Container>('containers', NS, 'nvme');
+    // No node has disk=nvme: it stays unbound (no finalizer), run nowhere, and its status says
+    // why, in kube-scheduler's words, as a Pod's would.
+    const nvme = await cp.waitFor<Container>('containers', NS, 'nvme', unschedulable, 15_000);
     expect({
       nodeName: nvme?.spec.nodeName,
       finalizers: nvme?.metadata.finalizers,
-      status: nvme?.status,
-    }).toEqual({ nodeName: undefined, finalizers: undefined, status: undefined });
+      phase: nvme?.status?.phase,
+      message: nvme?.status?.message,
+      ready: readyOf(nvme),
+    }).toEqual({
+      nodeName: undefined,
+      finalizers: undefined,
+      phase: 'Pending',
+      message:
+        "0/2 nodes are available: 2 node(s) didn't match the Container's nodeSelector (disk=nvme)",
+      ready: 'False',
+    });
+    expect(await eventReasons('nvme')).toContain('FailedScheduling');
     const id = containerIdFor(NS, 'nvme');
     for (const x of agents) expect(await x.ctl?.runtime.find(id)).toBeUndefined();
-    // Deleted, it goes at once: no agent holds it.
-    await cp.kubectl(['delete', 'container.conductor.dev', 'nvme', '-n', NS, '--timeout=10s']);
+    // Said once: the agents' checks of the Leases (every 500 ms) write nothing more.
+    const rv = nvme?.metadata.resourceVersion;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await cp.get<Container>('containers', NS, 'nvme'))?.metadata.resourceVersion).toBe(rv);
+    // Its selector edited to one node b matches: b claims it, runs it, and its status is b's.
+    await cp.kubectl([
+      'patch',
+      'container.conductor.dev',
+      'nvme',
+      '-n',
+      NS,
+      '--type=merge',
+      '-p',
+      '{"spec":{"nodeSelector":{"disk":"ssd"}}}',
+    ]);
+    const moved = await cp.waitFor<Container>('containers', NS, 'nvme', running);
+    expect([moved?.spec.nodeName, readyOf(moved)]).toEqual([b().node, 'True']);
+    await cp.kubectl(['delete', 'container.conductor.dev', 'nvme', '-n', NS, '--timeout=30s']);
+    for (const x of agents) expect(await x.ctl?.runtime.find(id)).toBeUndefined();
   }, 120_000);
 
   it('logs and exec --kubeconfig work on the node that runs the container, and name it elsewhere', async () => {
@@ -229,26 +274,28 @@ describe('two agents as two nodes', () => {
       message: expect.stringContaining(`node ${b().node} stopped renewing its lease`),
     });
     expect(readyOf(lost)).toBe('False');
-    const events = await cp.kubectl([
-      'get',
-      'events.events.k8s.io',
-      '-n',
-      NS,
-      '--field-selector',
-      'regarding.name=on-b',
-      '-o',
-      'jsonpath={.items[*].reason}',
-    ]);
-    expect(events.split(' ')).toContain('NodeNotReady');
+    expect(await eventReasons('on-b')).toContain('NodeNotReady');
     // a's Containers are untouched.
     for (const name of ['c1', 'c2', 'c3', 'c4', 'c5']) {
       const c = await cp.get<Container>('containers', NS, name);
       if (c?.spec.nodeName === a().node) expect(c.status?.phase).toBe('Running');
     }
-    // b comes back: it adopts its Containers (the same process) and writes them Running.
+    // Only b has disk=ssd, and b is lost: a new Container selecting it waits, and says why.
+    await cp.kubectl(
+      ['apply', '-f', '-'],
+      containerJson('ssd4', { nodeSelector: { disk: 'ssd' } }),
+    );
+    const waiting = await cp.waitFor<Container>('containers', NS, 'ssd4', unschedulable, 15_000);
+    expect(waiting?.status?.message).toBe(
+      "0/2 nodes are available: 1 node(s) lost (their lease expired), 1 node(s) didn't match the Container's nodeSelector (disk=ssd)",
+    );
+    // b comes back: it adopts its Containers (the same process) and writes them Running, and
+    // claims the one that waited for it.
     await startAgent(b());
     const back = await cp.waitFor<Container>('containers', NS, 'on-b', running, 30_000);
     expect(back?.status?.pid).toBe(pid);
     expect(readyOf(back)).toBe('True');
+    const claimed = await cp.waitFor<Container>('containers', NS, 'ssd4', running, 30_000);
+    expect([claimed?.spec.nodeName, readyOf(claimed)]).toEqual([b().node, 'True']);
   }, 120_000);
 });

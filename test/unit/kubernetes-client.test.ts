@@ -13,7 +13,7 @@ import { ApiException, type EventsV1Event } from '@kubernetes/client-node';
 
 import { eventRecord } from '../../controller/cli/cluster.js';
 import { parseNodeLabels, parseUpArgs } from '../../controller/cli/up.js';
-import { ConflictError, NotFoundError } from '../../controller/client/client.js';
+import { ConflictError, NotFoundError, selects } from '../../controller/client/client.js';
 import {
   apiErrorCode,
   backoffDelay,
@@ -23,7 +23,6 @@ import {
   KubernetesClient,
   mergePatch,
   REPORTING_CONTROLLER,
-  selects,
   statusWriteError,
   type EventSink,
 } from '../../controller/source/kubernetes-client.js';
