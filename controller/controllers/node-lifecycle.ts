@@ -26,33 +26,61 @@ export async function markNodeLost(
   const message = `node ${node} stopped renewing its lease at ${since.toISOString()}: the state of its containers is unknown`;
   for (const c of ctx.client.list('Container')) {
     if (c.spec.nodeName !== node || c.status?.reason === NODE_LOST_REASON) continue;
-    const status: ContainerStatus = {
-      ...(c.status ?? {}),
+    await writeNotReady(ctx, c, {
       phase: 'Unknown',
       reason: NODE_LOST_REASON,
       message,
-      conditions: setCondition(
-        c.status?.conditions,
-        {
-          type: 'Ready',
-          status: 'False',
-          reason: NODE_LOST_REASON,
-          message,
-          observedGeneration: c.status?.observedGeneration ?? c.metadata.generation ?? 0,
-        },
-        ctx.now(),
-      ),
-    };
-    try {
-      await ctx.client.updateStatus('Container', c, status);
-      ctx.client.recordEvent('Container', c, 'Warning', 'NodeNotReady', message);
-    } catch (err) {
-      if (!isStaleWrite(err))
-        ctx.logger.warn("marking a lost node's container Unknown failed", {
-          container: `${c.metadata.namespace}/${c.metadata.name}`,
-          error: String(err),
-        });
-    }
+      observedGeneration: c.status?.observedGeneration ?? c.metadata.generation ?? 0,
+      event: 'NodeNotReady',
+    });
+  }
+}
+
+/**
+ * Writes a Container's status as another node's agent says it (phase, reason, message, Ready
+ * False) with a Warning event, conditional on the version read: a conflict means it changed
+ * meanwhile, and whoever looks next judges it afresh.
+ */
+async function writeNotReady(
+  ctx: ReconcileContext,
+  c: Container,
+  w: {
+    phase: NonNullable<ContainerStatus['phase']>;
+    reason: string;
+    message: string;
+    observedGeneration: number;
+    event: string;
+    /** The status' own observedGeneration, when what is said is about this generation. */
+    observed?: boolean;
+  },
+): Promise<void> {
+  const status: ContainerStatus = {
+    ...(c.status ?? {}),
+    ...(w.observed ? { observedGeneration: w.observedGeneration } : {}),
+    phase: w.phase,
+    reason: w.reason,
+    message: w.message,
+    conditions: setCondition(
+      c.status?.conditions,
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: w.reason,
+        message: w.message,
+        observedGeneration: w.observedGeneration,
+      },
+      ctx.now(),
+    ),
+  };
+  try {
+    await ctx.client.updateStatus('Container', c, status);
+    ctx.client.recordEvent('Container', c, 'Warning', w.event, w.message);
+  } catch (err) {
+    if (!isStaleWrite(err))
+      ctx.logger.warn(`writing a container's status ${w.phase} (${w.reason}) failed`, {
+        container: `${c.metadata.namespace}/${c.metadata.name}`,
+        error: String(err),
+      });
   }
 }
 
@@ -94,33 +122,12 @@ export async function markUnschedulable(
   const message = unschedulableMessage(c.spec.nodeSelector, nodes);
   if (message === undefined) return;
   if (c.status?.reason === UNSCHEDULABLE_REASON && c.status.message === message) return;
-  const generation = c.metadata.generation ?? 0;
-  const status: ContainerStatus = {
-    ...(c.status ?? {}),
+  await writeNotReady(ctx, c, {
     phase: 'Pending',
     reason: UNSCHEDULABLE_REASON,
     message,
-    observedGeneration: generation,
-    conditions: setCondition(
-      c.status?.conditions,
-      {
-        type: 'Ready',
-        status: 'False',
-        reason: UNSCHEDULABLE_REASON,
-        message,
-        observedGeneration: generation,
-      },
-      ctx.now(),
-    ),
-  };
-  try {
-    await ctx.client.updateStatus('Container', c, status);
-    ctx.client.recordEvent('Container', c, 'Warning', 'FailedScheduling', message);
-  } catch (err) {
-    if (!isStaleWrite(err))
-      ctx.logger.warn("writing an unschedulable container's status failed", {
-        container: `${c.metadata.namespace}/${c.metadata.name}`,
-        error: String(err),
-      });
-  }
+    observedGeneration: c.metadata.generation ?? 0,
+    observed: true,
+    event: 'FailedScheduling',
+  });
 }
