@@ -7,6 +7,7 @@ import { describe, expect, it } from '@jest/globals';
 
 import type { Container } from '../../controller/api/types.generated.js';
 import {
+  markNodeLost,
   markUnschedulable,
   unschedulableMessage,
 } from '../../controller/controllers/node-lifecycle.js';
@@ -94,6 +95,31 @@ describe('markUnschedulable', () => {
     f.client.apply(container({ nodeName: 'a', nodeSelector: { disk: 'nvme' } }));
     await markUnschedulable(f.ctx, seen, [plain, ssd]);
     expect([f.client.writes, f.client.events]).toEqual([[], []]);
+  });
+});
+
+describe('markNodeLost', () => {
+  it("marks the lost node's Containers Unknown once, and no other", async () => {
+    const f = fakeContext();
+    const onA = f.client.apply(container({ nodeName: 'a' }));
+    await f.client.updateStatus('Container', onA, { phase: 'Running', pid: 42 });
+    f.client.apply({
+      ...container({ nodeName: 'b' }),
+      metadata: { name: 'other', namespace: 'default' },
+    });
+    const since = new Date('2026-12-07T10:00:00Z');
+    await markNodeLost(f.ctx, 'a', since);
+    await markNodeLost(f.ctx, 'a', since);
+    const message =
+      'node a stopped renewing its lease at 2026-12-07T10:00:00.000Z: the state of its containers is unknown';
+    const status = f.client.get('Container', 'default/web')?.status;
+    // What was known stays (its pid); the phase is Unknown and it is not Ready.
+    expect(status).toMatchObject({ phase: 'Unknown', reason: 'NodeLost', message, pid: 42 });
+    expect(status?.conditions).toEqual([
+      expect.objectContaining({ type: 'Ready', status: 'False', reason: 'NodeLost' }),
+    ]);
+    expect(f.client.writes.map((w) => w.name)).toEqual(['web', 'web']);
+    expect(f.client.events.map((e) => [e.name, e.reason])).toEqual([['web', 'NodeNotReady']]);
   });
 });
 
