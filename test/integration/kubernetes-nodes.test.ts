@@ -21,6 +21,7 @@ import { silentLogger } from '../../runtime-core/src/index.js';
 import { CONTROL_PLANE_BUILD_TIMEOUT, ControlPlane } from '../fixtures/control-plane.js';
 import { containerManifest, removeHostState, testNetwork } from '../fixtures/controller.js';
 import { busyboxImage } from '../fixtures/images.js';
+import { pollFor } from '../fixtures/poll.js';
 import {
   FIXTURE_ROOT,
   assertNoLeaks,
@@ -78,19 +79,30 @@ const readyOf = (o: Container | undefined): string | undefined =>
 
 const unschedulable = (o: Container | undefined): boolean => o?.status?.reason === 'Unschedulable';
 
-/** The reasons of the events about a Container. */
-async function eventReasons(name: string): Promise<string[]> {
-  const out = await cp.kubectl([
-    'get',
-    'events.events.k8s.io',
-    '-n',
-    NS,
-    '--field-selector',
-    `regarding.name=${name}`,
-    '-o',
-    'jsonpath={.items[*].reason}',
-  ]);
-  return out.split(' ');
+/**
+ * The reasons of the events about a Container, once one is `reason` (events are posted after
+ * the status write they tell of: polled, bounded).
+ */
+function eventReasons(name: string, reason: string): Promise<string[]> {
+  const read = async (): Promise<string[]> =>
+    (
+      await cp.kubectl([
+        'get',
+        'events.events.k8s.io',
+        '-n',
+        NS,
+        '--field-selector',
+        `regarding.name=${name}`,
+        '-o',
+        'jsonpath={.items[*].reason}',
+      ])
+    ).split(' ');
+  return pollFor(
+    read,
+    (reasons) => reasons.includes(reason),
+    10_000,
+    (reasons) => `no ${reason} event about ${name} in 10 s; reasons: ${reasons.join(' ')}`,
+  );
 }
 
 beforeAll(async () => {
@@ -188,7 +200,7 @@ describe('two agents as two nodes', () => {
         "0/2 nodes are available: 2 node(s) didn't match the Container's nodeSelector (disk=nvme)",
       ready: 'False',
     });
-    expect(await eventReasons('nvme')).toContain('FailedScheduling');
+    expect(await eventReasons('nvme', 'FailedScheduling')).toContain('FailedScheduling');
     const id = containerIdFor(NS, 'nvme');
     for (const x of agents) expect(await x.ctl?.runtime.find(id)).toBeUndefined();
     // Said once: the agents' checks of the Leases (every 500 ms) write nothing more.
@@ -274,7 +286,7 @@ describe('two agents as two nodes', () => {
       message: expect.stringContaining(`node ${b().node} stopped renewing its lease`),
     });
     expect(readyOf(lost)).toBe('False');
-    expect(await eventReasons('on-b')).toContain('NodeNotReady');
+    expect(await eventReasons('on-b', 'NodeNotReady')).toContain('NodeNotReady');
     // a's Containers are untouched.
     for (const name of ['c1', 'c2', 'c3', 'c4', 'c5']) {
       const c = await cp.get<Container>('containers', NS, name);
