@@ -41,20 +41,25 @@ ensure_node_modules # the same rule as hack/test.sh and hack/demo.sh (hack/lib.s
 ensure_built
 
 # shellcheck disable=SC2016 # JavaScript template literals, not shell
+rm -rf build/bench # nothing stale: a file no longer compiled must not still resolve
 node --input-type=module -e '
   import { transformFileSync } from "@swc/core";
-  import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
-  import { dirname } from "node:path";
-  // All of bench/, and the fixture files it imports (other fixtures may need more than swc).
-  const files = [
-    ...readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`),
-    ...["oci", "rootfs", "leaks", "controller", "images", "registry", "oci-validation",
-      "network", "control-plane", "api-proxy"].map((f) => `test/fixtures/${f}.ts`),
-    // The controller and images benchmarks run controller and runtime-core code in-process.
-    ...["controller", "runtime-core/src"].flatMap((d) =>
-      readdirSync(d, { recursive: true }).filter((f) => f.endsWith(".ts")).map((f) => `${d}/${f}`)),
-  ];
-  for (const file of files) {
+  import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+  import { dirname, join, normalize } from "node:path";
+  // All of bench/ and every file it imports, followed through relative imports (test/fixtures,
+  // controller/, runtime-core/src/): the controller and images benchmarks run controller and
+  // runtime-core code in-process.
+  const todo = readdirSync("bench").filter((f) => f.endsWith(".ts")).map((f) => `bench/${f}`);
+  const done = new Set();
+  while (todo.length > 0) {
+    const file = todo.pop();
+    if (done.has(file)) continue;
+    done.add(file);
+    const source = readFileSync(file, "utf8");
+    for (const m of source.matchAll(/(?:from|import)\s*\(?\s*["\x27](\.{1,2}\/[^"\x27]+)\.js["\x27]/g)) {
+      const dep = normalize(join(dirname(file), `${m[1]}.ts`));
+      if (existsSync(dep)) todo.push(dep);
+    }
     const { code } = transformFileSync(file, {
       jsc: { parser: { syntax: "typescript" }, target: "es2022" },
       module: { type: "es6" },
