@@ -324,7 +324,7 @@ export interface ContainerSpec {
    */
   nodeName?: string;
   /**
-   * In Kubernetes mode, the labels a node must have (its agent's --node-labels) for its agent to claim this Container while spec.nodeName is unset, as a Pod's nodeSelector; a Container no agent matches stays unbound. Ignored once spec.nodeName is set, and by the watch directory's agent.
+   * In Kubernetes mode, the labels a node must have (its agent's --node-labels) for its agent to claim this Container while spec.nodeName is unset, as a Pod's nodeSelector; a Container no live node matches stays unbound, Pending with reason Unschedulable. Ignored once spec.nodeName is set, and by the watch directory's agent.
    */
   nodeSelector?: {
     /**
