@@ -39,6 +39,7 @@ import { StateStore } from './store/state-store.js';
 import { validateManifest } from './validation/index.js';
 import {
   baseImageName,
+  cidrWithin,
   DEFAULT_CONTAINER_CIDR,
   defaultRouteAddress,
   parseCidr,
@@ -446,8 +447,7 @@ async function claimNodeRange(
   log.info('this node holds a part of the container range', { cidr, nodeIp: ip });
   const contains = (text: string): boolean => {
     try {
-      const c = parseCidr(text, 'node range');
-      return c.base >= cluster.base && c.base + c.size <= cluster.base + cluster.size;
+      return cidrWithin(parseCidr(text, 'node range'), cluster);
     } catch {
       return false;
     }

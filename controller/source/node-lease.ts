@@ -26,7 +26,13 @@ import {
   type V1Lease,
 } from '@kubernetes/client-node';
 
-import { formatIPv4, parseIPv4, type Cidr, type Logger } from '../../runtime-core/src/index.js';
+import {
+  cidrWithin,
+  formatIPv4,
+  parseCidr,
+  type Cidr,
+  type Logger,
+} from '../../runtime-core/src/index.js';
 
 /** The kubelet's namespace for node heartbeats (kube-apiserver makes it). */
 export const LEASE_NAMESPACE = 'kube-node-lease';
@@ -347,16 +353,13 @@ function older(a: V1Lease, b: V1Lease): boolean {
 
 /** Whether `text` is one of the /maskSize blocks of `range` that freeBlock hands out. */
 export function isBlockOf(range: Cidr, maskSize: number, text: string): boolean {
-  const [ip, mask] = text.split('/');
-  const base = parseIPv4(ip ?? '');
-  const size = 2 ** (32 - maskSize);
-  return (
-    base !== undefined &&
-    mask === String(maskSize) &&
-    base >= range.base &&
-    base + size <= range.base + range.size &&
-    (base - range.base) % size === 0
-  );
+  try {
+    // parseCidr refuses host bits, so a block of this size inside the range is aligned in it.
+    const block = parseCidr(text, 'node range');
+    return block.prefix === maskSize && cidrWithin(block, range);
+  } catch {
+    return false;
+  }
 }
 
 /** The lowest /`maskSize` block of `range` not in `taken`; undefined when every one is. */

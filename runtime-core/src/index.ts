@@ -110,6 +110,7 @@ export type { ServiceEndpointRule, ServicePortRule, ServiceRule } from './networ
 export type { DnsRecord } from './network/dns.js';
 export {
   cidrContains,
+  cidrWithin,
   formatIPv4,
   isIPv4,
   parseCidr,

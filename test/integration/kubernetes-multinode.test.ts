@@ -249,6 +249,16 @@ describe('two nodes, one cluster network', () => {
     expect(a?.['conductor.dev/node-cidr']).toMatch(/\/26$/);
     expect(b?.['conductor.dev/node-cidr']).toMatch(/\/26$/);
     expect(a?.['conductor.dev/node-cidr']).not.toBe(b?.['conductor.dev/node-cidr']);
+    // The core routes only other nodes' parts, through an IPv4 address; it says which is wrong,
+    // before it changes any route.
+    const own = a?.['conductor.dev/node-cidr'] ?? '';
+    const other = b?.['conductor.dev/node-cidr'] ?? '';
+    await expect(agentA?.runtime.setPeerRoutes([{ cidr: own, via: node.nodeIp }])).rejects.toThrow(
+      `peer route ${own} via ${node.nodeIp}: not another node's part`,
+    );
+    await expect(agentA?.runtime.setPeerRoutes([{ cidr: other, via: 'node-b' }])).rejects.toThrow(
+      `peer route ${other} via node-b: not an IPv4 address`,
+    );
   }, 60_000);
 
   it('a container on one node reaches a Service whose endpoint is on the other, both ways', async () => {

@@ -55,6 +55,11 @@ export function cidrContains(c: Cidr, addr: number): boolean {
   return addr >= c.base && addr < c.base + c.size;
 }
 
+/** Whether every address of `inner` is in `outer`. */
+export function cidrWithin(inner: Cidr, outer: Cidr): boolean {
+  return inner.base >= outer.base && inner.base + inner.size <= outer.base + outer.size;
+}
+
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   return a.base < b.base + b.size && b.base < a.base + a.size;
 }

@@ -40,7 +40,7 @@ import {
   type PortMapping,
 } from './host-ports.js';
 import { deleteUdpFlows, staleUdpFlows } from './conntrack.js';
-import { cidrAddress, cidrsOverlap, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
+import { cidrAddress, cidrsOverlap, cidrWithin, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
 import { ServiceProxy, type ServiceRule } from './service-proxy.js';
 
 export const DEFAULT_CONTAINER_CIDR = '10.77.0.0/16';
@@ -240,11 +240,7 @@ export class NodeNetwork {
     const recordedNode =
       recorded?.containerCidr === this.containerCidr.text ? recorded.nodeCidr : undefined;
     this.nodeCidr = parseCidr(opts.nodeCidr ?? recordedNode ?? this.containerCidr.text, 'nodeCidr');
-    if (
-      this.nodeCidr.base < this.containerCidr.base ||
-      this.nodeCidr.base + this.nodeCidr.size > this.containerCidr.base + this.containerCidr.size ||
-      this.nodeCidr.prefix > 30
-    )
+    if (!cidrWithin(this.nodeCidr, this.containerCidr) || this.nodeCidr.prefix > 30)
       throw new NetworkError(
         `nodeCidr ${this.nodeCidr.text}: must be a block of at least /30 inside containerCidr ${this.containerCidr.text}`,
       );
@@ -852,7 +848,8 @@ export class NodeNetwork {
         throw new NetworkError(
           `peer route ${p.cidr} via ${p.via}: not another node's part of ${this.containerCidr.text}`,
         );
-      parseIPv4(p.via);
+      if (parseIPv4(p.via) === undefined)
+        throw new NetworkError(`peer route ${p.cidr} via ${p.via}: not an IPv4 address`);
     }
     const wanted = new Map(peers.map((p) => [p.cidr, p.via]));
     for (const r of await peerRoutes()) {
